@@ -1,0 +1,74 @@
+"""``Segment``: the user's view of ``struct kexec_segment``."""
+from .constants import U32
+
+
+def _u32(name, value):
+    """Check that *value* fits an unsigned long of the i386 syscall ABI."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= U32:
+        raise ValueError(f"{name}={value:#x} does not fit a 32-bit unsigned long")
+    return value
+
+
+class Segment:
+    """One ``struct kexec_segment``: ``bufsz`` bytes of ``buf`` for ``memsz`` bytes at physical ``mem``.
+
+    ``buf`` is any bytes-like object (``bytes``, ``bytearray``, ``memoryview``, numpy ``uint8``
+    array); it is referenced, not copied. ``Segment.zero`` describes a buffer of zero bytes
+    without building it, so huge fuzzed segments cost nothing.
+
+    >>> s = Segment(b"\\x90" * 10, mem=0x100000, memsz=0x1000)
+    >>> s.bufsz, hex(s.mem), s.memsz
+    (10, '0x100000', 4096)
+    >>> Segment.zero(0, 0x200000, 0x2000)
+    Segment(bufsz=0, mem=0x200000, memsz=0x2000, zero)
+    """
+
+    __slots__ = ("_buf", "bufsz", "mem", "memsz")
+
+    def __init__(self, buf, mem, memsz):
+        if buf is None:
+            raise TypeError("buf must be bytes-like (use Segment.zero for an all-zero buffer)")
+        try:
+            view = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"buf must be bytes-like, not {type(buf).__name__}") from None
+        view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        self._buf = view
+        self.bufsz = _u32("bufsz", view.nbytes)
+        self.mem = _u32("mem", mem)
+        self.memsz = _u32("memsz", memsz)
+
+    @classmethod
+    def zero(cls, bufsz, mem, memsz):
+        """A segment whose buffer is ``bufsz`` zero bytes, never materialised."""
+        self = cls.__new__(cls)
+        self._buf = None
+        self.bufsz = _u32("bufsz", bufsz)
+        self.mem = _u32("mem", mem)
+        self.memsz = _u32("memsz", memsz)
+        return self
+
+    @property
+    def buf(self):
+        """The buffer as a read-only memoryview (``None`` for a zero segment)."""
+        return None if self._buf is None else self._buf.toreadonly()
+
+    def read(self, offset, size):
+        """``size`` bytes of the buffer from ``offset`` (zeros for a zero segment)."""
+        if self._buf is None:
+            return bytes(size)
+        return self._buf[offset:offset + size]
+
+    def __repr__(self):
+        kind = ", zero" if self._buf is None else ""
+        return f"Segment(bufsz={self.bufsz}, mem={self.mem:#x}, memsz={self.memsz:#x}{kind})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Segment):
+            return NotImplemented
+        return (self.mem, self.memsz, self.bufsz) == (other.mem, other.memsz, other.bufsz) and \
+            bytes(self.read(0, self.bufsz)) == bytes(other.read(0, other.bufsz))
+
+    __hash__ = None
