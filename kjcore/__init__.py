@@ -4,3 +4,5 @@ from .errors import KexecError
 from .segment import Segment
 
 __version__ = "0.1.0"
+from .kimage import KImage
+from .machine import Machine

@@ -1,0 +1,173 @@
+"""Layout of the CPU state vector.
+
+All CPU state lives in one flat ``int64`` numpy array (the *state vector*) so
+that every compiled routine takes exactly two arrays, ``(s, ram)``.  Every
+value is kept in ``[0, 2**32)`` (32-bit registers stored unsigned); Numba's
+int64 arithmetic never wraps by itself, so every producer masks its result.
+
+The first ``NSTATE`` slots are the architectural state plus the run status;
+:data:`STATE_DTYPE` names them so ``CPU.get_state()`` can hand out a
+structured record.  After that come scratch slots used by the decoder, the
+breakpoint list, the software TLB and the trace ring buffer.
+"""
+import numpy as np
+
+M32 = 0xFFFFFFFF
+
+# General registers, in ModRM encoding order.
+EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
+EIP = 8
+EFLAGS = 9
+CR0 = 10
+CR2 = 11
+CR3 = 12
+CR4 = 13
+EFER = 14
+CPL = 15
+
+# Segment registers in encoding order, then LDTR and TR.  Each one has four
+# slots: visible selector and the hidden descriptor cache (base, limit, attr).
+ES, CS, SS, DS, FS, GS, LDTR, TR = range(8)
+SEG = 16
+S_SEL, S_BASE, S_LIMIT, S_ATTR = range(4)
+GDTR_BASE = 48
+GDTR_LIMIT = 49
+IDTR_BASE = 50
+IDTR_LIMIT = 51
+DR0 = 52            # DR0..DR7 occupy 52..59
+TSC = 60
+SYSENTER_CS = 61
+SYSENTER_ESP = 62
+SYSENTER_EIP = 63
+# Exit information (what made the run stop).
+FAULT_VEC = 65      # first exception of the chain that ended in a triple fault
+FAULT_ERR = 66
+FAULT_EIP = 67
+LAST_VEC = 68       # the exception being delivered when the chain gave up
+LAST_ERR = 69
+IO_PORT = 70
+IO_SIZE = 71
+IO_DIR = 72         # 0 = IN, 1 = OUT
+IO_VAL = 73
+IO_PENDING = 74     # 1: Python answered the IO request in IO_VAL
+STRICT_BUS = 75
+BUS_ADDR = 76
+CON_LEN = 77
+TRACE_POS = 78
+TRACE_CNT = 79
+STEPS = 80
+NBP = 81
+SKIP_BP = 82
+NSTATE = 96
+
+# Scratch slots of the decoder (not part of the architectural state).
+D_EXC = 96          # pending exception vector, -1 if none
+D_ERR = 97          # its error code, -1 if it pushes none
+D_START = 98        # EIP of the instruction being executed
+D_OP = 99
+D_MODRM = 100
+D_MOD = 101
+D_REG = 102
+D_RM = 103
+D_EASEG = 104
+D_EAOFF = 105
+D_IMM = 106
+D_IMM2 = 107
+D_OSZ = 108
+D_ASZ = 109
+D_REP = 110         # 0, 0xF2 or 0xF3
+D_LOCK = 111
+D_NEXT = 112        # fetch cursor (offset in CS)
+D_FPAGE = 113       # linear page of the cached code page, -1 if none
+D_FPHYS = 114       # its physical base
+D_LEN = 115
+D_SEGOVR = 116
+D_STATUS = 117
+D_CODE32 = 118
+D_SOFT = 119        # exception is a software interrupt / trap (push next EIP)
+
+BP = 128            # breakpoint linear addresses
+BP_MAX = 32
+TLB = 256
+TLB_N = 256
+TLB_END = TLB + 3 * TLB_N
+TRACE = 1024
+TRACE_N = 4096
+STATE_SIZE = TRACE + TRACE_N
+
+# EFLAGS bits (SDM vol. 1, 3.4.3).
+CF, PF, AF, ZF, SF = 0x1, 0x4, 0x10, 0x40, 0x80
+TF, IF, DF, OF = 0x100, 0x200, 0x400, 0x800
+IOPL = 0x3000
+NT = 0x4000
+RF = 0x10000
+VM = 0x20000
+AC = 0x40000
+ID = 0x200000
+ARITH = CF | PF | AF | ZF | SF | OF
+
+# Control register bits.
+CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
+CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 1 << 16, 1 << 18, 1 << 29, 1 << 30, 1 << 31
+CR4_VME, CR4_PVI, CR4_TSD, CR4_DE, CR4_PSE, CR4_PAE = 1, 2, 4, 8, 0x10, 0x20
+CR4_MCE, CR4_PGE, CR4_PCE, CR4_OSFXSR = 0x40, 0x80, 0x100, 0x200
+CR4_VALID = 0x7FF
+EFER_NXE = 1 << 11
+
+# Hidden segment attribute word: descriptor access byte in bits 0-7, the
+# flags nibble (AVL, L, D/B, G) in bits 8-11, and "usable" (a non-null
+# selector was loaded) in bit 16.
+A_ACCESSED = 0x01
+A_W = 0x02          # data: writable / code: readable
+A_E = 0x04          # data: expand-down / code: conforming
+A_CODE = 0x08
+A_S = 0x10
+A_P = 0x80
+A_DB = 0x400
+A_G = 0x800
+A_USABLE = 0x10000
+
+# Exception vectors.
+DE_, DB_, NMI_, BP_, OF_, BR_, UD_, NM_, DF_ = 0, 1, 2, 3, 4, 5, 6, 7, 8
+TS_, NP_, SS_, GP_, PF_, MF_, AC_ = 10, 11, 12, 13, 14, 16, 17
+
+# Page-fault error code bits.
+PFE_P, PFE_W, PFE_U, PFE_RSVD, PFE_I = 1, 2, 4, 8, 16
+
+# Run status codes (mirrored by kjcore.cpu.Status).
+ST_OK = 0
+ST_STEP_LIMIT = 1
+ST_HLT = 2
+ST_IO = 3
+ST_TRIPLE_FAULT = 4
+ST_BREAK = 5
+ST_BUS_ERROR = 6
+ST_UNSUPPORTED = 7
+
+REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
+
+
+def _state_fields():
+    names = {i: n for i, n in enumerate(REG_NAMES)}
+    names.update({EIP: "eip", EFLAGS: "eflags", CR0: "cr0", CR2: "cr2", CR3: "cr3",
+                  CR4: "cr4", EFER: "efer", CPL: "cpl"})
+    for i, n in enumerate(SEG_NAMES):
+        for j, f in enumerate(("sel", "base", "limit", "attr")):
+            names[SEG + 4 * i + j] = f"{n}_{f}"
+    names.update({GDTR_BASE: "gdtr_base", GDTR_LIMIT: "gdtr_limit",
+                  IDTR_BASE: "idtr_base", IDTR_LIMIT: "idtr_limit", TSC: "tsc",
+                  SYSENTER_CS: "sysenter_cs", SYSENTER_ESP: "sysenter_esp",
+                  SYSENTER_EIP: "sysenter_eip", FAULT_VEC: "fault_vec",
+                  FAULT_ERR: "fault_err", FAULT_EIP: "fault_eip", LAST_VEC: "last_vec",
+                  LAST_ERR: "last_err", IO_PORT: "io_port", IO_SIZE: "io_size",
+                  IO_DIR: "io_dir", IO_VAL: "io_val", IO_PENDING: "io_pending",
+                  STRICT_BUS: "strict_bus", BUS_ADDR: "bus_addr", CON_LEN: "con_len",
+                  TRACE_POS: "trace_pos", TRACE_CNT: "trace_cnt", STEPS: "steps"})
+    for k in range(8):
+        names[DR0 + k] = f"dr{k}"
+    return [(names.get(i, f"_r{i}"), "<i8") for i in range(NSTATE)]
+
+
+#: Structured view of ``s[:NSTATE]`` (one record = the whole architectural state).
+STATE_DTYPE = np.dtype(_state_fields())

@@ -1,0 +1,263 @@
+"""``Machine``: one simulated i386 computer running a first kernel (SPEC §1.2, §3, §4).
+
+This module is the syscall boundary: it validates Python arguments (``TypeError`` /
+``ValueError`` for values the i386 ABI cannot carry), applies the kernel's checks in order
+(``KexecError`` with the kernel's errno), and orchestrates the compiled pieces: the checks in
+:mod:`kjcore.load_checks`, the allocator plan in :mod:`kjcore.kimage_alloc`.
+"""
+import errno
+import os
+import threading
+
+import numpy as np
+
+from . import kimage_alloc as ka
+from .constants import (IND_DONE, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, MAX_RAM_SIZE, PAGE_SHIFT,
+                        PAGE_SIZE, PROFILES)
+from .errors import KexecError
+from .kimage import KImage
+from .load_checks import (PROFILE_2627, PROFILE_MAINLINE, RULE_NOMEM_CONTROL,
+                          RULE_NOMEM_CRASH_CONTROL, RULE_NOMEM_PAGES, RULE_NOMEM_SWAP,
+                          check_header, check_segments, describe, find_crash_control_page, pack)
+from .memory import FrameAllocator
+from .segment import Segment, _u32
+
+_PLAN_RULE = {ka.PLAN_NOMEM_CONTROL: RULE_NOMEM_CONTROL, ka.PLAN_NOMEM_SWAP: RULE_NOMEM_SWAP,
+              ka.PLAN_NOMEM_PAGES: RULE_NOMEM_PAGES}
+
+
+def _as_segment(s, i):
+    if isinstance(s, Segment):
+        return s
+    if isinstance(s, tuple) and len(s) == 3:
+        return Segment(*s)
+    raise TypeError(f"segments[{i}] must be a kjcore.Segment or a (buf, mem, memsz) tuple, "
+                    f"not {type(s).__name__}")
+
+
+def _segment_arrays(segs):
+    """bufsz, mem, memsz as int64 arrays (at least one element so Numba sees a real array)."""
+    n = max(len(segs), 1)
+    bufsz = np.zeros(n, dtype=np.int64)
+    mem = np.zeros(n, dtype=np.int64)
+    memsz = np.zeros(n, dtype=np.int64)
+    for i, s in enumerate(segs):
+        bufsz[i], mem[i], memsz[i] = s.bufsz, s.mem, s.memsz
+    return bufsz, mem, memsz
+
+
+class Machine:
+    """A simulated i386 machine whose first kernel supports kexec (and kexec jump).
+
+    Parameters follow SPEC §1.2.  ``alloc_seed`` seeds the order in which the page-frame
+    allocator hands out free frames (reproducible, not simply ascending).
+
+    >>> import kjcore
+    >>> m = kjcore.Machine(ram_size=16 << 20)
+    >>> m.ram.nbytes, m.free_frames
+    (16777216, 3072)
+    >>> m.kexec_load(0x200000, [kjcore.Segment(b"\\xf4", 0x200000, 0x1000)])
+    >>> m.kexec_image.type, hex(m.kexec_image.start)
+    ('default', '0x200000')
+    >>> m.kexec_load(0x200000, [kjcore.Segment(b"", 0x200800, 0x1000)])
+    Traceback (most recent call last):
+      ...
+    kjcore.errors.KexecError: [Errno 99] Cannot assign requested address (EADDRNOTAVAIL: \
+mem or mem + memsz not page-aligned (rule 8): segment 0)
+    """
+
+    def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
+                 crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
+                 engine="emulated", strict_bus=False, fix_pae_return=False, ram_file=None,
+                 alloc_seed=0):
+        ram_size = int(ram_size)
+        if ram_size <= 0 or ram_size % PAGE_SIZE:
+            raise ValueError(f"ram_size={ram_size:#x} must be a positive multiple of PAGE_SIZE")
+        if ram_size > MAX_RAM_SIZE:
+            raise ValueError(f"ram_size={ram_size:#x} exceeds {MAX_RAM_SIZE:#x}: the simulated "
+                             "first kernel direct-maps all RAM at PAGE_OFFSET")
+        kernel_reserved = int(kernel_reserved)
+        if kernel_reserved % PAGE_SIZE or not 64 << 10 <= kernel_reserved < ram_size:
+            raise ValueError(f"kernel_reserved={kernel_reserved:#x} must be page-aligned, at "
+                             "least 64 KiB and below ram_size")
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+        if nx and not pae:
+            raise ValueError("nx=True needs pae=True (NX lives in PAE page-table entries)")
+        if engine not in ("emulated", "native"):
+            raise ValueError(f"engine must be 'emulated' or 'native', not {engine!r}")
+        if crashkernel is None:
+            crash_start, crash_end = 0, 0
+            crash_frames = (0, 0)
+        else:
+            start, size = (int(v) for v in crashkernel)
+            if start % PAGE_SIZE or size % PAGE_SIZE or size <= 0 or start < kernel_reserved \
+                    or start + size > ram_size:
+                raise ValueError(f"crashkernel=({start:#x}, {size:#x}) must be page-aligned, "
+                                 "non-empty and inside RAM above kernel_reserved")
+            crash_start, crash_end = start, start + size - 1
+            crash_frames = (start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT)
+        self.ram_size = ram_size
+        self.pae, self.nx = bool(pae), bool(nx)
+        self.profile = profile
+        self.crashkernel = None if crashkernel is None else (crash_start, crash_end + 1 - crash_start)
+        self.kexec_jump = bool(kexec_jump)
+        self.cap_sys_boot = bool(cap_sys_boot)
+        self.kernel_reserved = kernel_reserved
+        self.engine = engine
+        self.strict_bus = bool(strict_bus)
+        self.fix_pae_return = bool(fix_pae_return)
+        self._crash_region = (crash_start, crash_end)
+        self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
+        if ram_file is None:
+            self.ram = np.zeros(ram_size, dtype=np.uint8)
+        else:
+            mode = "r+" if os.path.exists(ram_file) and os.path.getsize(ram_file) == ram_size \
+                else "w+"
+            self.ram = np.memmap(ram_file, dtype=np.uint8, mode=mode, shape=(ram_size,))
+        self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
+                                        crash_frames, seed=alloc_seed)
+        self.kexec_lock = threading.Lock()
+        self.kexec_image = None
+        self.kexec_crash_image = None
+        self.devices = []
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def free_frames(self):
+        """Number of page frames the first kernel could still allocate."""
+        return self.allocator.nr_free
+
+    def __repr__(self):
+        return (f"Machine(ram_size={self.ram_size:#x}, profile={self.profile!r}, pae={self.pae}, "
+                f"nx={self.nx}, kexec_image={self.kexec_image!r}, "
+                f"kexec_crash_image={self.kexec_crash_image!r})")
+
+    # ------------------------------------------------------------------ kexec_load(2)
+    def kexec_load(self, entry, segments, flags=0):
+        """kexec_load(2): load (or with no segments unload) the normal or the crash image.
+
+        Raises :class:`KexecError` with the kernel's errno; the first failing rule of SPEC §4.1
+        decides.  A rejected load changes no RAM byte and leaves the slots as they were, except
+        that a crash load has already unloaded the old crash image.
+        """
+        entry = _u32("entry", entry)
+        flags = _u32("flags", flags)
+        if isinstance(segments, (Segment, bytes, str)):
+            raise TypeError("segments must be a sequence of Segment")
+        segs = [_as_segment(s, i) for i, s in enumerate(segments)]
+        if not self.cap_sys_boot:
+            raise KexecError(errno.EPERM, "caller lacks CAP_SYS_BOOT (rule 1)")
+        code = check_header(flags, len(segs), self._profile_id, self.kexec_jump)
+        if code:
+            raise KexecError(code & 0xFF, describe(code))
+        if not self.kexec_lock.acquire(blocking=False):
+            raise KexecError(errno.EBUSY, "the kexec lock is held (rule 5)")
+        try:
+            self._kexec_load_locked(entry, segs, flags)
+        finally:
+            self.kexec_lock.release()
+
+    def _kexec_load_locked(self, entry, segs, flags):
+        crash = bool(flags & KEXEC_ON_CRASH)
+        slot = "kexec_crash_image" if crash else "kexec_image"
+        if not segs or crash:
+            # Rule 6 (unload) and rule 7 (a crash load first unloads the crash image).
+            self._free_image(getattr(self, slot))
+            setattr(self, slot, None)
+            if not segs:
+                return
+        bufsz, mem, memsz = _segment_arrays(segs)
+        cs, ce = self._crash_region
+        code = check_segments(entry, bufsz, mem, memsz, len(segs), crash, cs, ce,
+                              self._profile_id, self.ram_size >> PAGE_SHIFT)
+        if code:
+            raise KexecError(code & 0xFF, describe(code))
+        if crash:
+            image = self._load_crash(entry, segs, mem, memsz)
+        else:
+            image = self._load_normal(entry, segs, mem, memsz)
+        image.preserve_context = bool(flags & KEXEC_PRESERVE_CONTEXT)
+        old = getattr(self, slot)
+        setattr(self, slot, image)
+        self._free_image(old)
+
+    def _load_crash(self, entry, segs, mem, memsz):
+        cs, ce = self._crash_region
+        control = find_crash_control_page(mem, memsz, len(segs), cs, ce)
+        if control < 0:
+            raise KexecError(errno.ENOMEM, describe(pack(errno.ENOMEM, RULE_NOMEM_CRASH_CONTROL)))
+        ram = self.ram
+        for s in segs:
+            # Crash segments go straight to their destinations, zero-filled past bufsz.
+            ram[s.mem:s.mem + s.memsz] = 0
+            if s.bufsz and s.buf is not None:
+                ram[s.mem:s.mem + s.bufsz] = np.frombuffer(s.read(0, s.bufsz), dtype=np.uint8)
+        return KImage(self, type="crash", start=entry, head=IND_DONE, segments=segs,
+                      preserve_context=False, control_page=int(control))
+
+    def _load_normal(self, entry, segs, mem, memsz):
+        alloc = self.allocator
+        nr_frames = alloc.nr_frames
+        saved = alloc.state()
+        nr_free = alloc.nr_free
+        total_pages = int((memsz[:len(segs)] >> PAGE_SHIFT).sum())
+        max_src = min(total_pages, nr_free) + 1
+        max_ind = (len(segs) + max_src + 1) // ka.IND_ENTRIES_PER_PAGE + 2
+        words = np.zeros(max_ind * 1024, dtype=np.int64)
+        written = np.zeros(max_ind, dtype=np.int64)
+        ind_frames = np.zeros(max_ind, dtype=np.int64)
+        src_pos = np.zeros(max_src, dtype=np.int64)
+        parked = np.zeros(nr_frames, dtype=np.uint8)
+        parked_list = np.zeros(nr_free + 1, dtype=np.int64)
+        dst_entry = np.full(nr_frames, -1, dtype=np.int64)
+        held = np.zeros(nr_free + 1, dtype=np.int64)
+        out = np.zeros(ka.OUT_SIZE, dtype=np.int64)
+        status = ka.plan_normal_image(alloc.stack, alloc.top, nr_frames, mem, memsz, len(segs),
+                                      self._profile_id == PROFILE_MAINLINE, words, written,
+                                      ind_frames, src_pos, parked, parked_list, dst_entry, held,
+                                      out)
+        if status != ka.PLAN_OK:
+            alloc.set_state(saved)
+            raise KexecError(errno.ENOMEM, describe(pack(errno.ENOMEM, _PLAN_RULE[status])))
+        nind = int(out[ka.OUT_NR_IND])
+        self._commit_plan(segs, words, written[:nind], ind_frames[:nind],
+                          src_pos[:out[ka.OUT_NR_SOURCES]])
+        plist = parked_list[:out[ka.OUT_NR_PARKED]]
+        still_parked = plist[parked[plist] != 0]
+        return KImage(self, type="default", start=entry, head=int(out[ka.OUT_HEAD]),
+                      segments=segs, preserve_context=False,
+                      control_page=int(out[ka.OUT_CONTROL]) << PAGE_SHIFT,
+                      swap_page=int(out[ka.OUT_SWAP]) << PAGE_SHIFT,
+                      ind_frames=ind_frames[:nind].copy(), parked_frames=still_parked)
+
+    def _commit_plan(self, segs, words, written, ind_frames, src_pos):
+        """Write a successful plan into RAM: indirection words, then zeroed, filled sources."""
+        ram = self.ram
+        pages = ram.reshape(-1, PAGE_SIZE)
+        for k, frame in enumerate(ind_frames.tolist()):
+            n = int(written[k])
+            base = frame << PAGE_SHIFT
+            ram[base:base + 4 * n] = words[k * 1024:k * 1024 + n].astype("<u4").view(np.uint8)
+        frames = (words[src_pos] >> PAGE_SHIFT).astype(np.int64)
+        pages[frames] = 0
+        first = 0
+        for s in segs:
+            n = s.memsz >> PAGE_SHIFT
+            seg_frames = frames[first:first + n]
+            first += n
+            if not s.bufsz or s.buf is None:
+                continue            # sources are already zeroed
+            full = s.bufsz >> PAGE_SHIFT
+            data = np.frombuffer(s.read(0, s.bufsz), dtype=np.uint8)
+            if full:
+                pages[seg_frames[:full]] = data[:full * PAGE_SIZE].reshape(full, PAGE_SIZE)
+            rest = s.bufsz - full * PAGE_SIZE
+            if rest:
+                base = int(seg_frames[full]) << PAGE_SHIFT
+                ram[base:base + rest] = data[full * PAGE_SIZE:]
+
+    def _free_image(self, image):
+        """kimage_free: give the image's frames back to the allocator."""
+        if image is not None:
+            self.allocator.free_many(image.frames_to_free())

@@ -1,0 +1,107 @@
+"""Physical memory bookkeeping of the first kernel: the page-frame allocator.
+
+RAM itself is one flat numpy ``uint8`` array owned by :class:`kjcore.Machine`; this module only
+decides which page frames the running kernel may hand out.  The allocator models a buddy
+allocator's free lists loosely but deterministically:
+
+* frames below ``kernel_reserved`` belong to the first kernel and are never free;
+* frames of the crashkernel region are reserved at boot and never handed out;
+* the remaining frames are grouped in blocks of ``BLOCK_FRAMES`` frames, the blocks are put in a
+  seeded random order (free lists are not sorted on a running system) and frames are handed out
+  block by block, ascending inside a block;
+* a freed frame goes back on top of the free stack (the kernel's hot per-CPU list), so it is the
+  next one handed out.
+
+All state is two numpy arrays so Numba kernels (the kimage planner) can allocate directly.
+"""
+import numpy as np
+
+from .constants import PAGE_SHIFT
+
+#: frames per block of the initial free order (32 KiB blocks)
+BLOCK_FRAMES = 8
+
+
+class FrameAllocator:
+    """Free page frames of one machine, handed out in a seeded, not-simply-ascending order.
+
+    ``stack[:top[0]]`` are the free frames; ``alloc()`` pops from the end.
+
+    >>> a = FrameAllocator(nr_frames=64, reserved_frames=16, seed=1)
+    >>> a.nr_free
+    48
+    >>> f = a.alloc(); 16 <= f < 64
+    True
+    >>> a.free(f); a.alloc() == f      # a freed frame is the next one handed out
+    True
+    """
+
+    def __init__(self, nr_frames, reserved_frames, crash_frames=(0, 0), seed=0):
+        self.nr_frames = int(nr_frames)
+        self.reserved_frames = int(reserved_frames)
+        self.crash_frames = (int(crash_frames[0]), int(crash_frames[1]))
+        self.seed = int(seed)
+        self.stack = np.empty(self.nr_frames, dtype=np.int64)
+        self.top = np.zeros(1, dtype=np.int64)
+        self.reset()
+
+    def boot_order(self):
+        """The order in which a freshly booted machine hands out its free frames."""
+        frames = np.arange(self.reserved_frames, self.nr_frames, dtype=np.int64)
+        c0, c1 = self.crash_frames
+        if c1 > c0:
+            frames = frames[(frames < c0) | (frames >= c1)]
+        nblocks = -(-len(frames) // BLOCK_FRAMES)
+        order = np.random.default_rng(self.seed).permutation(nblocks)
+        blocks = [frames[b * BLOCK_FRAMES:(b + 1) * BLOCK_FRAMES] for b in order]
+        return np.concatenate(blocks) if blocks else frames
+
+    def reset(self):
+        """Return to the state right after boot (every free frame free, boot order)."""
+        order = self.boot_order()
+        self.top[0] = len(order)
+        self.stack[:len(order)] = order[::-1]
+
+    @property
+    def nr_free(self):
+        """Number of free frames."""
+        return int(self.top[0])
+
+    def alloc(self):
+        """Pop one free frame number; ``MemoryError`` when none is left (the kernel's ENOMEM)."""
+        t = int(self.top[0])
+        if t == 0:
+            raise MemoryError("no free page frame")
+        self.top[0] = t - 1
+        return int(self.stack[t - 1])
+
+    def free(self, frame):
+        """Give ``frame`` back; it becomes the next frame handed out."""
+        t = int(self.top[0])
+        self.stack[t] = frame
+        self.top[0] = t + 1
+
+    def free_many(self, frames):
+        """Give back ``frames`` in order (the last one is handed out first)."""
+        frames = np.asarray(frames, dtype=np.int64)
+        t = int(self.top[0])
+        self.stack[t:t + len(frames)] = frames
+        self.top[0] = t + len(frames)
+
+    def is_free(self, frame):
+        """Whether ``frame`` is free (linear scan: for tests and inspection)."""
+        return bool(np.any(self.stack[:self.nr_free] == frame))
+
+    def state(self):
+        """A copy of the allocator state (for snapshots and rollback)."""
+        return self.stack[:self.nr_free].copy()
+
+    def set_state(self, free_stack):
+        """Restore a state returned by :meth:`state`."""
+        self.top[0] = len(free_stack)
+        self.stack[:len(free_stack)] = free_stack
+
+
+def frame_of(addr):
+    """Page frame number of a physical address."""
+    return addr >> PAGE_SHIFT
