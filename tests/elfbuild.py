@@ -7,6 +7,7 @@ overridden one by one to build the malformed files the loader must refuse.
 >>> data[:4], len(data) >= EHDR_SIZE + PHDR_SIZE + 5
 (b'\\x7fELF', True)
 """
+import io
 import struct
 from dataclasses import dataclass
 
@@ -135,3 +136,20 @@ def set_phdr_field(data, index, name, value, e_phoff=EHDR_SIZE):
     """A copy of ``data`` with field ``name`` of program header ``index`` set to ``value``."""
     offset, code = PHDR_OFFSETS[name]
     return set_field(data, e_phoff + index * PHDR_SIZE + offset, code, value)
+
+
+def pyelftools_load(data, page_size=0x1000):
+    """What SPEC section 10 loads from ``data``, computed from pyelftools' reading of the file.
+
+    Returns ``([(mem, buffer bytes, page-rounded memsz), ...] sorted by mem, e_entry)``: the
+    independent oracle the loader is checked against.
+    """
+    from elftools.elf.elffile import ELFFile
+    elf = ELFFile(io.BytesIO(data))
+    segments = []
+    for seg in elf.iter_segments():
+        h = seg.header
+        if h.p_type == "PT_LOAD" and h.p_memsz:
+            body = data[h.p_offset:h.p_offset + min(h.p_filesz, h.p_memsz)]
+            segments.append((h.p_paddr, bytes(body), -(-h.p_memsz // page_size) * page_size))
+    return sorted(segments), elf.header.e_entry

@@ -303,17 +303,9 @@ def elf_layouts(draw):
 
 
 def expected_by_pyelftools(data):
-    """The segments and entry SPEC section 10 asks for, computed from pyelftools' view."""
-    elf = ELFFile(io.BytesIO(data))
-    segments = []
-    for seg in elf.iter_segments():
-        h = seg.header
-        if h.p_type == "PT_LOAD" and h.p_memsz:
-            bufsz = min(h.p_filesz, h.p_memsz)
-            body = data[h.p_offset:h.p_offset + bufsz]
-            segments.append(Segment(body, h.p_paddr, -(-h.p_memsz // PAGE_SIZE) * PAGE_SIZE))
-    segments.sort(key=lambda s: s.mem)
-    return LoadedImage(tuple(segments), elf.header.e_entry)
+    """The LoadedImage SPEC section 10 asks for, computed from pyelftools' view of ``data``."""
+    segments, entry = elfbuild.pyelftools_load(data)
+    return LoadedImage(tuple(Segment(body, mem, memsz) for mem, body, memsz in segments), entry)
 
 
 @HYP
