@@ -8,6 +8,7 @@ Python can still say which rule failed for which segments.
 """
 import errno
 
+import numpy as np
 from numba import njit
 
 from .constants import (KEXEC_ARCH_386, KEXEC_ARCH_DEFAULT, KEXEC_ARCH_MASK,
@@ -112,31 +113,32 @@ def check_segments(entry, bufsz, mem, memsz, nr, crash, crash_start, crash_end, 
     ``crash_end`` is inclusive (``crash_start == crash_end == 0`` when no region is configured).
     """
     mainline = profile == PROFILE_MAINLINE
+    entry = np.int64(entry)
     if crash and (entry < crash_start or entry > crash_end):
         return pack(EADDRNOTAVAIL, RULE_CRASH_ENTRY)
     for i in range(nr):
-        ms = mem[i]
-        me = (ms + memsz[i]) & _U32
+        ms = np.int64(mem[i])
+        me = (ms + np.int64(memsz[i])) & _U32
         if mainline and ms > me:
             return pack(EADDRNOTAVAIL, RULE_WRAP, i)
         if (ms & 0xFFF) or (me & 0xFFF):
             return pack(EADDRNOTAVAIL, RULE_ALIGN, i)
     for i in range(nr):
-        ms = mem[i]
-        me = (ms + memsz[i]) & _U32
+        ms = np.int64(mem[i])
+        me = (ms + np.int64(memsz[i])) & _U32
         for j in range(i):
-            ps = mem[j]
-            pe = (ps + memsz[j]) & _U32
+            ps = np.int64(mem[j])
+            pe = (ps + np.int64(memsz[j])) & _U32
             if me > ps and ms < pe:
                 return pack(EINVAL, RULE_OVERLAP, j, i)
     for i in range(nr):
-        if bufsz[i] > memsz[i]:
+        if np.int64(bufsz[i]) > np.int64(memsz[i]):
             return pack(EINVAL, RULE_BUFSZ, i)
     if mainline:
         half = ram_pages // 2
         total = 0
         for i in range(nr):
-            pages = memsz[i] >> PAGE_SHIFT
+            pages = np.int64(memsz[i]) >> PAGE_SHIFT
             total += pages
             if pages > half:
                 return pack(EINVAL, RULE_SEGMENT_PAGES, i)
@@ -144,8 +146,8 @@ def check_segments(entry, bufsz, mem, memsz, nr, crash, crash_start, crash_end, 
             return pack(EINVAL, RULE_TOTAL_PAGES)
     if crash:
         for i in range(nr):
-            ms = mem[i]
-            me = (ms + memsz[i] - 1) & _U32
+            ms = np.int64(mem[i])
+            me = (ms + np.int64(memsz[i]) - 1) & _U32
             if ms < crash_start or me > crash_end:
                 return pack(EADDRNOTAVAIL, RULE_CRASH_RANGE, i)
     return 0
@@ -164,8 +166,8 @@ def find_crash_control_page(mem, memsz, nr, crash_start, crash_end):
     while hole_end <= crash_end:
         hit = False
         for i in range(nr):
-            ms = mem[i]
-            me = (ms + memsz[i] - 1) & _U32
+            ms = np.int64(mem[i])
+            me = (ms + np.int64(memsz[i]) - 1) & _U32
             if hole_end >= ms and hole_start <= me:
                 nxt = ((me + 0xFFF) & _U32) & 0xFFFFF000
                 if nxt <= hole_start:

@@ -53,8 +53,8 @@ class FrameAllocator:
             frames = frames[(frames < c0) | (frames >= c1)]
         nblocks = -(-len(frames) // BLOCK_FRAMES)
         order = np.random.default_rng(self.seed).permutation(nblocks)
-        blocks = [frames[b * BLOCK_FRAMES:(b + 1) * BLOCK_FRAMES] for b in order]
-        return np.concatenate(blocks) if blocks else frames
+        idx = (order[:, None] * BLOCK_FRAMES + np.arange(BLOCK_FRAMES)).ravel()
+        return frames[idx[idx < len(frames)]]
 
     def reset(self):
         """Return to the state right after boot (every free frame free, boot order)."""
