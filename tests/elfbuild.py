@@ -147,8 +147,10 @@ def pyelftools_load(data, page_size=0x1000):
     from elftools.elf.elffile import ELFFile
     elf = ELFFile(io.BytesIO(data))
     segments = []
-    for seg in elf.iter_segments():
-        h = seg.header
+    for i in range(elf.num_segments()):
+        # the header only: building a Segment object makes pyelftools read sections for
+        # PT_DYNAMIC, and kexec loading never looks at sections
+        h = elf._get_segment_header(i)
         if h.p_type == "PT_LOAD" and h.p_memsz:
             body = data[h.p_offset:h.p_offset + min(h.p_filesz, h.p_memsz)]
             segments.append((h.p_paddr, bytes(body), -(-h.p_memsz // page_size) * page_size))
