@@ -494,3 +494,29 @@ def test_jump_back_helper():
 @pytest.mark.parametrize("entry", [None, 0, 1 << 32, -4])
 def test_jump_back_helper_needs_an_entry(entry):
     refused("entry", lambda: jump_back_helper(entry))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the loader produces is what kexec_load takes
+
+def test_loaded_segments_go_through_kexec_load():
+    kjcore = pytest.importorskip("kjcore")
+    if not hasattr(kjcore, "Machine"):
+        pytest.skip("kjcore.Machine not available")
+    m = kjcore.Machine(ram_size=16 << 20)
+    data = build_elf32([Phdr(0x800000, b"\xf4" * 300, 0x1800), Phdr(0x900000, b"", 0x4000)],
+                       entry=0x800000)
+    image = load_elf32(data)
+    mem_min, mem_max = 0x800000, 0xBFFFFF
+    backups = preserve_context_backup_segments(image.segments, mem_min, mem_max, m.ram.size)
+    segments = sort_segments(image.segments + backups)
+    check_placement(segments, mem_min, mem_max, m.ram.size)
+    m.kexec_load(image.entry, list(segments), flags=kjcore.KEXEC_PRESERVE_CONTEXT)
+    loaded = m.kexec_image
+    assert loaded.start == 0x800000 and loaded.preserve_context
+    assert sum(s.memsz for s in loaded.segments) == mem_max + 1 - mem_min
+
+    helper = jump_back_helper(0x1234000)
+    fresh = kjcore.Machine(ram_size=16 << 20)
+    fresh.kexec_load(helper.entry, list(helper.segments), flags=kjcore.KEXEC_PRESERVE_CONTEXT)
+    assert fresh.kexec_image.start == 0x1234000
