@@ -8,15 +8,15 @@ errno a freshly booted :class:`kjcore.Machine` would return for each, without to
 How ENOMEM is decided without allocating
 ----------------------------------------
 A normal load needs a control page and a swap page outside every destination range, then one
-frame per source page plus one indirection page per 1023 list entries.  On 2.6.27 every frame
-the destination-aware allocator parks is used later by its own destination, so the load fails
-exactly when ``sources + indirection pages > free frames - 2`` (free frames of a fresh machine:
-RAM above ``kernel_reserved`` outside the crashkernel region).  Mainline's inclusive range test
-can mark a frame as a destination that no page is ever loaded to (the page below an empty
-segment); such a frame is wasted only if the allocator happens to hand it out, which depends on
-the free-list order.  Only when that could tip the balance does ``check_layouts`` replay the
-allocator frame by frame (the same planner ``kexec_load`` uses) on a copy of the boot-time free
-list.
+frame per source page plus one indirection page per 1023 list entries (IND_DONE never needs a
+page of its own: it may take the link slot).  Every frame the destination-aware allocator parks
+is a real destination page and is used later by its own destination, and a frame it finds
+already claimed is exchanged, not lost, so the outcome does not depend on the free-list order:
+the load fails exactly when fewer than two free frames lie outside the destination ranges, or
+when ``sources + indirection pages > free frames - 2`` (free frames of a fresh machine: RAM above
+``kernel_reserved`` outside the crashkernel region).  The destination ranges are the kernel's:
+half-open wrapped ends on 2.6.27 (a range that wraps past 2**32 marks no frame), inclusive ends
+on mainline (only an empty segment at address 0 wraps, marking every frame).
 
 >>> import kjcore
 >>> from kjcore.fuzz import random_layouts, check_layouts
@@ -28,19 +28,16 @@ list.
 import numpy as np
 from numba import njit, prange
 
-from . import kimage_alloc as ka
 from .constants import (IND_ENTRIES_PER_PAGE, KEXEC_ARCH_386, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH,
                         KEXEC_PRESERVE_CONTEXT, KEXEC_SEGMENT_MAX, PAGE_SHIFT, PAGE_SIZE, PROFILES)
 from .load_checks import (ENOMEM, PROFILE_2627, PROFILE_MAINLINE, check_header, check_segments,
                           find_crash_control_page)
-from .memory import FrameAllocator
 
 #: one kexec_load call: flags, entry, number of segments and struct kexec_segment fields
 LAYOUT_DTYPE = np.dtype([("flags", "<u4"), ("entry", "<u4"), ("nr_segments", "<u4"),
                          ("bufsz", "<u4", (KEXEC_SEGMENT_MAX,)), ("mem", "<u4", (KEXEC_SEGMENT_MAX,)),
                          ("memsz", "<u4", (KEXEC_SEGMENT_MAX,))])
 
-_BORDERLINE = -1
 _U32 = 0xFFFFFFFF
 
 
@@ -61,7 +58,7 @@ def _free_in(f0, f1, reserved, nr_frames, c0, c1):
 
 @njit(cache=True)
 def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1):
-    """0, ENOMEM, or _BORDERLINE for a normal load that passed every check (see module doc)."""
+    """0 or ENOMEM for a normal load that passed every check (see module doc)."""
     free = _free_in(0, nr_frames, reserved, nr_frames, c0, c1)
     dest_free = 0
     nsrc = 0
@@ -72,34 +69,14 @@ def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1):
         me = (ms + sz) & _U32
         if me > ms:
             dest_free += _free_in(ms >> PAGE_SHIFT, me >> PAGE_SHIFT, reserved, nr_frames, c0, c1)
-    waste = 0
     if mainline:
         for i in range(nr):
-            if memsz[i] != 0:
-                continue
-            if mem[i] == 0:
-                return ENOMEM           # every page is a destination: no control page
-            f = (np.int64(mem[i]) >> PAGE_SHIFT) - 1
-            dup = False
-            for j in range(nr):
-                sj = np.int64(mem[j]) >> PAGE_SHIFT
-                nj = np.int64(memsz[j]) >> PAGE_SHIFT
-                if nj and sj <= f < sj + nj:
-                    dup = True          # a real destination page anyway
-                elif j < i and memsz[j] == 0 and np.int64(mem[j]) == np.int64(mem[i]):
-                    dup = True          # counted for the earlier empty segment
-            if not dup and _free_in(f, f + 1, reserved, nr_frames, c0, c1):
-                waste += 1
-    if free - dest_free - waste < 2:
-        if free - dest_free < 2:
-            return ENOMEM
-        return _BORDERLINE
+            if memsz[i] == 0 and mem[i] == 0:
+                return ENOMEM           # inclusive end wraps: every page is a destination
+    if free - dest_free < 2:
+        return ENOMEM                   # no control page, or no swap page
     need = nsrc + (nr + nsrc + IND_ENTRIES_PER_PAGE - 1) // IND_ENTRIES_PER_PAGE
-    if need > free - 2:
-        return ENOMEM
-    if need + waste > free - 2:
-        return _BORDERLINE
-    return 0
+    return ENOMEM if need > free - 2 else 0
 
 
 @njit(cache=True, parallel=True)
@@ -127,29 +104,13 @@ def _check_layouts(flags, entry, nr_segments, bufsz, mem, memsz, profile, kexec_
             out[k] = _normal_nomem(mem[k], memsz[k], nr, mainline, reserved, ram_pages, c0, c1)
 
 
-def _replay(alloc, boot, mem, memsz, nr, mainline):
-    """Exact allocator replay of one normal load on a fresh machine (the borderline cases)."""
-    alloc.set_state(boot)
-    nfree = alloc.nr_free
-    total = int((memsz[:nr] >> PAGE_SHIFT).sum())
-    max_src = min(total, nfree) + 1
-    max_ind = (nr + max_src + 1) // IND_ENTRIES_PER_PAGE + 2
-    status = ka.plan_normal_image(
-        alloc.stack, alloc.top, alloc.nr_frames, mem, memsz, nr, mainline,
-        np.zeros(max_ind * 1024, np.int64), np.zeros(max_ind, np.int64),
-        np.zeros(max_ind, np.int64), np.zeros(max_src, np.int64),
-        np.zeros(alloc.nr_frames, np.uint8), np.zeros(nfree + 1, np.int64),
-        np.full(alloc.nr_frames, -1, np.int64), np.zeros(nfree + 1, np.int64),
-        np.zeros(ka.OUT_SIZE, np.int64))
-    return 0 if status == ka.PLAN_OK else ENOMEM
-
-
 def check_layouts(layouts, *, profile="2.6.27", ram_size, crashkernel=None, kexec_jump=True,
-                  kernel_reserved=4 << 20, alloc_seed=0):
+                  kernel_reserved=4 << 20):
     """The errno (0 = success) ``Machine(...).kexec_load`` returns for each layout.
 
     Each layout is judged against a freshly booted machine built with the same arguments, as
-    root (CAP_SYS_BOOT) with the kexec lock free.  Compiled and parallel over layouts.
+    root (CAP_SYS_BOOT) with the kexec lock free.  Compiled and parallel over layouts.  The
+    result does not depend on the machine's ``alloc_seed`` (see the module docstring).
     """
     layouts = np.asarray(layouts)
     if layouts.dtype != LAYOUT_DTYPE:
@@ -169,15 +130,6 @@ def check_layouts(layouts, *, profile="2.6.27", ram_size, crashkernel=None, kexe
     _check_layouts(layouts["flags"], layouts["entry"], layouts["nr_segments"], layouts["bufsz"],
                    layouts["mem"], layouts["memsz"], prof, bool(kexec_jump), cs, ce, nr_frames,
                    reserved, c0, c1, out)
-    border = np.flatnonzero(out == _BORDERLINE)
-    if len(border):
-        alloc = FrameAllocator(nr_frames, reserved, (c0, c1), seed=alloc_seed)
-        boot = alloc.state()
-        for k in border:
-            lay = layouts[k]
-            nr = int(lay["nr_segments"])
-            out[k] = _replay(alloc, boot, lay["mem"].astype(np.int64), lay["memsz"].astype(np.int64),
-                             nr, prof == PROFILE_MAINLINE)
     return out
 
 

@@ -104,6 +104,7 @@ class KImage:
         self.swap_page = swap_page
         self._ind_frames = np.asarray(ind_frames, dtype=np.int64)
         self._parked_frames = np.asarray(parked_frames, dtype=np.int64)
+        self._record_free_order()
 
     def __repr__(self):
         swap = "None" if self.swap_page is None else f"{self.swap_page:#x}"
@@ -153,9 +154,14 @@ class KImage:
 
         Parked frames (most recently parked first), then sources and indirection pages in list
         order (an indirection page when the walk has left it), then the swap and control pages.
+        Recorded at load time, so scribbling over RAM later cannot lose frames.
         """
+        return self._free_order
+
+    def _record_free_order(self):
         if self.type == "crash":
-            return np.empty(0, dtype=np.int64)
+            self._free_order = np.empty(0, dtype=np.int64)
+            return
         order = [int(f) for f in self._parked_frames[::-1]]
         words, _ = self._walk()
         ind = None
@@ -170,7 +176,7 @@ class KImage:
         if ind is not None:
             order.append(ind)
         order += [self.swap_page >> PAGE_SHIFT, self.control_page >> PAGE_SHIFT]
-        return np.asarray(order, dtype=np.int64)
+        self._free_order = np.asarray(order, dtype=np.int64)
 
 
 def flag_name(flag):
