@@ -120,7 +120,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.kexec_lock = threading.Lock()
         self.kexec_image = None
         self.kexec_crash_image = None
-        self.devices = []
+        self.devices = []               # see kjcore.pm: suspend/resume callbacks, in order
+        self.pm_log = []                # every power-management step of kernel_kexec, in order
+        self.freeze_processes = lambda: 0   # research knob: return an error to fail the freeze
 
     # ------------------------------------------------------------------ inspection
     @property
