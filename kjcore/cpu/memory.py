@@ -13,7 +13,7 @@ Faults never raise: a routine that fails stores the vector and error code in
 ``s[D_EXC]``/``s[D_ERR]`` and returns -1 (addresses) or 0 (values); callers
 test ``s[D_EXC] >= 0``.
 """
-from numba import njit
+from .jit import kernel
 
 from .state import (
     A_CODE, A_E, A_DB, A_USABLE, A_W, BUS_ADDR, CPL, CR0, CR0_PG, CR0_WP, CR2, CR3, CR4,
@@ -38,7 +38,7 @@ T_GLOBAL = 32
 SIZE_MASK = (0, 0xFF, 0xFFFF, 0, M32)
 
 
-@njit(cache=True)
+@kernel("v", "sii")
 def exc(s, vec, err):
     """Record a pending exception (the first one wins)."""
     if s[D_EXC] < 0:
@@ -47,13 +47,13 @@ def exc(s, vec, err):
 
 
 # ---------------------------------------------------------------- physical bus
-@njit(cache=True)
+@kernel("v", "si")
 def bus_miss(s, p):
     if s[STRICT_BUS] != 0 and s[BUS_ADDR] < 0:
         s[BUS_ADDR] = p
 
 
-@njit(cache=True)
+@kernel("i", "srii")
 def phys_read(s, ram, p, size):
     n = ram.shape[0]
     if p >= 0 and p + size <= n:
@@ -72,7 +72,7 @@ def phys_read(s, ram, p, size):
     return v
 
 
-@njit(cache=True)
+@kernel("v", "sriii")
 def phys_write(s, ram, p, size, v):
     n = ram.shape[0]
     for i in range(size):
@@ -84,7 +84,7 @@ def phys_write(s, ram, p, size, v):
 
 
 # ---------------------------------------------------------------- TLB
-@njit(cache=True)
+@kernel("v", "sb")
 def tlb_flush(s, keep_global):
     """Drop cached translations (CR3 load keeps global pages when CR4.PGE)."""
     for i in range(TLB_N):
@@ -95,7 +95,7 @@ def tlb_flush(s, keep_global):
     s[D_FPAGE] = -1
 
 
-@njit(cache=True)
+@kernel("v", "si")
 def tlb_flush_page(s, lin):
     k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
     if s[k] == (lin >> 12):
@@ -103,7 +103,7 @@ def tlb_flush_page(s, lin):
     s[D_FPAGE] = -1
 
 
-@njit(cache=True)
+@kernel("i", "si")
 def need_bits(s, acc):
     """TLB permission bits an access of kind ``acc`` requires."""
     need = 0
@@ -118,8 +118,24 @@ def need_bits(s, acc):
     return need
 
 
+@kernel("i", "siiib")
+def _pf(s, lin, acc, err, commit):
+    if commit:
+        if acc & ACC_WRITE:
+            err |= PFE_W
+        if acc & ACC_USER:
+            err |= PFE_U
+        # The I/D bit is reported only when NX is in use (PAE with EFER.NXE).
+        if (acc & ACC_FETCH) and (s[EFER] & EFER_NXE) and (s[CR4] & CR4_PAE):
+            err |= PFE_I
+        if s[D_EXC] < 0:
+            s[CR2] = lin & M32
+        exc(s, PF_, err)
+    return -1
+
+
 # ---------------------------------------------------------------- page walk
-@njit(cache=True)
+@kernel("i", "sriib")
 def walk(s, ram, lin, acc, commit):
     """Walk the page tables for ``lin`` (SDM vol. 3, 4.3 and 4.4).
 
@@ -255,23 +271,7 @@ def walk(s, ram, lin, acc, commit):
     return phys | (lin & 0xFFF)
 
 
-@njit(cache=True)
-def _pf(s, lin, acc, err, commit):
-    if commit:
-        if acc & ACC_WRITE:
-            err |= PFE_W
-        if acc & ACC_USER:
-            err |= PFE_U
-        # The I/D bit is reported only when NX is in use (PAE with EFER.NXE).
-        if (acc & ACC_FETCH) and (s[EFER] & EFER_NXE) and (s[CR4] & CR4_PAE):
-            err |= PFE_I
-        if s[D_EXC] < 0:
-            s[CR2] = lin & M32
-        exc(s, PF_, err)
-    return -1
-
-
-@njit(cache=True)
+@kernel("i", "srii")
 def translate(s, ram, lin, acc):
     """Linear to physical for an access of kind ``acc``; -1 and #PF on failure."""
     if (s[CR0] & CR0_PG) == 0:
@@ -286,7 +286,7 @@ def translate(s, ram, lin, acc):
 
 
 # ---------------------------------------------------------------- linear access
-@njit(cache=True)
+@kernel("i", "sriii")
 def lin_read(s, ram, lin, size, acc):
     lin &= M32
     if (lin & 0xFFF) + size <= 4096:
@@ -305,7 +305,7 @@ def lin_read(s, ram, lin, size, acc):
     return phys_read(s, ram, p1, first) | (phys_read(s, ram, p2, size - first) << (8 * first))
 
 
-@njit(cache=True)
+@kernel("v", "sriiii")
 def lin_write(s, ram, lin, size, v, acc):
     lin &= M32
     acc |= ACC_WRITE
@@ -326,7 +326,7 @@ def lin_write(s, ram, lin, size, v, acc):
     phys_write(s, ram, p2, size - first, v >> (8 * first))
 
 
-@njit(cache=True)
+@kernel("b", "sriii")
 def lin_check_write(s, ram, lin, size, acc):
     """Translate for a later write (both pages); False and #PF on failure."""
     lin &= M32
@@ -341,13 +341,13 @@ def lin_check_write(s, ram, lin, size, acc):
 
 
 # ---------------------------------------------------------------- segmentation
-@njit(cache=True)
+@kernel("i", "si")
 def seg_fault(s, seg):
     exc(s, SS_ if seg == SS else GP_, 0)
     return -1
 
 
-@njit(cache=True)
+@kernel("i", "siiib")
 def seg_lin(s, seg, off, size, write):
     """Segment-check ``size`` bytes at ``seg:off``; linear address or -1.
 
@@ -376,12 +376,12 @@ def seg_lin(s, seg, off, size, write):
     return (s[b + 1] + off) & M32
 
 
-@njit(cache=True)
+@kernel("i", "s")
 def user_acc(s):
     return ACC_USER if s[CPL] == 3 else 0
 
 
-@njit(cache=True)
+@kernel("i", "sriii")
 def read_mem(s, ram, seg, off, size):
     lin = seg_lin(s, seg, off, size, False)
     if lin < 0:
@@ -389,7 +389,7 @@ def read_mem(s, ram, seg, off, size):
     return lin_read(s, ram, lin, size, user_acc(s))
 
 
-@njit(cache=True)
+@kernel("v", "sriiii")
 def write_mem(s, ram, seg, off, size, v):
     lin = seg_lin(s, seg, off, size, True)
     if lin < 0:
@@ -397,7 +397,7 @@ def write_mem(s, ram, seg, off, size, v):
     lin_write(s, ram, lin, size, v & SIZE_MASK[size], user_acc(s))
 
 
-@njit(cache=True)
+@kernel("b", "sriii")
 def check_write_mem(s, ram, seg, off, size):
     """Would a write of ``size`` bytes at seg:off succeed?  (Faults if not.)"""
     lin = seg_lin(s, seg, off, size, True)
@@ -406,12 +406,12 @@ def check_write_mem(s, ram, seg, off, size):
     return lin_check_write(s, ram, lin, size, user_acc(s))
 
 
-@njit(cache=True)
+@kernel("i", "srii")
 def sys_read(s, ram, lin, size):
     """Implicit supervisor read (descriptor tables, TSS): CPL is not used."""
     return lin_read(s, ram, lin, size, ACC_READ)
 
 
-@njit(cache=True)
+@kernel("v", "sriii")
 def sys_write(s, ram, lin, size, v):
     lin_write(s, ram, lin, size, v, ACC_READ)

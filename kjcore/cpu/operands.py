@@ -1,6 +1,6 @@
 """Register and ModRM operand access, flag arithmetic shared by the families."""
 import numpy as np
-from numba import njit
+from .jit import kernel
 
 from .memory import read_mem, write_mem, check_write_mem
 from .state import (
@@ -14,7 +14,9 @@ SIGN = np.array([0, 0x80, 0x8000, 0, 0x80000000], np.int64)
 
 
 # ---------------------------------------------------------------- registers
-@njit(cache=True)
+
+
+@kernel("i", "sii")
 def get_reg(s, r, size):
     if size == 4:
         return s[r]
@@ -25,7 +27,7 @@ def get_reg(s, r, size):
     return (s[r - 4] >> 8) & 0xFF
 
 
-@njit(cache=True)
+@kernel("v", "siii")
 def set_reg(s, r, size, v):
     if size == 4:
         s[r] = v & M32
@@ -37,7 +39,7 @@ def set_reg(s, r, size, v):
         s[r - 4] = (s[r - 4] & 0xFFFF00FF) | ((v & 0xFF) << 8)
 
 
-@njit(cache=True)
+@kernel("i", "ii")
 def sext(v, size):
     """Sign-extend a ``size``-byte value to a Python-signed int."""
     if size == 1:
@@ -48,14 +50,14 @@ def sext(v, size):
 
 
 # ---------------------------------------------------------------- ModRM operands
-@njit(cache=True)
+@kernel("i", "sri")
 def read_rm(s, ram, size):
     if s[D_MOD] == 3:
         return get_reg(s, s[D_RM], size)
     return read_mem(s, ram, s[D_EASEG], s[D_EAOFF], size)
 
 
-@njit(cache=True)
+@kernel("b", "srii")
 def write_rm(s, ram, size, v):
     """Write the r/m operand; returns False if the memory write faulted."""
     if s[D_MOD] == 3:
@@ -65,14 +67,14 @@ def write_rm(s, ram, size, v):
     return s[D_EXC] < 0
 
 
-@njit(cache=True)
+@kernel("b", "sri")
 def check_rm_write(s, ram, size):
     if s[D_MOD] == 3:
         return True
     return check_write_mem(s, ram, s[D_EASEG], s[D_EAOFF], size)
 
 
-@njit(cache=True)
+@kernel("i", "si")
 def ea_off(s, delta):
     """The effective address plus ``delta``, wrapped to the address size."""
     if s[D_ASZ] == 2:
@@ -80,23 +82,23 @@ def ea_off(s, delta):
     return (s[D_EAOFF] + delta) & M32
 
 
-@njit(cache=True)
+@kernel("i", "s")
 def osz(s):
     return s[D_OSZ]
 
 
-@njit(cache=True)
+@kernel("i", "s")
 def regop(s):
     return s[D_REG]
 
 
 # ---------------------------------------------------------------- stack
-@njit(cache=True)
+@kernel("b", "s")
 def stack32(s):
     return (s[SEG + 4 * SS + S_ATTR] & A_DB) != 0
 
 
-@njit(cache=True)
+@kernel("b", "srii")
 def push(s, ram, size, v):
     """PUSH with the stack-address size of SS.B; False if it faulted."""
     if stack32(s):
@@ -114,7 +116,7 @@ def push(s, ram, size, v):
     return True
 
 
-@njit(cache=True)
+@kernel("i", "srii")
 def stack_read(s, ram, size, delta):
     """Read ``size`` bytes at SS:[ESP + delta] without moving ESP."""
     if stack32(s):
@@ -122,7 +124,7 @@ def stack_read(s, ram, size, delta):
     return read_mem(s, ram, SS, (s[ESP] + delta) & 0xFFFF, size)
 
 
-@njit(cache=True)
+@kernel("v", "si")
 def sp_add(s, n):
     if stack32(s):
         s[ESP] = (s[ESP] + n) & M32
@@ -131,7 +133,7 @@ def sp_add(s, n):
 
 
 # ---------------------------------------------------------------- flags
-@njit(cache=True)
+@kernel("i", "ii")
 def szp(r, size):
     f = PARITY[r & 0xFF]
     if r == 0:
@@ -141,12 +143,12 @@ def szp(r, size):
     return f
 
 
-@njit(cache=True)
+@kernel("v", "si")
 def set_arith(s, f):
     s[EFLAGS] = (s[EFLAGS] & ~(CF | PF | AF | ZF | SF | OF)) | f
 
 
-@njit(cache=True)
+@kernel("i", "iiii")
 def flags_add(a, b, res, size):
     """Flags of a + b (+ carry) given the unmasked sum ``res``."""
     r = res & MASK[size]
@@ -159,7 +161,7 @@ def flags_add(a, b, res, size):
     return f
 
 
-@njit(cache=True)
+@kernel("i", "iiii")
 def flags_sub(a, b, res, size):
     """Flags of a - b (- borrow) given the unmasked difference ``res``."""
     r = res & MASK[size]
@@ -172,7 +174,7 @@ def flags_sub(a, b, res, size):
     return f
 
 
-@njit(cache=True)
+@kernel("b", "si")
 def cond(s, cc):
     """Jcc/SETcc/CMOVcc condition ``cc`` (low nibble of the opcode)."""
     f = s[EFLAGS]

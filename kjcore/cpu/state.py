@@ -85,6 +85,7 @@ D_SEGOVR = 116
 D_STATUS = 117
 D_CODE32 = 118
 D_SOFT = 119        # exception is a software interrupt / trap (push next EIP)
+D_BASE = 120        # base register of the ModRM address (-1 if none)
 
 BP = 128            # breakpoint linear addresses
 BP_MAX = 32

@@ -1,0 +1,157 @@
+"""The step loop: decode, dispatch to the family handler, deliver exceptions.
+
+``run(s, ram, ram64, con, max_steps)`` executes up to ``max_steps``
+instructions and returns a status code (state.ST_*); it never raises for
+anything the guest does.  EIP is advanced past the instruction before the
+handler runs (branches overwrite it); if the handler leaves an exception
+pending, EIP goes back to the instruction for faults, stays past it for
+traps (INT n, INT3, INTO), and the exception is delivered through the IDT.
+"""
+from .jit import kernel
+
+from .alu import op_alu, op_grp3, op_incdec
+from .atomic import op_atomic
+from .bcd import op_bcd
+from .bits import op_bits
+from .cond import op_cond
+from .decode import (
+    F_ALU, F_ATOMIC, F_BCD, F_BITS, F_COND, F_FAR, F_FLAGS, F_FPU, F_GRP3, F_GRP5, F_INCDEC,
+    F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS, decode,
+)
+from .far import op_far
+from .flagops import op_flags
+from .fpu import op_fpu
+from .interrupts import op_int, raise_exception
+from .io import op_io
+from .jump import op_grp5, op_jump
+from .memory import exc
+from .mov import op_mov
+from .muldiv import op_muldiv
+from .shift import op_shift
+from .stack import op_stack
+from .string import op_string
+from .system import op_sys
+from .state import (
+    BP, BUS_ADDR, CS, D_EXC, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP,
+    SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_IO, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
+    STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
+)
+
+
+@kernel("i", "srqci")
+def dispatch(s, ram, ram64, con, fam):
+    if fam == F_MOV:
+        return op_mov(s, ram)
+    if fam == F_ALU:
+        return op_alu(s, ram)
+    if fam == F_JUMP:
+        return op_jump(s, ram)
+    if fam == F_STACK:
+        return op_stack(s, ram)
+    if fam == F_INCDEC:
+        return op_incdec(s, ram)
+    if fam == F_GRP5:
+        return op_grp5(s, ram)
+    if fam == F_STRING:
+        return op_string(s, ram, ram64, con)
+    if fam == F_SHIFT:
+        return op_shift(s, ram)
+    if fam == F_GRP3:
+        return op_grp3(s, ram)
+    if fam == F_MULDIV:
+        return op_muldiv(s, ram)
+    if fam == F_COND:
+        return op_cond(s, ram)
+    if fam == F_BITS:
+        return op_bits(s, ram)
+    if fam == F_ATOMIC:
+        return op_atomic(s, ram)
+    if fam == F_FLAGS:
+        return op_flags(s, ram)
+    if fam == F_SYS:
+        return op_sys(s, ram)
+    if fam == F_FAR:
+        return op_far(s, ram)
+    if fam == F_INT:
+        return op_int(s, ram)
+    if fam == F_IO:
+        return op_io(s, ram, con)
+    if fam == F_BCD:
+        return op_bcd(s, ram)
+    if fam == F_FPU:
+        return op_fpu(s, ram)
+    exc(s, UD_, -1)
+    return 0
+
+
+@kernel("i", "srqci")
+def run(s, ram, ram64, con, max_steps):
+    n = 0
+    status = ST_STEP_LIMIT
+    s[BUS_ADDR] = -1
+    cs_base = SEG + 4 * CS + S_BASE
+    while n < max_steps:
+        start = s[EIP]
+        if s[NBP] > 0 and n > 0:
+            lin = (s[cs_base] + start) & M32
+            hit = False
+            for i in range(s[NBP]):
+                if s[BP + i] == lin:
+                    hit = True
+            if hit:
+                status = ST_BREAK
+                break
+        s[D_EXC] = -1
+        s[D_START] = start
+        tf = s[EFLAGS] & TF
+        fam = decode(s, ram)
+        st = ST_OK
+        if fam >= 0:
+            s[EIP] = s[D_NEXT]
+            st = dispatch(s, ram, ram64, con, fam)
+        if st == ST_OK or st == ST_HLT:
+            # Trace ring buffer: linear address of every executed instruction.
+            p = s[TRACE_POS]
+            s[TRACE + p] = (s[cs_base] + start) & M32
+            s[TRACE_POS] = (p + 1) & (TRACE_N - 1)
+            s[TRACE_CNT] += 1
+            s[TSC] += 1
+        if st != ST_OK:
+            s[D_EXC] = -1
+            if st != ST_HLT:
+                s[EIP] = start                 # IO / unsupported: restart later
+                status = st
+                break
+            n += 1
+            status = st
+            break
+        if s[D_EXC] >= 0:
+            vec = s[D_EXC]
+            soft = s[D_SOFT] != 0
+            s[D_SOFT] = 0
+            if not soft:
+                s[EIP] = start
+            r = raise_exception(s, ram, vec, s[D_ERR], soft)
+            if r != ST_OK:
+                if r == ST_TRIPLE_FAULT:
+                    s[EIP] = s[D_START]
+                status = r
+                n += 1
+                break
+        elif tf:
+            # Single-step trap after the instruction (DR6.BS).
+            s[DR0 + 6] |= 0x4000
+            r = raise_exception(s, ram, DB_, -1, False)
+            if r != ST_OK:
+                status = r
+                n += 1
+                break
+        n += 1
+        if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
+            status = ST_BUS_ERROR
+            break
+    s[STEPS] = n
+    return status
+
+
+_unused = (D_ERR,)

@@ -1,0 +1,58 @@
+"""``kernel``: ``njit(cache=True)`` with exactly one compiled version per function.
+
+Numba otherwise specialises a callee for every literal argument it is
+called with (``read_mem(s, ram, SS, off, 4)`` and ``..., 2)`` become two
+compilations); across the CPU that tripled the cold compile.  A kernel
+drops literal types at its call sites, so it compiles once, lazily: a warm
+process loads only the entry points from the cache, not every helper.
+
+Each kernel also declares its signature as short codes (checked by the
+tests against what Numba inferred):
+
+``s`` state vector (int64[::1]), ``r`` RAM (uint8[::1]), ``q`` RAM as
+uint64[::1], ``c`` console buffer (uint8[::1]), ``i`` int64, ``b`` bool.
+Returns: ``i``, ``b``, ``v`` (nothing), ``ii``/``iii`` (int tuples),
+``biii`` (bool + three ints).
+"""
+from numba import njit, types
+
+_ARG = {
+    "s": types.Array(types.int64, 1, "C"),
+    "r": types.Array(types.uint8, 1, "C"),
+    "q": types.Array(types.uint64, 1, "C"),
+    "c": types.Array(types.uint8, 1, "C"),
+    "i": types.int64,
+    "b": types.boolean,
+}
+_RET = {
+    "i": types.int64,
+    "b": types.boolean,
+    "v": types.none,
+    "ii": types.UniTuple(types.int64, 2),
+    "iii": types.UniTuple(types.int64, 3),
+    "biii": types.Tuple((types.boolean, types.int64, types.int64, types.int64)),
+}
+
+
+def _unliteral_call_template(disp):
+    base = disp.get_call_template
+
+    def get_call_template(args, kws):
+        return base(tuple(types.unliteral(a) for a in args), kws)
+    disp.get_call_template = get_call_template
+    return disp
+
+
+def signature(ret, args):
+    return _RET[ret](*[_ARG[a] for a in args])
+
+
+def kernel(ret, args):
+    """``@kernel("i", "sri")``: njit'd, signature int64(int64[::1], uint8[::1], int64)."""
+    sig = signature(ret, args)
+
+    def wrap(fn):
+        disp = _unliteral_call_template(njit(cache=True)(fn))
+        disp.kernel_signature = sig
+        return disp
+    return wrap

@@ -1,0 +1,220 @@
+"""String family: MOVS CMPS STOS LODS SCAS INS OUTS, with REP/REPE/REPNE.
+
+REP MOVS and REP STOS going forward run as page-chunked block copies: each
+chunk is the run of elements that stays inside one source page and one
+destination page (and inside the segment limits); both pages are
+translated with full checks first, then the bytes move in one loop over
+the flat RAM (8 bytes at a time when aligned).  A fault at a page boundary
+leaves ESI/EDI/ECX describing exactly the elements already done, and EIP
+at the instruction, as the hardware does (SDM vol. 2, REP: "the
+instruction can be restarted").  Overlapping forward copies closer than
+one chunk fall back to element order, so the result is always the
+architectural one.
+"""
+from .jit import kernel
+
+from .io import io_allowed, port_io
+from .memory import (
+    ACC_WRITE, phys_read, phys_write, read_mem, seg_lin, translate, user_acc, write_mem,
+)
+from .operands import MASK, flags_sub, get_reg, set_arith, set_reg
+from .state import (
+    A_CODE, A_E, D_ASZ, D_EXC, D_OP, D_OSZ, D_REP, D_SEGOVR, DF, DS, EAX, ECX, EDI, EDX,
+    EFLAGS, ES, ESI, M32, SEG, S_ATTR, ZF,
+)
+
+
+@kernel("v", "siii")
+def _adv(s, r, delta, am):
+    s[r] = (s[r] & ~am & M32) | ((s[r] + delta) & am)
+
+
+@kernel("ii", "siiiib")
+def _chunk(s, seg, off, size, am, write):
+    """Elements from seg:off that stay in one page and inside the segment."""
+    b = SEG + 4 * seg
+    lin = seg_lin(s, seg, off, size, write)
+    if lin < 0:
+        return -1, 0
+    n = (4096 - (lin & 0xFFF)) // size
+    attr = s[b + S_ATTR]
+    if (attr & (A_CODE | A_E)) == A_E:
+        return lin, 1 if n > 0 else 0          # expand-down: element at a time
+    room = (min(s[b + 2], am) - off + 1) // size
+    return lin, min(n, room)
+
+
+@kernel("v", "rqiiii")
+def _copy(ram, ram64, dp, sp, nb, size):
+    if dp > sp and dp < sp + nb:
+        # Forward overlap: element order gives the architectural result.
+        for i in range(0, nb, size):
+            for k in range(size):
+                ram[dp + i + k] = ram[sp + i + k]
+        return
+    if ((dp | sp | nb) & 7) == 0 and dp + nb <= ram64.shape[0] * 8 and sp + nb <= ram64.shape[0] * 8:
+        d8 = dp >> 3
+        s8 = sp >> 3
+        for i in range(nb >> 3):
+            ram64[d8 + i] = ram64[s8 + i]
+        return
+    for i in range(nb):
+        ram[dp + i] = ram[sp + i]
+
+
+@kernel("v", "rqiiii")
+def _fill(ram, ram64, dp, nb, size, val):
+    if ((dp | nb) & 7) == 0 and dp + nb <= ram64.shape[0] * 8:
+        pat = val & MASK[size]
+        if size == 1:
+            pat |= pat << 8
+        if size <= 2:
+            pat |= pat << 16
+        pat |= pat << 32
+        d8 = dp >> 3
+        for i in range(nb >> 3):
+            ram64[d8 + i] = pat
+        return
+    for i in range(nb):
+        ram[dp + i] = (val >> (8 * (i % size))) & 0xFF
+
+
+@kernel("i", "srqiiii")
+def _rep_fast(s, ram, ram64, op, size, am, src):
+    movs = op <= 0xA5
+    nram = ram.shape[0]
+    acc = user_acc(s)
+    val = get_reg(s, EAX, size)
+    while True:
+        count = s[ECX] & am
+        if count == 0:
+            return 0
+        dlin, n = _chunk(s, ES, s[EDI] & am, size, am, True)
+        if dlin < 0:
+            return 0
+        if movs:
+            slin, n2 = _chunk(s, src, s[ESI] & am, size, am, False)
+            if slin < 0:
+                return 0
+            n = min(n, n2)
+        n = min(n, count)
+        if n <= 0:
+            # An element straddles a page (or the segment edge): do it alone.
+            if movs:
+                v = read_mem(s, ram, src, s[ESI] & am, size)
+                if s[D_EXC] >= 0:
+                    return 0
+                write_mem(s, ram, ES, s[EDI] & am, size, v)
+            else:
+                write_mem(s, ram, ES, s[EDI] & am, size, val)
+            if s[D_EXC] >= 0:
+                return 0
+            n = 1
+        else:
+            nb = n * size
+            sp = 0
+            if movs:
+                sp = translate(s, ram, slin, acc)
+                if sp < 0:
+                    return 0
+            dp = translate(s, ram, dlin, acc | ACC_WRITE)
+            if dp < 0:
+                return 0
+            inside = dp + nb <= nram and (not movs or sp + nb <= nram)
+            if not inside:
+                for i in range(n):
+                    v = phys_read(s, ram, sp + i * size, size) if movs else val
+                    phys_write(s, ram, dp + i * size, size, v)
+            elif movs:
+                _copy(ram, ram64, dp, sp, nb, size)
+            else:
+                _fill(ram, ram64, dp, nb, size, val)
+        if movs:
+            s[ESI] = (s[ESI] & ~am & M32) | ((s[ESI] + n * size) & am)
+        s[EDI] = (s[EDI] & ~am & M32) | ((s[EDI] + n * size) & am)
+        s[ECX] = (s[ECX] & ~am & M32) | ((count - n) & am)
+
+
+@kernel("i", "srqc")
+def op_string(s, ram, ram64, con):
+    op = s[D_OP]
+    size = 1 if (op & 1) == 0 else s[D_OSZ]
+    am = M32 if s[D_ASZ] == 4 else 0xFFFF
+    rep = s[D_REP]
+    delta = -size if (s[EFLAGS] & DF) else size
+    src = s[D_SEGOVR] if s[D_SEGOVR] >= 0 else DS
+    if rep:
+        if (s[ECX] & am) == 0:
+            return 0
+        if delta > 0 and (op == 0xA4 or op == 0xA5 or op == 0xAA or op == 0xAB):
+            return _rep_fast(s, ram, ram64, op, size, am, src)
+    kind = op & 0xFE
+    if kind == 0x6C or kind == 0x6E:
+        if not io_allowed(s):
+            return 0
+    while True:
+        if kind == 0xA4:                         # MOVS
+            v = read_mem(s, ram, src, s[ESI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            write_mem(s, ram, ES, s[EDI] & am, size, v)
+            if s[D_EXC] >= 0:
+                return 0
+            _adv(s, ESI, delta, am)
+            _adv(s, EDI, delta, am)
+        elif kind == 0xAA:                       # STOS
+            write_mem(s, ram, ES, s[EDI] & am, size, get_reg(s, EAX, size))
+            if s[D_EXC] >= 0:
+                return 0
+            _adv(s, EDI, delta, am)
+        elif kind == 0xAC:                       # LODS
+            v = read_mem(s, ram, src, s[ESI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            set_reg(s, EAX, size, v)
+            _adv(s, ESI, delta, am)
+        elif kind == 0xA6:                       # CMPS: [ESI] - [EDI]
+            a = read_mem(s, ram, src, s[ESI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            b = read_mem(s, ram, ES, s[EDI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            set_arith(s, flags_sub(a, b, a - b, size))
+            _adv(s, ESI, delta, am)
+            _adv(s, EDI, delta, am)
+        elif kind == 0xAE:                       # SCAS: eAX - [EDI]
+            b = read_mem(s, ram, ES, s[EDI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            a = get_reg(s, EAX, size)
+            set_arith(s, flags_sub(a, b, a - b, size))
+            _adv(s, EDI, delta, am)
+        elif kind == 0x6C:                       # INS: write check precedes the port read
+            if seg_lin(s, ES, s[EDI] & am, size, True) < 0:
+                return 0
+            st, v = port_io(s, con, s[EDX] & 0xFFFF, size, False, 0)
+            if st != 0:
+                return st
+            write_mem(s, ram, ES, s[EDI] & am, size, v)
+            if s[D_EXC] >= 0:
+                return 0
+            _adv(s, EDI, delta, am)
+        else:                                    # OUTS
+            v = read_mem(s, ram, src, s[ESI] & am, size)
+            if s[D_EXC] >= 0:
+                return 0
+            st, _ = port_io(s, con, s[EDX] & 0xFFFF, size, True, v)
+            if st != 0:
+                return st
+            _adv(s, ESI, delta, am)
+        if not rep:
+            return 0
+        c = (s[ECX] - 1) & am
+        s[ECX] = (s[ECX] & ~am & M32) | c
+        if c == 0:
+            return 0
+        if kind == 0xA6 or kind == 0xAE:
+            zf = (s[EFLAGS] & ZF) != 0
+            if (rep == 0xF3 and not zf) or (rep == 0xF2 and zf):
+                return 0
