@@ -39,6 +39,8 @@ MiB = 1 << 20
 RAM_SIZE = 16 * MiB
 RESERVED = 4 * MiB
 CALLEE_SAVED = {"ebx": 0x11111111, "esi": 0x22222222, "edi": 0x33333333, "ebp": 0x44444444}
+#: instruction budget per run; Unicorn counts every iteration of ``rep movsl`` (3072 per page)
+COUNT = 100_000_000
 REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip", "eflags",
         "cr0", "cr2", "cr3", "cr4")
 
@@ -154,7 +156,7 @@ class Run:
         uc.hook_add(UC_HOOK_INTR, on_intr)
         self.error = None
         try:
-            uc.emu_start(regs["eip"], 0xFFFFFFFF, count=5_000_000)
+            uc.emu_start(regs["eip"], 0xFFFFFFFF, count=COUNT)
         except UcError as e:
             self.error = e
 
@@ -380,3 +382,86 @@ def test_unicorn_until_artifact_with_nx():
                                                u.emu_stop()))
     uc.emu_start(layout.text_va, layout.text_va)
     assert seen[:1] == [(14, PAGE_OFFSET)]     # a page fault that the page tables do not justify
+
+
+# ------------------------------------------------------------------ random and large layouts
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kjcore.testing.strategies import segment_layouts  # noqa: E402
+
+PAYLOAD_AT = 12 * MiB          # a one-page image segment holding `ret`; the drawn ones lie below
+
+
+def check_against_reference(segs, pae, seed=3):
+    """Load ``segs`` plus a ``ret`` payload, run one round trip, compare with the oracle."""
+    m = kjcore.Machine(ram_size=RAM_SIZE, pae=pae, nx=pae, kernel_reserved=RESERVED)
+    m.ram[:] = np.random.default_rng(seed).integers(0, 256, RAM_SIZE, dtype=np.uint8)
+    layout = build_first_kernel(m.ram, ram_size=RAM_SIZE, kernel_reserved=RESERVED, pae=pae,
+                                nx=pae)
+    m.kexec_load(PAYLOAD_AT, list(segs) + [Segment(b"\xc3", PAYLOAD_AT, PAGE_SIZE)],
+                 KEXEC_PRESERVE_CONTEXT)
+    img = m.kexec_image
+    set_page_executable(m.ram, layout, img.control_page, True)
+    regs = R.prepare_call(m.ram, layout, img.head, img.start, img.control_page, img.swap_page,
+                          pae, True, pae)
+    before = m.ram.copy()
+    control = img.control_page
+    run = Run(m.ram, layout, regs, stops={layout.return_address},
+              snapshots={control + R.IDENTITY_MAPPED_OFFSET: "pre",
+                         R.jump_back_entry(control): "back"})
+    assert run.error is None and not run.vectors, (run.error, run.vectors)
+    assert run.regs()["eip"] == layout.return_address       # not stopped by the COUNT budget
+    after = run.ram()
+    # Oracle: RAM when the routine reaches its identity-mapped copy (kexec tables written,
+    # registers saved on the kernel stack), swapped by the reference engine, is the RAM the
+    # payload sees; the payload only pushes its return address; the way back is a second
+    # reference pass (invariant 10).  Only the control page (code, data area, routine stack)
+    # and the return-address words on the swap page are the routine's own.
+    pre, back = run.snap["pre"], run.snap["back"]
+    during = pre.copy()
+    swap_pages(during, img.head, img.swap_page, engine="reference")
+    hole = page_mask(RAM_SIZE, [control])
+    hole[img.swap_page + PAGE_SIZE - 8:img.swap_page + PAGE_SIZE] = True
+    diff = np.flatnonzero((back != during) & ~hole)
+    assert diff.size == 0, [hex(d) for d in diff[:8]]
+    expect = back.copy()
+    swap_pages(expect, img.head, img.swap_page, engine="reference")
+    diff = np.flatnonzero((after != expect) & ~hole)
+    assert diff.size == 0, [hex(d) for d in diff[:8]]
+    # Before the routine ran, only its own pages and the stack below ESP differed.
+    allowed = page_mask(RAM_SIZE, [control] + list(layout.kexec_tables()))
+    allowed[layout.stack_bottom:regs["esp"] - PAGE_OFFSET] = True
+    assert not np.any((pre != before) & ~allowed)
+    # Invariants 8 and 9 after the return.
+    allowed = page_mask(RAM_SIZE, allowed_pages(m, layout, img))
+    allowed[layout.stack_bottom:regs["esp"] - PAGE_OFFSET] = True
+    diff = np.flatnonzero((after != before) & ~allowed)
+    assert diff.size == 0, [hex(d) for d in diff[:8]]
+    for src, dst in zip(img.source_pages().tolist(), img.destination_pages().tolist()):
+        assert np.array_equal(after[src:src + PAGE_SIZE], back[dst:dst + PAGE_SIZE])
+    out = run.regs()
+    assert out["eip"] == layout.return_address
+    assert out["eax"] == word(back, img.swap_page + PAGE_SIZE)
+    assert out["esp"] == regs["esp"] + 4 and out["cr3"] == regs["cr3"]
+    for name, value in CALLEE_SAVED.items():
+        assert out[name] == value, name
+    return img
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(segment_layouts(lo=0, hi=PAYLOAD_AT, max_segments=6, max_pages=24), st.booleans())
+def test_random_layouts_match_the_reference_swap(segs, pae):
+    """Destinations anywhere below 12 MiB, also over the first kernel's page tables, GDT and
+    stack (SPEC §4.1 allows it): everything is swapped out and back before it is used."""
+    check_against_reference(segs, pae)
+
+
+def test_destinations_over_the_first_kernel_and_a_long_list():
+    """1100 source pages (two indirection pages) and a segment covering the kernel's own
+    page tables, GDT, kexec tables and stack."""
+    segs = [Segment(np.arange(0x10000, dtype=np.uint32).view(np.uint8)[:0x10000], 0, 0x10000),
+            Segment(b"\x5a" * 100, 0x600000, 1084 * PAGE_SIZE)]
+    img = check_against_reference(segs, pae=False)
+    assert len(img.indirection_pages()) == 2
