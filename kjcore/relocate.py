@@ -71,7 +71,8 @@ MAX_CODE_SIZE = PAGE_SIZE // 2
 
 #: names of the symbol table at the end of the binary, in order
 SYMBOL_NAMES = ("relocate_kernel", "relocate_kernel_fix_pae", "identity_mapped",
-                "jump_back_entry", "virtual_mapped", "swap_pages", "symbol_table")
+                "jump_back_entry", "virtual_mapped", "swap_pages", "paging_on_return",
+                "symbol_table")
 _MAGIC = b"KJRK"
 
 #: bytes of the stack frame machine_kexec keeps page_list in (13 words, rounded up)
@@ -107,6 +108,9 @@ JUMP_BACK_OFFSET = SYMBOLS["jump_back_entry"]
 VIRTUAL_MAPPED_OFFSET = SYMBOLS["virtual_mapped"]
 #: offset of the identity-mapped continuation (paging still on, kexec page tables)
 IDENTITY_MAPPED_OFFSET = SYMBOLS["identity_mapped"]
+#: offset of the first instruction after CR0.PG is set on the way back: where the faithful
+#: routine under a PAE kernel page-faults (SPEC §7.10), identity-mapped address
+PAGING_ON_RETURN_OFFSET = SYMBOLS["paging_on_return"]
 
 
 def entry_offset(fix_pae_return):
@@ -208,3 +212,22 @@ def read_data_area(ram, control_page):
     names = ("esp", "cr0", "cr3", "cr4", "va_control", "pa_pgd", "pa_swap", "head", "flags")
     words = ram[control_page + DATA_AREA:control_page + DATA_AREA + 4 * len(names)].view("<u4")
     return dict(zip(names, (int(w) for w in words)))
+
+
+def is_pae_return_fault(control_page, eip, cr0, cr4):
+    """True when a fault is the 2.6.27 PAE return failure (SPEC §7.10).
+
+    The faithful routine sets CR0.PG with CR4 = 0 while CR3 holds PAE-format kexec tables;
+    the next fetch, at ``control_page + PAGING_ON_RETURN_OFFSET``, faults.
+    """
+    return (eip == (control_page + PAGING_ON_RETURN_OFFSET) & 0xFFFFFFFF
+            and bool(cr0 & 0x80000000) and not cr4 & 0x20)
+
+
+#: explanation for the TripleFault raised when :func:`is_pae_return_fault` holds
+PAE_RETURN_MESSAGE = (
+    "triple fault on the way back from a kexec jump under a PAE kernel: the 2.6.27 relocation "
+    "routine cleared CR4 (PAE included) when it turned paging off and sets CR0.PG again before "
+    "restoring CR4, so the first instruction fetch walks the PAE-format kexec page tables as "
+    "2-level tables and faults; with IDT limit 0 that is a triple fault.  RAM already holds the "
+    "first kernel again.  Machine(fix_pae_return=True) restores CR4 first (SPEC 7.10).")

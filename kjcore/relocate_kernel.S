@@ -251,8 +251,8 @@ jump_back_entry:
 	movl	%cr0, %eax
 	orl	$CR0_PG, %eax
 	movl	%eax, %cr0
-
-	/* Paging is on: continue at the kernel virtual address of the control page. */
+paging_on_return:
+	/* Paging is on (the faithful routine under a PAE kernel faults fetching this): continue at the kernel virtual address of the control page. */
 	movl	DATA_VA_CONTROL(%ebx), %edi
 	leal	(virtual_mapped - relocate_kernel)(%edi), %eax
 	jmp	*%eax
@@ -383,12 +383,13 @@ done:
 	.balign	4
 symbol_table:
 	.ascii	"KJRK"
-	.long	7
+	.long	8
 	.long	relocate_kernel - relocate_kernel
 	.long	relocate_kernel_fix_pae - relocate_kernel
 	.long	identity_mapped - relocate_kernel
 	.long	jump_back_entry - relocate_kernel
 	.long	virtual_mapped - relocate_kernel
 	.long	swap_pages - relocate_kernel
+	.long	paging_on_return - relocate_kernel
 	.long	symbol_table - relocate_kernel
 relocate_kernel_end:

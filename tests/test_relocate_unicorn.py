@@ -286,6 +286,8 @@ def test_faithful_pae_routine_cannot_come_back():
     assert out["cr3"] == layout.kexec_pgd
     assert [v for v, _, _ in run.vectors][:1] == [14], run.vectors
     assert run.vectors[0][2] == img.control_page + pg_set     # CR2: the instruction fetch
+    assert R.is_pae_return_fault(img.control_page, out["eip"], out["cr0"], out["cr4"])
+    assert not R.is_pae_return_fault(img.control_page, out["eip"], out["cr0"], regs["cr4"])
 
 
 def _instruction_after_paging_on():
@@ -295,6 +297,7 @@ def _instruction_after_paging_on():
     writes = [i for i in insns if i.mnemonic == "mov" and i.op_str.startswith("cr0")
               and i.address > R.JUMP_BACK_OFFSET]
     assert len(writes) == 1
+    assert writes[0].address + writes[0].size == R.PAGING_ON_RETURN_OFFSET
     return writes[0].address + writes[0].size
 
 
