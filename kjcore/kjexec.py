@@ -15,6 +15,8 @@ checks). The machine is saved after any action. Differences from kexec-tools are
 ``docs/cli.rst``; the main one: ``-e`` tells the truth when a preserve-context image returns
 instead of printing "kexec failed".
 """
+import contextlib
+import errno
 import getopt
 import os
 import sys
@@ -417,13 +419,53 @@ def main(argv=None):
         return EXIT_USAGE
 
 
+#: lock file held for a whole kjexec run, so two runs cannot interleave open and save
+SESSION_LOCK = ".kjexec.lock"
+
+
+@contextlib.contextmanager
+def _session(path):
+    """Hold PATH/.kjexec.lock for the run: another kjexec on the same machine gets EBUSY,
+    like a second kexec_load while the kernel's kexec lock is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    try:
+        fd = os.open(os.path.join(path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield True                 # unwritable machine: opening will say what is wrong
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
 def _run(o):
-    from .persist import MachineFileError, open_machine, save_machine
     if o.file_syscall:
         raise _Fatal("kexec_file_load (-s, -a) is not simulated: kjexec uses kexec_load")
     if not o.machine:
         raise _Fatal(f"kjexec: no machine: give --machine=PATH or set {ENV_MACHINE} "
                      "(create one with 'kjcore machine new PATH')")
+    if not os.path.isdir(o.machine):
+        return _run_locked(o)      # open_machine explains what is wrong with the path
+    with _session(o.machine) as free:
+        if not free:
+            _err(f"kjexec: {o.machine}: {os.strerror(errno.EBUSY)}: another kjexec is "
+                 "using this machine (the kexec lock is held)")
+            return EXIT_FAILED
+        return _run_locked(o)
+
+
+def _run_locked(o):
+    from .persist import MachineFileError, open_machine, save_machine
     try:
         machine = open_machine(o.machine)
     except (MachineFileError, OSError) as e:

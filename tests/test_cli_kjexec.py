@@ -217,6 +217,19 @@ def test_machine_errors(capsys, tmp_path, monkeypatch):
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_concurrent_kjexec_gets_ebusy(capsys, mpath):
+    fcntl = pytest.importorskip("fcntl")
+    fd = os.open(os.path.join(mpath, kjexec.SESSION_LOCK), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)             # another kjexec is mid-run
+        status, out, err = run(capsys, mpath, "-l", "--args-none", PHY_MODE)
+        assert status == 255 and "Device or resource busy" in err
+    finally:
+        os.close(fd)
+    assert open_machine(mpath).kexec_image is None
+    assert run(capsys, mpath, "-l", "--args-none", PHY_MODE)[0] == 0
+
+
 def test_machine_from_environment(capsys, mpath, monkeypatch):
     monkeypatch.setenv(kjexec.ENV_MACHINE, mpath)
     assert kjexec.main(["-l", "--args-none", PHY_MODE]) == 0
