@@ -18,8 +18,8 @@ BIN = Path(kjcore.__file__).with_name("relocate_kernel.bin")
 
 
 def _assemble(tmp_path):
-    if not (shutil.which("as") and shutil.which("objcopy") and shutil.which("nm")):
-        pytest.skip("GNU binutils (as, objcopy, nm) not installed")
+    if not all(shutil.which(t) for t in ("as", "objcopy", "nm", "objdump")):
+        pytest.skip("GNU binutils (as, objcopy, nm, objdump) not installed")
     obj = tmp_path / "relocate_kernel.o"
     out = tmp_path / "relocate_kernel.bin"
     try:
