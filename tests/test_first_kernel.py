@@ -6,7 +6,8 @@ import pytest
 
 from kjcore import PAGE_OFFSET, PAGE_SIZE
 from kjcore import first_kernel as fk
-from kjcore.first_kernel import build_first_kernel, initial_cpu_state, set_page_executable, translate
+from kjcore.first_kernel import (build_first_kernel, initial_cpu_state, set_page_executable,
+                                 translate)
 
 MiB = 1 << 20
 
