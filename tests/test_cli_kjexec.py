@@ -300,6 +300,40 @@ def test_exec_with_contract_double(capsys, mpath, monkeypatch):
     assert open_machine(mpath).kexec_image.start == 0x12345678      # saved
 
 
+def test_exec_reports_a_returned_jump_result(capsys, mpath, monkeypatch):
+    """If reboot hands back kernel_kexec's JumpResult, its numbers are shown."""
+    from types import SimpleNamespace
+
+    def reboot(self, *args):
+        self.kexec_image.start = 0x1000123
+        return SimpleNamespace(start=0x1000123, steps=4242, pages_swapped=4096,
+                               debugcon=b"hi\n", eax=3)
+    monkeypatch.setattr(kjcore.Machine, "reboot", reboot, raising=False)
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+    status, out, err = run(capsys, mpath, "-e")
+    assert status == 0, err
+    assert "3 bytes:\nhi\n" in out
+    assert "(4242 instructions, 4096 pages swapped, EAX = 0x3 at the image's return)" in out
+    assert "enters it at 0x01000123" in out and "plain 'ret'" not in out
+
+
+def test_exec_without_preserve_context(capsys, mpath, monkeypatch):
+    from types import SimpleNamespace
+
+    def reboot(self, *args):
+        self.state = "image"
+        self.debugcon = b"new kernel\n"
+        return SimpleNamespace(steps=10, status=SimpleNamespace(name="HLT"))
+    monkeypatch.setattr(kjcore.Machine, "reboot", reboot, raising=False)
+    assert run(capsys, mpath, "-l", "--args-none", PHY_MODE)[0] == 0
+    status, out, err = run(capsys, mpath, "-e")
+    assert status == 0, err
+    assert "(no preserve context: the first kernel is replaced)" in out
+    assert "new kernel" in out
+    assert "the first kernel is gone: the new image now owns the machine (10 instructions, " \
+           "stopped: HLT)" in out
+
+
 def test_exec_kexec_error(capsys, mpath, monkeypatch):
     def reboot(self, *args):
         raise kjcore.KexecError(16, "the kexec lock is held")
