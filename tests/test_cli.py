@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import kjcore
@@ -210,4 +209,3 @@ def test_console_scripts(tmp_path):
 def test_memory_map_of_fresh_machine():
     m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)
     assert cli.memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
-    assert np.all(m.ram == 0)
