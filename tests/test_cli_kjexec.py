@@ -377,9 +377,13 @@ def test_seed_usage_example_exec(capsys, mpath, elf, message):
     m = open_machine(mpath)
     img = m.kexec_image
     assert img is not None and img.preserve_context                  # not consumed
-    # plain ret: the re-entry point is the word just above the swap page (SPEC 7.9)
+    # plain ret: the re-entry point is the word just above the swap page (SPEC 7.9); it
+    # still reads the same after the swap back unless that page was swapped itself
     esp = img.swap_page + 4096
-    assert img.start == int.from_bytes(bytes(m.ram[esp:esp + 4]), "little")
+    swapped = set(img.source_pages().tolist()) | set(img.destination_pages().tolist()) \
+        | set(img.indirection_pages().tolist())
+    if esp not in swapped:
+        assert img.start == int.from_bytes(bytes(m.ram[esp:esp + 4]), "little")
     # the destinations hold the first kernel's bytes again, the image is back in its sources
     assert m.ram[0x1000000:0x2000000].max() == 0
     code = load_elf32(open(elf, "rb").read()).segments[0]
