@@ -358,7 +358,7 @@ def _exec(machine):
             _show_console(machine, None, console_before)
             raise _MachineLost(f"{type(e).__name__}: {e}") from e
         raise
-    result = None if isinstance(ret, int) else ret
+    result = getattr(machine, "last_result", None) if isinstance(ret, int) else ret
     _show_console(machine, result, console_before)
     if getattr(machine, "state", None) == "image" or (result is not None
                                                       and not hasattr(result, "start")):

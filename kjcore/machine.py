@@ -12,14 +12,19 @@ import threading
 import numpy as np
 
 from . import kimage_alloc as ka
-from .constants import (IND_DONE, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, MAX_RAM_SIZE, PAGE_SHIFT,
+from .constants import (IND_DONE, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC,
+                        LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2_ALL, MAX_RAM_SIZE, PAGE_SHIFT,
                         PAGE_SIZE, PROFILES)
+from .cpu import CPU
 from .errors import KexecError
+from .first_kernel import build_first_kernel, initial_cpu_state, set_page_executable
 from .kimage import KImage
+from .machine_kexec import load_registers, machine_kexec, restore_processor_state, save_processor_state
 from .load_checks import (PROFILE_2627, PROFILE_MAINLINE, RULE_NOMEM_CONTROL,
                           RULE_NOMEM_CRASH_CONTROL, RULE_NOMEM_PAGES, RULE_NOMEM_SWAP,
                           check_header, check_segments, describe, find_crash_control_page, pack)
 from .memory import FrameAllocator
+from .pm import preserve_context_transition, shutdown_transition
 from .segment import Segment, _u32
 
 _PLAN_RULE = {ka.PLAN_NOMEM_CONTROL: RULE_NOMEM_CONTROL, ka.PLAN_NOMEM_SWAP: RULE_NOMEM_SWAP,
@@ -117,6 +122,19 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.ram = np.memmap(ram_file, dtype=np.uint8, mode=mode, shape=(ram_size,))
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
                                         crash_frames, seed=alloc_seed)
+        # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
+        self.first_kernel = build_first_kernel(self.ram, ram_size=ram_size,
+                                               kernel_reserved=kernel_reserved, pae=self.pae,
+                                               nx=self.nx)
+        self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
+        load_registers(self.cpu, initial_cpu_state(self.first_kernel))
+        #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
+        #: preserve-context image never came back) or "lost" (triple fault)
+        self.state = "kernel"
+        #: the JumpResult / ExecResult of the last kernel_kexec
+        self.last_result = None
+        #: every byte guest code wrote to the debug console (port 0xE9), all jumps together
+        self.debugcon = b""
         self.kexec_lock = threading.Lock()
         self.kexec_image = None
         self.kexec_crash_image = None
@@ -180,6 +198,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         else:
             image = self._load_normal(entry, segs, mem, memsz)
         image.preserve_context = bool(flags & KEXEC_PRESERVE_CONTEXT)
+        self._set_control_page_executable(image, True)      # machine_kexec_prepare
         old = getattr(self, slot)
         setattr(self, slot, image)
         self._free_image(old)
@@ -262,4 +281,92 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     def _free_image(self, image):
         """kimage_free: give the image's frames back to the allocator."""
         if image is not None:
+            self._set_control_page_executable(image, False)     # machine_kexec_cleanup
             self.allocator.free_many(image.frames_to_free())
+
+    def _set_control_page_executable(self, image, executable):
+        if self.nx:
+            set_page_executable(self.ram, self.first_kernel, image.control_page, executable)
+            self.cpu.flush_tlb()
+
+    # ------------------------------------------------------------------ reboot(2), the jump
+    def reboot(self, magic1, magic2, cmd):
+        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec`; returns 0.
+
+        EPERM without CAP_SYS_BOOT, EINVAL for wrong magic numbers or another command (kjcore
+        models only the kexec command).  The JumpResult or ExecResult is kept in
+        :attr:`last_result`.
+        """
+        if not self.cap_sys_boot:
+            raise KexecError(errno.EPERM, "caller lacks CAP_SYS_BOOT")
+        if magic1 != LINUX_REBOOT_MAGIC1 or magic2 not in LINUX_REBOOT_MAGIC2_ALL:
+            raise KexecError(errno.EINVAL, "wrong reboot magic")
+        if cmd != LINUX_REBOOT_CMD_KEXEC:
+            raise KexecError(errno.EINVAL, f"reboot command {cmd:#x} is not modelled "
+                             "(only LINUX_REBOOT_CMD_KEXEC)")
+        self.kernel_kexec()
+        return 0
+
+    def kernel_kexec(self, max_steps=None):
+        """Execute the loaded normal image (the crash image is never run here).
+
+        With ``preserve_context`` the 2.6.27 power-management sequence (:mod:`kjcore.pm`) runs
+        around the jump and a :class:`~kjcore.machine_kexec.JumpResult` comes back; the image
+        stays loaded with ``start`` set to its re-entry point.  Without it the devices are shut
+        down and the image runs until it halts or ``max_steps`` instructions have run
+        (:class:`~kjcore.machine_kexec.ExecResult`; ``state`` becomes ``"image"``).
+        EBUSY when the kexec lock is held, EINVAL when no image is loaded.
+        """
+        if self.state != "kernel":
+            raise RuntimeError(f"the first kernel is not running (state={self.state!r}); "
+                               "restore() a snapshot first")
+        if not self.kexec_lock.acquire(blocking=False):
+            raise KexecError(errno.EBUSY, "the kexec lock is held")
+        try:
+            image = self.kexec_image
+            if image is None:
+                raise KexecError(errno.EINVAL, "no kexec image loaded")
+            if image.preserve_context:
+                saved = {}
+                result = preserve_context_transition(
+                    self, jump=lambda: machine_kexec(self, image, max_steps),
+                    save_state=lambda: saved.update(state=save_processor_state(self.cpu)),
+                    restore_state=lambda: restore_processor_state(self.cpu, saved["state"]))
+            else:
+                shutdown_transition(self)
+                result = machine_kexec(self, image, max_steps)
+        finally:
+            self.kexec_lock.release()
+        self.last_result = result
+        return result
+
+    # ------------------------------------------------------------------ state
+    def snapshot(self):
+        """The whole machine state (RAM, CPU, allocator, kexec slots) as a restorable value."""
+        from .persist import snapshot_machine
+        return snapshot_machine(self)
+
+    def restore(self, snap):
+        """Go back to a :meth:`snapshot` (RAM is written in place)."""
+        from .persist import restore_machine
+        restore_machine(self, snap)
+
+    def save(self, path):
+        """Save to a machine directory (atomic; see :mod:`kjcore.persist`)."""
+        from .persist import save_machine
+        save_machine(self, path)
+
+    @classmethod
+    def open(cls, path, *, verify=False):
+        """Open a machine saved with :meth:`save`."""
+        from .persist import open_machine
+        return open_machine(path, verify=verify)
+
+    def _adopt_ram(self, ram):
+        """Use ``ram`` (same size, e.g. a memmap of a saved machine) as physical memory."""
+        if ram.shape != self.ram.shape or ram.dtype != np.uint8:
+            raise ValueError("replacement RAM must have the machine's size and dtype uint8")
+        state = self.cpu.get_state()
+        self.ram = ram
+        self.cpu = CPU(ram, strict_bus=self.strict_bus)
+        self.cpu.set_state(state)

@@ -43,6 +43,7 @@ import json
 import os
 import re
 import zlib
+from .cpu.state import STATE_DTYPE
 from typing import NamedTuple
 
 import numpy as np
@@ -98,12 +99,16 @@ SAVED_ATTRIBUTES = frozenset({
     "kexec_image", "kexec_crash_image",        # sections of the same names
     "pm_log",                                  # section "pm" (optional: default empty)
     "ram",                                     # saved beside the state (ram-N.bin)
+    "cpu", "state",                            # section "cpu" (optional: the boot state)
+    "debugcon",                                # section "console" (optional: empty)
+    "first_kernel",                            # derived from "config"; its pages are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
 UNSAVED_ATTRIBUTES = {
     "kexec_lock": "a saved machine never holds the kexec lock; save refuses while it is held",
     "devices": "Python objects with callbacks (SPEC section 8): scripts re-attach them",
     "freeze_processes": "a research hook (a Python callable): scripts set it again",
+    "last_result": "the result of the last jump made by this process",
 }
 
 
@@ -195,7 +200,14 @@ def machine_state(machine):
         "kexec_image": kimage_state(machine.kexec_image),
         "kexec_crash_image": kimage_state(machine.kexec_crash_image),
         "pm": {"log": [str(step) for step in getattr(machine, "pm_log", ())]},
+        "cpu": {"registers": _cpu_registers(machine.cpu), "state": machine.state},
+        "console": {"debugcon": np.frombuffer(machine.debugcon, dtype=np.uint8).copy()},
     }
+
+
+def _cpu_registers(cpu):
+    """The CPU's architectural state record as a plain int64 array."""
+    return np.array(cpu.get_state()).reshape(1).view(np.int64).copy()
 
 
 def _normalized(value):
@@ -229,6 +241,14 @@ def set_machine_state(machine, state):
     machine.kexec_image, machine.kexec_crash_image = images
     if hasattr(machine, "pm_log"):
         machine.pm_log = list(state.get("pm", {}).get("log", []))
+    cpu = state.get("cpu")
+    if cpu is not None:
+        regs = np.asarray(cpu["registers"], dtype=np.int64)
+        machine.cpu.set_state(regs.view(STATE_DTYPE)[0])
+        machine.state = str(cpu["state"])
+    console = state.get("console")
+    machine.debugcon = b"" if console is None else bytes(np.asarray(console["debugcon"],
+                                                                    dtype=np.uint8))
 
 
 class Snapshot(NamedTuple):
@@ -517,7 +537,7 @@ def open_machine(path, *, verify=False):
             if machine.ram_size != ram_size:
                 raise ValueError("config ram_size differs from the RAM file's")
             ram = np.memmap(ram_path, dtype=np.uint8, mode="c", shape=(ram_size,))
-            machine.ram = ram
+            machine._adopt_ram(ram)
             set_machine_state(machine, state)
         except (ValueError, KeyError, TypeError, OSError) as e:
             if isinstance(e, MachineFileError):
