@@ -1,28 +1,55 @@
-"""``kjcore demo``: the load side of kexec jump, end to end, on a simulated machine.
+"""``kjcore demo``: kexec jump end to end on a simulated i386 machine.
 
-Loads a small physical-mode image with ``KEXEC_PRESERVE_CONTEXT``, prints the kimage as the
+Loads a small physical-mode program with ``KEXEC_PRESERVE_CONTEXT``, prints the kimage as the
 kernel stored it (the indirection list decoded from simulated RAM, control and swap page, a
-compact memory map), then performs the two swap phases of a jump — the image's pages swapped in
-over the first kernel's, then swapped back — with the native engine, and verifies that every
-byte of the first kernel's memory is restored.
+compact memory map), then jumps into it and back N times with ``reboot(LINUX_REBOOT_CMD_KEXEC)``:
+each time the relocation routine (i386 code on kjcore's CPU) swaps the image in, calls it in
+physical mode, the program prints a line on the debug console (port 0xE9) and calls the
+jump-back entry, and the routine swaps the first kernel's memory back.  After every return the
+demo checks that every byte of the first kernel's memory is restored (SPEC §12 invariant 8).
 """
 import argparse
 import time
 
 import numpy as np
 
-from .constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
+from .constants import (KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1,
+                        LINUX_REBOOT_MAGIC2, PAGE_OFFSET, PAGE_SIZE)
 from .kimage import flag_name
 from .machine import Machine
 from .segment import Segment
-from .swap import swap_pages
 
-# A tiny physical-mode program: print "kjcore\n" on the debug console (port 0xE9) and return.
-#   mov $msg, %esi ; 1: lodsb ; test %al,%al ; jz 2f ; out %al,$0xe9 ; jmp 1b ; 2: ret
+# The physical-mode program, a peer of the first kernel (SPEC §7.8-7.9).  On entry [ESP] is
+# the jump-back entry; it prints its message, then calls the jump-back entry, so its own
+# re-entry point is the instruction after that call, where it picks up the (same) jump-back
+# entry again and loops:
+#        mov  (%esp), %ebx          # jump-back entry
+#   1:   mov  $msg, %esi
+#   2:   lodsb ; test %al, %al ; jz 3f ; out %al, $0xe9 ; jmp 2b
+#   3:   call *%ebx                 # back to the first kernel
+#        mov  (%esp), %ebx          # entered again: the routine called us anew
+#        jmp  1b
 PAYLOAD_AT = 0x100000
-_CODE = bytes([0xBE]) + (PAYLOAD_AT + 16).to_bytes(4, "little") + bytes(
-    [0xAC, 0x84, 0xC0, 0x74, 0x04, 0xE6, 0xE9, 0xEB, 0xF7, 0xC3])
-PAYLOAD = _CODE.ljust(16, b"\x90") + b"kjcore\n\0"
+_MSG_AT = 32
+_CODE = (bytes([0x8B, 0x1C, 0x24, 0xBE]) + (PAYLOAD_AT + _MSG_AT).to_bytes(4, "little")
+         + bytes([0xAC, 0x84, 0xC0, 0x74, 0x04, 0xE6, 0xE9, 0xEB, 0xF7, 0xFF, 0xD3,
+                  0x8B, 0x1C, 0x24, 0xEB, 0xEB]))
+PAYLOAD = _CODE.ljust(_MSG_AT, b"\x90") + b"hello from physical mode\n\0"
+
+
+def restored_region(m, img):
+    """Boolean mask of the RAM bytes a round trip must leave unchanged (SPEC §12 invariant 8).
+
+    Everything except the control and swap pages, the source and indirection pages, the kexec
+    page tables and the first kernel's stack below the ESP it saved.
+    """
+    keep = np.ones(m.ram_size, dtype=bool)
+    pages = [img.control_page, img.swap_page, *img.source_pages().tolist(),
+             *img.indirection_pages().tolist(), *m.first_kernel.kexec_tables()]
+    for p in pages:
+        keep[p:p + PAGE_SIZE] = False
+    keep[m.first_kernel.stack_bottom:m.first_kernel.kernel_esp - PAGE_OFFSET] = False
+    return keep
 
 
 def parse_size(text):
@@ -50,17 +77,21 @@ def memory_map(m, img):
 
 
 def main(argv=None):
-    """Run the demo; returns a process exit code (0 when the first kernel's memory is restored)."""
+    """Run the demo; returns a process exit code (0 when every check passed)."""
     ap = argparse.ArgumentParser(prog="kjcore demo", description=__doc__.splitlines()[0])
     ap.add_argument("--ram", default="64M", help="RAM size (default 64M)")
     ap.add_argument("--image-size", default="1M", help="image memsz (default 1M)")
-    ap.add_argument("--engine", default="native", choices=["native", "numba", "reference"])
+    ap.add_argument("--jumps", type=int, default=5, help="round trips (default 5)")
+    ap.add_argument("--engine", default="emulated", choices=["emulated", "native"],
+                    help="swap on the CPU (emulated, default) or by _swap.pyx (native)")
+    ap.add_argument("--pae", action="store_true", help="PAE first kernel (with fix_pae_return)")
     args = ap.parse_args(argv)
     ram_size, image_size = parse_size(args.ram), parse_size(args.image_size)
 
-    m = Machine(ram_size)
+    m = Machine(ram_size, engine=args.engine, pae=args.pae, fix_pae_return=args.pae)
     rng = np.random.default_rng(0)
-    m.ram[:] = rng.integers(0, 256, m.ram_size, dtype=np.uint8)     # the first kernel's data
+    lo = m.kernel_reserved
+    m.ram[lo:] = rng.integers(0, 256, m.ram_size - lo, dtype=np.uint8)   # the kernel's data
     segments = [Segment(PAYLOAD, PAYLOAD_AT, -(-image_size // PAGE_SIZE) * PAGE_SIZE)]
     print(f"kexec_load(entry={PAYLOAD_AT:#x}, {segments}, KEXEC_PRESERVE_CONTEXT)")
     m.kexec_load(PAYLOAD_AT, segments, KEXEC_PRESERVE_CONTEXT)
@@ -69,30 +100,34 @@ def main(argv=None):
     entries = list(img.entries())
     print(f"indirection list in RAM: {len(entries)} words, "
           f"{len(img.indirection_pages())} indirection page(s)")
-    for flag, addr in entries[:6]:
+    for flag, addr in entries[:5]:
         print(f"  {flag_name(flag):<12} {addr:#010x}")
-    if len(entries) > 8:
-        print(f"  ... {len(entries) - 8} more ...")
-    for flag, addr in entries[-2:] if len(entries) > 6 else []:
+    if len(entries) > 7:
+        print(f"  ... {len(entries) - 7} more ...")
+    for flag, addr in entries[-2:] if len(entries) > 5 else []:
         print(f"  {flag_name(flag):<12} {addr:#010x}")
     mmap, cell = memory_map(m, img)
     print(f"memory map ({cell // 1024} KiB per cell; K kernel, D destinations, s sources, "
           f"i indirection, C control, W swap):\n  {mmap}")
 
+    keep = restored_region(m, img)
     before = m.ram.copy()
-    t0 = time.perf_counter()
-    n_in = swap_pages(m.ram, img.head, img.swap_page, args.engine)
-    t1 = time.perf_counter()
-    image_ok = bytes(m.ram[PAYLOAD_AT:PAYLOAD_AT + len(PAYLOAD)]) == PAYLOAD
-    n_out = swap_pages(m.ram, img.head, img.swap_page, args.engine)
-    t2 = time.perf_counter()
-    keep = np.ones(m.ram_size, dtype=bool)
-    keep[img.swap_page:img.swap_page + PAGE_SIZE] = False        # scratch of the routine
-    restored = np.array_equal(m.ram[keep], before[keep])
-    mib = n_in * PAGE_SIZE / (1 << 20)
-    print(f"swap in : {n_in} pages ({mib:.1f} MiB) in {1e3 * (t1 - t0):.2f} ms, "
-          f"image at its destination: {'yes' if image_ok else 'NO'}")
-    print(f"swap out: {n_out} pages in {1e3 * (t2 - t1):.2f} ms "
-          f"({3 * 2 * mib / max(t2 - t0, 1e-9):.0f} MiB/s copied, engine={args.engine})")
-    print(f"first kernel's memory restored byte for byte: {'yes' if restored else 'NO'}")
-    return 0 if restored and image_ok else 1
+    ok = True
+    times, steps, pages = [], 0, 0
+    for n in range(1, args.jumps + 1):
+        t0 = time.perf_counter()
+        m.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC)
+        times.append(time.perf_counter() - t0)
+        r = m.last_result
+        steps += r.steps
+        pages += r.pages_swapped
+        restored = np.array_equal(m.ram[keep], before[keep])
+        ok &= restored and r.debugcon == PAYLOAD[_MSG_AT:-1]
+        print(f"jump {n}: guest said {r.debugcon.decode().strip()!r}, {r.steps} instructions, "
+              f"{r.pages_swapped} pages swapped, re-entry {r.start:#x}, first kernel's "
+              f"memory restored: {'yes' if restored else 'NO'} ({1e3 * times[-1]:.1f} ms)")
+    later = times[1:] or times
+    print(f"summary: {args.jumps} round trips, {steps} guest instructions, {pages} pages "
+          f"swapped, {1e3 * sum(later) / len(later):.2f} ms per jump after the first "
+          f"(engine={args.engine}); all checks {'passed' if ok else 'FAILED'}")
+    return 0 if ok else 1
