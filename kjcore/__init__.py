@@ -6,3 +6,4 @@ from .segment import Segment
 __version__ = "0.1.0"
 from .kimage import KImage
 from .machine import Machine
+from .machine_kexec import ExecResult, JumpResult
