@@ -1,5 +1,4 @@
 """``kjcore demo`` runs the whole story and checks itself."""
-import numpy as np
 import pytest
 
 import kjcore

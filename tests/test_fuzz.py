@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kjcore
 from kjcore import KEXEC_ON_CRASH, KexecError, Machine, Segment
 from kjcore.fuzz import LAYOUT_DTYPE, check_layouts, layout_segments, random_layouts
 from naive import naive_errno

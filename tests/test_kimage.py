@@ -1,5 +1,4 @@
 """The kimage (SPEC §5) and load invariants 1-6 of SPEC §12."""
-import errno
 
 import numpy as np
 import pytest

@@ -21,7 +21,7 @@ try:
     from . import elfbuild
 except ImportError:             # tests/ is not a package: pytest put it on sys.path
     import elfbuild
-from elfbuild import PT_INTERP, PT_LOAD, PT_NOTE, Phdr, build_elf32, set_phdr_field
+from elfbuild import PT_INTERP, PT_NOTE, Phdr, build_elf32, set_phdr_field
 
 HYP = settings(max_examples=150, deadline=None, database=None,
                suppress_health_check=[HealthCheck.too_slow])

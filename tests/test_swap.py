@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import kjcore
-from kjcore import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE, Machine, Segment
+from kjcore import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE
 from kjcore.swap import BusError, swap_pages
 from kjcore.testing.strategies import kimages
 
