@@ -114,13 +114,16 @@ class KImage:
 
     def _walk(self):
         ram = self._machine.ram
-        limit = len(ram) // 4 + 2
-        words = np.empty(limit, dtype=np.int64)
-        dests = np.empty(limit, dtype=np.int64)
-        n = walk_list(ram, self.head, limit, words, dests)
-        if n < 0:
-            raise RuntimeError("the indirection list in RAM does not terminate (corrupted)")
-        return words[:n], dests[:n]
+        # A list built by kexec_load has one word per segment and per page, DONE, and one link
+        # per 1023 words; only a list corrupted in RAM is longer (then walk up to every word).
+        words = sum(-(-s.memsz // PAGE_SIZE) + 1 for s in self.segments) + 2
+        for limit in (words + words // 1023 + 2, len(ram) // 4 + 2):
+            out = np.empty(limit, dtype=np.int64)
+            dests = np.empty(limit, dtype=np.int64)
+            n = walk_list(ram, self.head, limit, out, dests)
+            if n >= 0:
+                return out[:n], dests[:n]
+        raise RuntimeError("the indirection list in RAM does not terminate (corrupted)")
 
     def entries(self):
         """Iterate ``(flag, address)`` for every word of the list, decoded from RAM.
