@@ -22,7 +22,8 @@ import numpy as np
 from . import relocate
 from .constants import IND_DONE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
-from .swap import BusError, swap_pages
+from ._swap_numba import first_bus_violation
+from .swap import MAX_WORDS, swap_pages
 
 #: instruction budget of a jump when the caller gives none
 DEFAULT_MAX_STEPS = 1_000_000_000
@@ -131,7 +132,8 @@ def machine_kexec(m, image, max_steps=None):
                 passes += 1
                 if m.engine == "native":
                     pending = _native_swap(m, cpu)
-                    cpu.breakpoints.add(pending[2])
+                    if pending is not None:
+                        cpu.breakpoints.add(pending[2])
                 continue
             if pending is not None and at == pending[2] and not paging:
                 _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
@@ -171,14 +173,17 @@ def _finish(m, image, cpu, status, steps, pages):
 
 
 def _native_swap(m, cpu):
-    """Do the pass of the ``swap_pages(head, swap_page)`` call the CPU is about to make."""
+    """Do the pass of the ``swap_pages(head, swap_page)`` call the CPU is about to make.
+
+    On a strict bus a pass that would touch memory past RAM is left to the CPU, so it faults
+    at exactly the instruction, with exactly the partial copies, of the emulated engine.
+    Returns (head argument's stack address, its value, return address), or None.
+    """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    try:
-        swap_pages(m.ram, head, swap, "native", strict_bus=m.strict_bus)
-    except BusError as e:
-        m.state = "lost"
-        raise CPUFault(str(e), cpu.get_state()) from None
+    if m.strict_bus and first_bus_violation(m.ram, head, swap, MAX_WORDS) != -1:
+        return None
+    swap_pages(m.ram, head, swap, "native")
     _put_word(m.ram, esp + 4, IND_DONE)
     return esp + 4, head, _word(m.ram, esp)
 
