@@ -11,7 +11,7 @@ from .jit import kernel
 
 from .operands import MASK, get_reg, read_rm, set_reg, check_rm_write, write_rm
 from .memory import exc, read_mem, write_mem, check_write_mem
-from .state import CF, D_EAOFF, D_EASEG, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, D_RM, EFLAGS, M32, UD_, ZF
+from .state import CF, D_ASZ, D_EAOFF, D_EASEG, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, D_RM, EFLAGS, M32, UD_, ZF
 from .operands import sext
 
 
@@ -62,7 +62,8 @@ def op_bits(s, ram):
         addr = s[D_EAOFF]
         if s[D_MOD] != 3:
             so = sext(off, size)
-            addr = (addr + size * (so >> (4 if size == 2 else 5))) & M32
+            # The bit base is added in address-size arithmetic.
+            addr = (addr + size * (so >> (4 if size == 2 else 5))) & (M32 if s[D_ASZ] == 4 else 0xFFFF)
             off = so & (bits - 1)
         else:
             off &= bits - 1

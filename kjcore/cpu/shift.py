@@ -85,16 +85,24 @@ def _shld(s, ram, op):
     if not check_rm_write(s, ram, size):
         return 0
     b = get_reg(s, s[D_REG], size)
-    if op <= 0x1A5:
-        # Treat (a:b) as one wide value and shift it left; for a 16-bit
-        # count above 16 the bits keep coming from b then a (undefined case).
-        w = (a << (2 * bits)) | (b << bits) | a
-        r = (w >> (2 * bits - count)) & m if count <= 2 * bits else 0
-        cf = (w >> (3 * bits - count)) & 1
+    if size == 2:
+        # 16-bit forms: count may exceed 16 (undefined result); model the
+        # operand as the 48-bit pattern a:b:a (resp. b:a:b) so every count
+        # gives a deterministic value.  Fits in int64.
+        if op <= 0x1A5:
+            w = (a << 32) | (b << 16) | a
+            r = (w >> (32 - count)) & m
+            cf = (w >> (48 - count)) & 1
+        else:
+            w = (b << 32) | (a << 16) | b
+            r = (w >> (16 + count)) & m
+            cf = (w >> (15 + count)) & 1
+    elif op <= 0x1A5:
+        r = ((a << count) | (b >> (bits - count))) & m
+        cf = (a >> (bits - count)) & 1
     else:
-        w2 = (b << (2 * bits)) | (a << bits) | b
-        r = (w2 >> (bits + count)) & m
-        cf = (w2 >> (bits + count - 1)) & 1
+        r = ((a >> count) | (b << (bits - count))) & m
+        cf = (a >> (count - 1)) & 1
     of = OF if (a ^ r) & SIGN[size] else 0
     set_arith(s, szp(r, size) | cf | of)
     write_rm(s, ram, size, r)

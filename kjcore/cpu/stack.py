@@ -3,8 +3,9 @@ PUSHA/POPA, PUSHF/POPF, ENTER/LEAVE.
 
 Every instruction reads and writes memory first and commits registers
 last, so a fault leaves the registers as they were (precise exceptions).
-A 32-bit push of a segment register writes the zero-extended selector
-(QEMU/Unicorn behaviour; recent Intel parts write only 16 bits).
+A 32-bit push of a segment register writes the zero-extended selector (one
+of the two behaviours SDM vol. 2 PUSH allows; QEMU/Unicorn do the same,
+while recent Intel cores write only the low 16 bits).
 """
 from .jit import kernel
 
