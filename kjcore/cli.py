@@ -6,6 +6,7 @@
     kjcore inspect PATH [--json]
     kjcore demo [ARGS...]
     kjcore fuzz [-n N] [--seed S] [--ram 64M] [--profile P] [--crashkernel SPEC]
+    kjcore fuzz --jumps N [--workers W] [--seed S]
     kjcore bench [--builtin] [--size 16M]
 
 ``kjexec`` (:mod:`kjcore.kjexec`) loads and runs images on a machine made here. Sizes take the
@@ -319,7 +320,29 @@ def _cmd_demo(argv):
     return demo.main(list(argv))
 
 
+def _cmd_jump_campaign(args):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .fuzz import jump_campaign
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers) as ex:
+            result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
+    else:
+        result = jump_campaign(args.jumps, args.seed, progress=progress or None)
+    rt = result.stats["round trips"]
+    print(f"jump campaign (seed {args.seed}): {rt} round trips over {result.stats['images']} "
+          f"images in {result.seconds:.1f} s ({rt / max(result.seconds, 1e-9):.0f} jumps/s), "
+          f"every invariant checked after every jump: "
+          f"{'all held' if result.ok else f'{len(result.failures)} failing units'}")
+    for seed, unit, text in result.failures:
+        print(f"--- failing unit: kjcore.fuzz.run_unit({seed}, {unit}, ...)\n{text}")
+    return 0 if result.ok else 1
+
+
 def _cmd_fuzz(args):
+    if args.jumps:
+        return _cmd_jump_campaign(args)
     from .fuzz import check_layouts, random_layouts
     ram = parse_size(args.ram)
     crash = parse_crashkernel(args.crashkernel, ram, args.profile) if args.crashkernel else None
@@ -480,6 +503,9 @@ def _parser():
     fz.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress line on stderr (default: when stderr is a terminal)")
     fz.add_argument("--json", action="store_true")
+    fz.add_argument("--jumps", type=int, default=0, metavar="N",
+                    help="instead: an end-to-end jump campaign of N checked round trips")
+    fz.add_argument("--workers", type=int, default=1, help="processes for --jumps (default 1)")
     fz.set_defaults(func=_cmd_fuzz)
 
     be = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark, or a built-in "

@@ -293,3 +293,6 @@ def layout_segments(layout):
     extra = int(layout["nr_segments"]) - nr
     segs += [Segment.zero(0, 0, 0)] * max(extra, 0)
     return int(layout["entry"]), segs, int(layout["flags"])
+
+
+from .campaign import CampaignResult, jump_campaign, run_unit  # noqa: E402  (SPEC §11 names)
