@@ -19,6 +19,7 @@ from .decode import (
     F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS, decode,
 )
 from .far import op_far
+from .fastpath import fast_exec
 from .flagops import op_flags
 from .fpu import op_fpu
 from .interrupts import op_int, raise_exception
@@ -101,9 +102,17 @@ def run(s, ram, ram64, con, max_steps):
             if hit:
                 status = ST_BREAK
                 break
+        tf = s[EFLAGS] & TF
+        if tf == 0 and fast_exec(s, ram, start):
+            p = s[TRACE_POS]
+            s[TRACE + p] = (s[cs_base] + start) & M32
+            s[TRACE_POS] = (p + 1) & (TRACE_N - 1)
+            s[TRACE_CNT] += 1
+            s[TSC] += 1
+            n += 1
+            continue
         s[D_EXC] = -1
         s[D_START] = start
-        tf = s[EFLAGS] & TF
         fam = decode(s, ram)
         st = ST_OK
         if fam >= 0:

@@ -143,7 +143,7 @@ def fetch_byte(s, ram):
         return 0
     lin = (s[SEG + 4 * CS + S_BASE] + off) & M32
     if (lin >> 12) == s[D_FPAGE]:
-        b = int(ram[s[D_FPHYS] + (lin & 0xFFF)])
+        b = np.int64(ram[s[D_FPHYS] + (lin & 0xFFF)])
     else:
         p = translate(s, ram, lin, ACC_FETCH | user_acc(s))
         if p < 0:

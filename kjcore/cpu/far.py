@@ -119,11 +119,12 @@ def far_return(s, ram, osz, extra, iret):
     if s[D_EXC] >= 0:
         return 0
     old_cpl = s[CPL]
-    saved = s[SEG + 4 * SS: SEG + 4 * SS + 4].copy()
+    b = SEG + 4 * SS
+    sv0, sv1, sv2, sv3 = s[b], s[b + 1], s[b + 2], s[b + 3]
     s[CPL] = rpl
     if not load_seg(s, ram, SS, new_ss):
         s[CPL] = old_cpl
-        s[SEG + 4 * SS: SEG + 4 * SS + 4] = saved
+        s[b], s[b + 1], s[b + 2], s[b + 3] = sv0, sv1, sv2, sv3
         return 0
     s[CPL] = old_cpl
     if iret:

@@ -52,7 +52,7 @@ def kernel(ret, args):
     sig = signature(ret, args)
 
     def wrap(fn):
-        disp = _unliteral_call_template(njit(cache=True)(fn))
+        disp = _unliteral_call_template(njit(cache=True, _nrt=False)(fn))
         disp.kernel_signature = sig
         return disp
     return wrap

@@ -13,6 +13,7 @@ Faults never raise: a routine that fails stores the vector and error code in
 ``s[D_EXC]``/``s[D_ERR]`` and returns -1 (addresses) or 0 (values); callers
 test ``s[D_EXC] >= 0``.
 """
+import numpy as np
 from .jit import kernel
 
 from .state import (
@@ -59,13 +60,13 @@ def phys_read(s, ram, p, size):
     if p >= 0 and p + size <= n:
         v = 0
         for i in range(size):
-            v |= int(ram[p + i]) << (8 * i)
+            v |= np.int64(ram[p + i]) << (8 * i)
         return v
     v = 0
     for i in range(size):
         q = p + i
         if 0 <= q < n:
-            v |= int(ram[q]) << (8 * i)
+            v |= np.int64(ram[q]) << (8 * i)
         else:
             bus_miss(s, q)
             v |= 0xFF << (8 * i)

@@ -137,14 +137,15 @@ def op_stack(s, ram):
         sp_add(s, -8 * osz)
         return 0
     if op == 0x61:                               # POPA (the ESP image is skipped)
-        vals = [0] * 8
+        # Read all eight slots first (any may fault), then commit.
         for i in range(8):
-            vals[7 - i] = stack_read(s, ram, osz, i * osz)
+            stack_read(s, ram, osz, i * osz)
             if s[D_EXC] >= 0:
                 return 0
-        for r in range(8):
+        for i in range(8):
+            r = 7 - i
             if r != ESP:
-                set_reg(s, r, osz, vals[r])
+                set_reg(s, r, osz, stack_read(s, ram, osz, i * osz))
         sp_add(s, 8 * osz)
         return 0
     if op == 0xC9:                               # LEAVE
