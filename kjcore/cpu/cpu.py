@@ -148,12 +148,19 @@ class CPU:
         """Drop every cached translation (call after editing page tables from Python)."""
         self._s[S.TLB:S.TLB_END:3] = -1
         self._s[S.D_FPAGE] = -1
-    def load_segment(self, name, selector, base, limit, access):
+    def load_segment(self, name, selector, base, limit, access, flags=None):
         """Load a segment register fully: selector and hidden cache.
-        ``access`` is either the attribute word (access byte | flags << 8,
-        see :attr:`SegmentRegister.attrib`) or a raw 8-byte descriptor
-        given as an int > 0xFFFFF (then ``base``/``limit`` are ignored).
+
+        ``access`` is the descriptor access byte (P, DPL, S, type) and
+        ``flags`` the G/D-B/L/AVL nibble (descriptor bits 52-55); without
+        ``flags``, ``access`` is the whole attribute word (access | flags << 8,
+        see :attr:`SegmentRegister.attrib`), or a raw 8-byte descriptor given
+        as an int > 0xFFFFF (then ``base``/``limit`` are ignored).  ``limit``
+        is the byte-granular effective limit.  A segment whose access byte
+        is not present is loaded as unusable (like a null selector).
         """
+        if flags is not None:
+            access = (access & 0xFF) | ((flags & 0xF) << 8)
         idx = S.SEG_NAMES.index(name)
         b = S.SEG + 4 * idx
         if access > 0xFFFFF:
