@@ -336,7 +336,6 @@ def test_paging_off_transition_fetches_next_instruction_physically():
     cpu.cr0 = 0x80000011
     # at 0x3000: mov eax,cr0; and eax,0x7fffffff; mov cr0,eax; mov ebx,0x1234; hlt
     code = bytes.fromhex("0f20c0 25ffffff7f 0f22c0 bb34120000 f4")
-    code = code.replace(b" ", b"")
     ram[0x3000:0x3000 + len(code)] = np.frombuffer(code, np.uint8)
     cpu.eip = 0x3000                                        # identity-mapped copy
     assert cpu.run(10) == Status.HLT and cpu.ebx == 0x1234 and not cpu.cr0 & 0x80000000
