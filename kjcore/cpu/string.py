@@ -11,6 +11,7 @@ instruction can be restarted").  Overlapping forward copies closer than
 one chunk fall back to element order, so the result is always the
 architectural one.
 """
+import numpy as np
 from .jit import kernel
 
 from .io import io_allowed, port_io
@@ -49,8 +50,11 @@ def _copy(ram, ram64, dp, sp, nb, size):
     if dp > sp and dp < sp + nb:
         # Forward overlap: element order gives the architectural result.
         for i in range(0, nb, size):
+            v = 0
             for k in range(size):
-                ram[dp + i + k] = ram[sp + i + k]
+                v |= np.int64(ram[sp + i + k]) << (8 * k)
+            for k in range(size):
+                ram[dp + i + k] = (v >> (8 * k)) & 0xFF
         return
     if ((dp | sp | nb) & 7) == 0 and dp + nb <= ram64.shape[0] * 8 and sp + nb <= ram64.shape[0] * 8:
         d8 = dp >> 3
