@@ -44,11 +44,11 @@ def test_int_from_ring3_switches_to_tss_stack_and_iret_returns(world):
     w.to_ring3()
     assert cpu.cpl == 3
     assert cpu.run(10) == Status.HLT and w.handler_of(cpu) == 3
-    # In the handler of int3 (ring 0, through the TSS again): the frame of the
-    # first INT was EIP, CS, EFLAGS, ESP, SS on the ring-0 stack.
-    assert cpu.esi == KSTACK - 20
+    # The 0x80 handler saw its frame (EIP, CS, EFLAGS, ESP, SS) at KSTACK - 20;
+    # INT3 from ring 3 then pushed the same layout there (EIP past the INT3).
+    assert cpu.esi == KSTACK - 20 and cpu.esp == KSTACK - 20
     eip, cs, efl, esp3, ss3 = [w.word(KSTACK - 20 + 4 * i) for i in range(5)]
-    assert (eip, cs, esp3, ss3) == (0x1007, 0x1B, USTACK, 0x23)
+    assert (eip, cs, esp3, ss3) == (0x100A, 0x1B, USTACK, 0x23)
     assert cpu.edi == USTACK                                  # back in ring 3 after IRET
 
 
