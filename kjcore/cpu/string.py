@@ -10,6 +10,11 @@ at the instruction, as the hardware does (SDM vol. 2, REP: "the
 instruction can be restarted").  Overlapping forward copies closer than
 one chunk fall back to element order, so the result is always the
 architectural one.
+
+A REP instruction yields after REP_ELEMENTS elements (REP_BYTES bytes on
+the block path) with EIP still on it, as if an interrupt window had opened
+(SDM vol. 2, REP: registers describe the progress and the instruction
+resumes): one step never runs unbounded, whatever ECX says.
 """
 import numpy as np
 from .jit import kernel
@@ -20,9 +25,13 @@ from .memory import (
 )
 from .operands import MASK, flags_sub, get_reg, set_arith, set_reg
 from .state import (
-    A_CODE, A_E, D_ASZ, D_EXC, D_OP, D_OSZ, D_REP, D_SEGOVR, DF, DS, EAX, ECX, EDI, EDX,
+    A_CODE, A_E, D_ASZ, D_EXC, D_START, EIP, D_OP, D_OSZ, D_REP, D_SEGOVR, DF, DS, EAX, ECX, EDI, EDX,
     EFLAGS, ES, ESI, M32, SEG, S_ATTR, ZF,
 )
+
+
+REP_ELEMENTS = 1 << 16
+REP_BYTES = 16 << 20
 
 
 @kernel("v", "siii")
@@ -89,9 +98,13 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
     nram = ram.shape[0]
     acc = user_acc(s)
     val = get_reg(s, EAX, size)
+    moved = 0
     while True:
         count = s[ECX] & am
         if count == 0:
+            return 0
+        if moved >= REP_BYTES:
+            s[EIP] = s[D_START]                 # yield; the instruction resumes
             return 0
         dlin, n = _chunk(s, ES, s[EDI] & am, size, am, True)
         if dlin < 0:
@@ -137,6 +150,7 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
             s[ESI] = (s[ESI] & ~am & M32) | ((s[ESI] + n * size) & am)
         s[EDI] = (s[EDI] & ~am & M32) | ((s[EDI] + n * size) & am)
         s[ECX] = (s[ECX] & ~am & M32) | ((count - n) & am)
+        moved += n * size
 
 
 @kernel("i", "srqc")
@@ -156,6 +170,7 @@ def op_string(s, ram, ram64, con):
     if kind == 0x6C or kind == 0x6E:
         if not io_allowed(s):
             return 0
+    budget = REP_ELEMENTS
     while True:
         if kind == 0xA4:                         # MOVS
             v = read_mem(s, ram, src, s[ESI] & am, size)
@@ -222,3 +237,7 @@ def op_string(s, ram, ram64, con):
             zf = (s[EFLAGS] & ZF) != 0
             if (rep == 0xF3 and not zf) or (rep == 0xF2 and zf):
                 return 0
+        budget -= 1
+        if budget == 0:
+            s[EIP] = s[D_START]                 # yield; the instruction resumes
+            return 0
