@@ -1,9 +1,8 @@
 """Decimal-adjust family: DAA, DAS, AAA, AAS, AAM, AAD (SDM vol. 2 pseudocode).
 
 Undefined flags: DAA/DAS clear OF; AAA/AAS keep OF/SF/ZF/PF; AAM/AAD clear
-CF, AF and OF (the QEMU choices).  DAA follows the SDM pseudocode, which
-the host CPU confirms and QEMU/Unicorn gets wrong for AL >= 0xFA (see
-tests/cpu/test_oracle.py).
+CF, AF and OF (the QEMU choices).  DAA/DAS follow the SDM pseudocode
+(the *old* AL decides the high-nibble adjustment).
 """
 from .jit import kernel
 
