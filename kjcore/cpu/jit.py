@@ -56,3 +56,9 @@ def kernel(ret, args):
         disp.kernel_signature = sig
         return disp
     return wrap
+
+
+def inline_kernel(fn):
+    """Inlined into its callers at the Numba IR level (hot, tiny helpers only:
+    each call site is compiled again, which costs cold-compile time)."""
+    return njit(inline="always", cache=True, _nrt=False)(fn)
