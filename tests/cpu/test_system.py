@@ -5,7 +5,7 @@ Expected values come from the SDM (vol. 3, ch. 5 and 6); each test names the rul
 """
 import numpy as np
 
-from conftest import HANDLERS, KSTACK, USTACK, asm
+from cpu_world import KSTACK, USTACK, asm
 from kjcore.cpu import Status
 
 
