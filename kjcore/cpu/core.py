@@ -91,12 +91,14 @@ def run(s, ram, ram64, con, max_steps):
     status = ST_STEP_LIMIT
     s[BUS_ADDR] = -1
     cs_base = SEG + 4 * CS + S_BASE
+    nbp = s[NBP]
+    tp = s[TRACE_POS]          # trace ring position, kept in a register
     while n < max_steps:
         start = s[EIP]
-        if s[NBP] > 0 and n > 0:
+        if nbp > 0 and n > 0:
             lin = (s[cs_base] + start) & M32
             hit = False
-            for i in range(s[NBP]):
+            for i in range(nbp):
                 if s[BP + i] == lin:
                     hit = True
             if hit:
@@ -104,36 +106,33 @@ def run(s, ram, ram64, con, max_steps):
                 break
         tf = s[EFLAGS] & TF
         if tf == 0 and fast_exec(s, ram, start):
-            p = s[TRACE_POS]
-            s[TRACE + p] = (s[cs_base] + start) & M32
-            s[TRACE_POS] = (p + 1) & (TRACE_N - 1)
-            s[TRACE_CNT] += 1
-            s[TSC] += 1
+            s[TRACE + tp] = (s[cs_base] + start) & M32
+            tp = (tp + 1) & (TRACE_N - 1)
             n += 1
             continue
         s[D_EXC] = -1
         s[D_START] = start
+        s[STEPS] = n                           # RDTSC reads TSC + STEPS
         fam = decode(s, ram)
         st = ST_OK
         if fam >= 0:
             s[EIP] = s[D_NEXT]
             st = dispatch(s, ram, ram64, con, fam)
-        if st == ST_OK or st == ST_HLT:
-            # Trace ring buffer: linear address of every executed instruction.
-            p = s[TRACE_POS]
-            s[TRACE + p] = (s[cs_base] + start) & M32
-            s[TRACE_POS] = (p + 1) & (TRACE_N - 1)
-            s[TRACE_CNT] += 1
-            s[TSC] += 1
         if st != ST_OK:
             s[D_EXC] = -1
             if st != ST_HLT:
                 s[EIP] = start                 # IO / unsupported: restart later
                 status = st
                 break
+            s[TRACE + tp] = (s[cs_base] + start) & M32
+            tp = (tp + 1) & (TRACE_N - 1)
             n += 1
             status = st
             break
+        # Trace ring buffer: linear address of every executed instruction.
+        s[TRACE + tp] = (s[cs_base] + start) & M32
+        tp = (tp + 1) & (TRACE_N - 1)
+        n += 1
         if s[D_EXC] >= 0:
             vec = s[D_EXC]
             soft = s[D_SOFT] != 0
@@ -145,7 +144,6 @@ def run(s, ram, ram64, con, max_steps):
                 if r == ST_TRIPLE_FAULT:
                     s[EIP] = s[D_START]
                 status = r
-                n += 1
                 break
         elif tf:
             # Single-step trap after the instruction (DR6.BS).
@@ -153,13 +151,14 @@ def run(s, ram, ram64, con, max_steps):
             r = raise_exception(s, ram, DB_, -1, False)
             if r != ST_OK:
                 status = r
-                n += 1
                 break
-        n += 1
         if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
             status = ST_BUS_ERROR
             break
     s[STEPS] = n
+    s[TSC] += n
+    s[TRACE_CNT] += n
+    s[TRACE_POS] = tp
     return status
 
 

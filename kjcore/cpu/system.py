@@ -19,7 +19,7 @@ from .state import (
     D_EASEG, D_EXC, D_MOD, D_OP, D_OSZ, D_REG, D_RM, DR0, EAX, EBX, ECX, EDX, EFER,
     EFER_NXE, EFLAGS, GDTR_BASE, GDTR_LIMIT, GP_, IDTR_BASE, IDTR_LIMIT, LDTR, M32, NP_,
     SEG, ST_HLT, ST_UNSUPPORTED, S_ATTR, S_SEL, SYSENTER_CS, SYSENTER_EIP, SYSENTER_ESP,
-    TR, TSC, UD_, ZF, CR0_TS,
+    TR, TSC, UD_, ZF, CR0_TS, STEPS,
 )
 
 CPUID_FEATURES = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 13) | (1 << 15)
@@ -292,7 +292,7 @@ def _msr(s, write):
                 tlb_flush(s, False)
             s[EFER] = v
         elif idx == MSR_TSC:
-            s[TSC] = (hi << 32) | v
+            s[TSC] = ((hi << 32) | v) - s[STEPS]
         elif idx == 0x174:
             s[SYSENTER_CS] = v
         elif idx == 0x175:
@@ -305,7 +305,7 @@ def _msr(s, write):
     if idx == MSR_EFER:
         v = s[EFER]
     elif idx == MSR_TSC:
-        v = s[TSC]
+        v = s[TSC] + s[STEPS]
     elif idx == 0x174:
         v = s[SYSENTER_CS]
     elif idx == 0x175:
@@ -368,8 +368,9 @@ def op_sys(s, ram):
         if (s[CR4] & CR4_TSD) and s[CPL] != 0:
             exc(s, GP_, 0)
             return 0
-        s[EAX] = s[TSC] & M32
-        s[EDX] = (s[TSC] >> 32) & M32
+        tsc = s[TSC] + s[STEPS]                 # instructions retired so far
+        s[EAX] = tsc & M32
+        s[EDX] = (tsc >> 32) & M32
         return 0
     if op == 0x130 or op == 0x132:
         _msr(s, op == 0x130)
