@@ -340,3 +340,38 @@ def test_paging_off_transition_fetches_next_instruction_physically():
     cpu.eip = 0x3000                                        # identity-mapped copy
     assert cpu.run(10) == Status.HLT and cpu.ebx == 0x1234 and not cpu.cr0 & 0x80000000
     assert cpu.translate(0xC0003000) == 0xC0003000           # identity now
+
+
+def test_fast_path_respects_tlb_rights():
+    """The register/memory fast path reuses TLB entries: it must still honour
+    U/S, R/W with CR0.WP, and set the Dirty bit on the first write."""
+    ram = np.zeros(RAM, np.uint8)
+    put(ram, PD, 0x101000 | P | RW | US, 4)
+    for i in range(1024):
+        put(ram, 0x101000 + 4 * i, (i << 12) | P | RW | US, 4)
+    put(ram, 0x101000 + 4 * 0x50, (0x50 << 12) | P | RW, 4)          # supervisor only
+    put(ram, 0x101000 + 4 * 0x51, (0x51 << 12) | P | US, 4)          # read-only
+    put(ram, 0x101000 + 4 * 0x52, (0x52 << 12) | P | RW | US, 4)     # clean page
+    code = bytes.fromhex("8b03 8b03 f4")                               # mov eax,[ebx] x2; hlt
+
+    def cpu_at(lin, user, code=code, wp=True):
+        ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
+        cpu = make_cpu(ram, 0x80000011 | (0x10000 if wp else 0), PD, 0, 0, False)
+        cpu.eip, cpu.ebx = 0x1000, lin
+        assert cpu.run(1) == Status.STEP_LIMIT                           # ring 0 fills the TLB
+        if user:
+            cpu.load_segment("cs", 0x1B, 0, 0xFFFFFFFF, 0xFB, 0xC)
+            for seg in ("ds", "es", "ss"):
+                cpu.load_segment(seg, 0x23, 0, 0xFFFFFFFF, 0xF3, 0xC)
+        return cpu
+
+    cpu = cpu_at(0x50000, user=True)
+    assert cpu.run(1) == Status.TRIPLE_FAULT and cpu.fault[:2] == (14, 5)
+    cpu = cpu_at(0x51000, user=False, code=bytes.fromhex("8b03 8903 f4"))
+    assert cpu.run(1) == Status.TRIPLE_FAULT and cpu.fault[:2] == (14, 3)
+    cpu = cpu_at(0x51000, user=False, code=bytes.fromhex("8b03 8903 f4"), wp=False)
+    assert cpu.run(2) == Status.HLT                                      # WP=0: ring 0 writes
+    cpu = cpu_at(0x52000, user=False, code=bytes.fromhex("8b03 8903 f4"))
+    assert get(ram, 0x101000 + 4 * 0x52, 4) & (A | D) == A
+    assert cpu.run(2) == Status.HLT
+    assert get(ram, 0x101000 + 4 * 0x52, 4) & (A | D) == A | D
