@@ -289,3 +289,36 @@ def test_rep_movs_overlap_is_element_order(world):
     for i in range(8):
         ref[2 + 4 * i:6 + 4 * i] = ref[4 * i:4 * i + 4]
     assert bytes(w.ram[0x4000:0x4040]) == bytes(ref)
+
+
+def test_descriptor_table_instructions(world):
+    w = world
+    from cpu_world import descriptor
+    # An LDT (in GDT slot 0x58) holding one data segment with base 0x4000.
+    ldt = bytes(8) + descriptor(0x4000, 0xFF, 0x93, 0x4)
+    w.put(0x7000, ldt)
+    w.put(0x500 + 0x58, descriptor(0x7000, len(ldt) - 1, 0x82, 0))
+    w.cpu.gdtr.limit = 0x5F
+    w.put(0x4000 + 0x10, (0xCAFEBABE).to_bytes(4, "little"))
+    cpu = w.load(asm("""
+        movw $0x58, %ax; lldt %ax; movw $0x0C, %ax; movw %ax, %fs; movl %fs:0x10, %ebx
+        sgdt (0x6000); sidt (0x6008); sldt %ecx; str %edx
+        smsw %esi; movl %cr0, %eax; orl $8, %eax; movl %eax, %cr0; clts; smsw %edi
+        movl $0x11, %eax; lmsw %ax; invd; wbinvd; hlt"""))
+    assert cpu.run(50) == Status.HLT and w.handler_of(cpu) is None
+    assert cpu.ebx == 0xCAFEBABE and cpu.fs.base == 0x4000 and cpu.ldtr.selector == 0x58
+    assert bytes(w.ram[0x6000:0x6006]) == (0x5F).to_bytes(2, "little") + (0x500).to_bytes(4, "little")
+    assert bytes(w.ram[0x6008:0x600E]) == (0x7FF).to_bytes(2, "little") + (0x800).to_bytes(4, "little")
+    assert cpu.ecx == 0x58 and cpu.edx == 0x28
+    assert cpu.esi & 0xFFFF == 0x11 and cpu.edi & 8 == 0 and cpu.cr0 & 0xF == 1
+
+
+def test_ltr_marks_tss_busy_and_refuses_busy(world):
+    w = world
+    from cpu_world import descriptor
+    w.put(0x500 + 0x58, descriptor(0x600, 0x67, 0x89, 0))
+    w.cpu.gdtr.limit = 0x5F
+    cpu = w.load(asm("movw $0x58, %ax; ltr %ax; ltr %ax"))
+    assert cpu.run(10) == Status.HLT and w.handler_of(cpu) == 13
+    assert w.ram[0x500 + 0x58 + 5] == 0x8B and cpu.tr.selector == 0x58
+    assert w.word(cpu.esp) == 0x58
