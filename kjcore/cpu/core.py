@@ -33,7 +33,7 @@ from .stack import op_stack
 from .string import op_string
 from .system import op_sys
 from .state import (
-    BP, BUS_ADDR, CS, D_EXC, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP,
+    A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP,
     SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_IO, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
     STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
 )
@@ -93,6 +93,12 @@ def run(s, ram, ram64, con, max_steps):
     cs_base = SEG + 4 * CS + S_BASE
     nbp = s[NBP]
     tp = s[TRACE_POS]          # trace ring position, kept in a register
+    # CS and the cached code page, kept in registers while only the fast
+    # path runs (it changes neither); reloaded after every decoded instruction.
+    cbase = s[cs_base]
+    climit = s[cs_base + 1]
+    fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
+    fphys = s[D_FPHYS]
     while n < max_steps:
         start = s[EIP]
         if nbp > 0 and n > 0:
@@ -105,7 +111,7 @@ def run(s, ram, ram64, con, max_steps):
                 status = ST_BREAK
                 break
         tf = s[EFLAGS] & TF
-        if tf == 0 and fast_exec(s, ram, start):
+        if tf == 0 and fast_exec(s, ram, start, cbase, climit, fpage, fphys):
             s[TRACE + tp] = (s[cs_base] + start) & M32
             tp = (tp + 1) & (TRACE_N - 1)
             n += 1
@@ -155,6 +161,10 @@ def run(s, ram, ram64, con, max_steps):
         if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
             status = ST_BUS_ERROR
             break
+        cbase = s[cs_base]
+        climit = s[cs_base + 1]
+        fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
+        fphys = s[D_FPHYS]
     s[STEPS] = n
     s[TSC] += n
     s[TRACE_CNT] += n

@@ -281,15 +281,18 @@ def fast_mem(s, ram, start, p, b0):
 
 
 @inline_kernel
-def fast_exec(s, ram, start):
-    """Execute the instruction at ``start`` if it is a fast-path form."""
+def fast_exec(s, ram, start, cbase, climit, fpage, fphys):
+    """Execute the instruction at ``start`` if it is a fast-path form.
+
+    ``cbase``/``climit``: CS base and limit, ``fpage``/``fphys``: the cached
+    code page (linear page number, physical base), held in registers by the
+    step loop (-1 page when CS is not 32-bit code: no fast path).
+    """
     cb = SEG + 4 * CS
-    lin = (s[cb + 1] + start) & M32
-    if (lin >> 12) != s[D_FPAGE] or (lin & 0xFFF) > 4096 - 8:
+    lin = (cbase + start) & M32
+    if (lin >> 12) != fpage or (lin & 0xFFF) > 4096 - 8 or start + 8 > climit:
         return False
-    if start + 8 > s[cb + 2] or (s[cb + 3] & A_DB) == 0:
-        return False
-    p = s[D_FPHYS] + (lin & 0xFFF)
+    p = fphys + (lin & 0xFFF)
     b0 = np.int64(ram[p])
     f = s[EFLAGS]
     if MEMFORM[b0]:
