@@ -21,7 +21,7 @@ from .jit import kernel
 
 from .io import io_allowed, port_io
 from .memory import (
-    ACC_WRITE, phys_read, phys_write, read_mem, seg_lin, translate, user_acc, write_mem,
+    ACC_WRITE, check_write_mem, phys_read, phys_write, read_mem, seg_lin, translate, user_acc, write_mem,
 )
 from .operands import MASK, flags_sub, get_reg, set_arith, set_reg
 from .state import (
@@ -210,8 +210,8 @@ def op_string(s, ram, ram64, con):
             set_arith(s, flags_sub(a, b, a - b, size))
             _adv(s, EDI, delta, am)
         elif kind == 0x6C:                       # INS: write check precedes the port read
-            if seg_lin(s, ES, s[EDI] & am, size, True) < 0:
-                return 0
+            if not check_write_mem(s, ram, ES, s[EDI] & am, size):
+                return 0                         # fault before the port is read
             st, v = port_io(s, con, s[EDX] & 0xFFFF, size, False, 0)
             if st != 0:
                 return st
