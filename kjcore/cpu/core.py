@@ -85,7 +85,7 @@ def dispatch(s, ram, ram64, con, fam):
     return 0
 
 
-@kernel("i", "srqci")
+@kernel("i", "srqci", entry=True)
 def run(s, ram, ram64, con, max_steps):
     n = 0
     status = ST_STEP_LIMIT

@@ -350,7 +350,7 @@ class CPU:
         return f"<CPU {regs} eip={self.eip:08x} eflags={self.eflags:08x} cr0={self.cr0:08x}>"
 
 
-@kernel("i", "srii")
+@kernel("i", "srii", entry=True)
 def _peek_translate(s, ram, lin, acc):
     if (s[S.CR0] & S.CR0_PG) == 0:
         return lin

@@ -47,12 +47,19 @@ def signature(ret, args):
     return _RET[ret](*[_ARG[a] for a in args])
 
 
-def kernel(ret, args):
-    """``@kernel("i", "sri")``: njit'd, signature int64(int64[::1], uint8[::1], int64)."""
+def kernel(ret, args, entry=False):
+    """``@kernel("i", "sri")``: njit'd, signature int64(int64[::1], uint8[::1], int64).
+
+    Only ``entry=True`` kernels (called from Python) get Numba's CPython
+    wrapper; skipping it for the internal ones saves cold-compile time.
+    """
     sig = signature(ret, args)
 
     def wrap(fn):
-        disp = _unliteral_call_template(njit(cache=True, _nrt=False)(fn))
+        opts = dict(cache=True, _nrt=False)
+        if not entry:
+            opts.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+        disp = _unliteral_call_template(njit(**opts)(fn))
         disp.kernel_signature = sig
         return disp
     return wrap
