@@ -62,15 +62,24 @@ class SegmentRegister:
         self._s = cpu._s
         self._b = S.SEG + 4 * index
         self.name = S.SEG_NAMES[index]
-    selector = property(lambda self: int(self._s[self._b]),
-                        lambda self, v: self._s.__setitem__(self._b, v & 0xFFFF))
+    def _set_selector(self, v):
+        self._s[self._b] = v & 0xFFFF
+        if self._b == S.SEG + 4 * S.CS:
+            self._s[S.CPL] = v & 3          # CPL is CS.RPL in protected mode
+            self._s[S.D_FPAGE] = -1
+
+    selector = property(lambda self: int(self._s[self._b]), _set_selector)
+    def _set_cache(self, k, v):
+        self._s[self._b + k] = v
+        self._s[S.D_FPAGE] = -1
+
     base = property(lambda self: int(self._s[self._b + 1]),
-                    lambda self, v: self._s.__setitem__(self._b + 1, v & S.M32))
+                    lambda self, v: self._set_cache(1, v & S.M32))
     limit = property(lambda self: int(self._s[self._b + 2]),
-                     lambda self, v: self._s.__setitem__(self._b + 2, v & S.M32))
+                     lambda self, v: self._set_cache(2, v & S.M32))
     #: access byte (bits 0-7), AVL/L/D-B/G (bits 8-11), usable (bit 16)
     attrib = property(lambda self: int(self._s[self._b + 3]),
-                      lambda self, v: self._s.__setitem__(self._b + 3, v))
+                      lambda self, v: self._set_cache(3, v))
     flags = attrib
     @property
     def dpl(self):

@@ -91,3 +91,12 @@ def test_trace_and_disassembly():
     cpu.run(10)
     assert cpu.trace(3) == [0x1000, 0x1001, 0x1002]
     assert cpu.disassemble_trace(2) == ["00001001: inc ebx", "00001002: hlt"]
+
+
+def test_segment_fields_writable_from_python():
+    cpu = make(b"\xf4")
+    cpu.cs.selector = 0x1B
+    assert cpu.cpl == 3
+    cpu.cs.selector = 0x08
+    cpu.ds.base = 0x100
+    assert cpu.ds.base == 0x100 and cpu.cpl == 0
