@@ -13,12 +13,12 @@ _QWORDS = 512
 
 
 @njit(cache=True, inline="always")
-def _copy_page(ram64, size, dst, src, strict):
+def _copy_page(ram64, size, dst, src, strict, copy):
     src_in = src + 4096 <= size
     dst_in = dst + 4096 <= size
     if strict and not (src_in and dst_in):
         return False
-    if dst_in and dst != src:
+    if copy and dst_in and dst != src:
         d = dst >> 3
         if src_in:
             s = src >> 3
@@ -31,8 +31,12 @@ def _copy_page(ram64, size, dst, src, strict):
 
 
 @njit(cache=True)
-def swap_pages_numba(ram, head, swap_page, max_words, strict, bad):
-    """One swap pass; returns pages swapped, ERR_NO_DONE or ERR_BUS (address in ``bad[0]``)."""
+def swap_pages_numba(ram, head, swap_page, max_words, strict, bad, copy=True):
+    """One swap pass; returns pages swapped, ERR_NO_DONE or ERR_BUS (address in ``bad[0]``).
+
+    With ``copy=False`` nothing is written: a strict-bus dry run that finds the first address
+    past RAM a pass would touch (used by the native jump engine).
+    """
     ram64 = ram.view(np.uint64)
     ram32 = ram.view(np.uint32)
     size = len(ram)
@@ -51,9 +55,9 @@ def swap_pages_numba(ram, head, swap_page, max_words, strict, bad):
             return pages
         elif word & 0x8:
             src = word & 0xFFFFF000
-            if not (_copy_page(ram64, size, swap, src, strict)
-                    and _copy_page(ram64, size, src, dest, strict)
-                    and _copy_page(ram64, size, dest, swap, strict)):
+            if not (_copy_page(ram64, size, swap, src, strict, copy)
+                    and _copy_page(ram64, size, src, dest, strict, copy)
+                    and _copy_page(ram64, size, dest, swap, strict, copy)):
                 if dest + 4096 > size:
                     bad[0] = dest
                 elif src + 4096 > size:
@@ -75,38 +79,3 @@ def swap_pages_numba(ram, head, swap_page, max_words, strict, bad):
             word = np.int64(_U32)
         ptr = (ptr + 4) & _U32
 
-
-@njit(cache=True)
-def first_bus_violation(ram, head, swap_page, max_words):
-    """The first address past RAM a swap pass would touch, -1 if none, -2 if it never ends.
-
-    Walks like :func:`swap_pages_numba` without copying (for a strict bus, where a pass that
-    would fault must be left to the CPU so the fault happens exactly where it does there).
-    """
-    ram32 = ram.view(np.uint32)
-    size = len(ram)
-    swap = np.int64(swap_page)
-    word = np.int64(head)
-    ptr = np.int64(0)
-    dest = np.int64(0)
-    nread = 0
-    while True:
-        if word & 0x1:
-            dest = word & 0xFFFFF000
-        elif word & 0x2:
-            ptr = word & 0xFFFFF000
-        elif word & 0x4:
-            return -1
-        elif word & 0x8:
-            src = word & 0xFFFFF000
-            for page in (src, swap, dest):
-                if page + 4096 > size:
-                    return page
-            dest = (dest + 4096) & _U32
-        nread += 1
-        if nread > max_words:
-            return -2
-        if ptr + 4 > size:
-            return ptr
-        word = np.int64(ram32[ptr >> 2])
-        ptr = (ptr + 4) & _U32

@@ -22,7 +22,7 @@ import numpy as np
 from . import relocate
 from .constants import IND_DONE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
-from ._swap_numba import first_bus_violation
+from ._swap_numba import swap_pages_numba
 from .swap import MAX_WORDS, swap_pages
 
 #: instruction budget of a jump when the caller gives none
@@ -181,7 +181,8 @@ def _native_swap(m, cpu):
     """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    if m.strict_bus and first_bus_violation(m.ram, head, swap, MAX_WORDS) != -1:
+    if m.strict_bus and swap_pages_numba(m.ram, head, swap, MAX_WORDS, True,
+                                         np.zeros(1, dtype=np.int64), False) < 0:
         return None
     swap_pages(m.ram, head, swap, "native")
     _put_word(m.ram, esp + 4, IND_DONE)
