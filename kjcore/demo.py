@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from .cli import parse_size
 from .constants import (KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1,
                         LINUX_REBOOT_MAGIC2, PAGE_OFFSET, PAGE_SIZE)
 from .kimage import flag_name
@@ -50,13 +51,6 @@ def restored_region(m, img):
         keep[p:p + PAGE_SIZE] = False
     keep[m.first_kernel.stack_bottom:m.first_kernel.kernel_esp - PAGE_OFFSET] = False
     return keep
-
-
-def parse_size(text):
-    """``'64M'`` -> 67108864 (suffixes K, M, G; plain numbers are bytes)."""
-    text = text.strip().upper()
-    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-    return int(text[:-1] if scale > 1 else text, 0) * scale
 
 
 def memory_map(m, img):

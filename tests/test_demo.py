@@ -2,7 +2,8 @@
 import pytest
 
 import kjcore
-from kjcore.demo import PAYLOAD, PAYLOAD_AT, main, parse_size, restored_region
+from kjcore.cli import parse_size
+from kjcore.demo import PAYLOAD, PAYLOAD_AT, main, restored_region
 
 
 @pytest.mark.parametrize("argv", [["--jumps", "3", "--ram", "16M", "--image-size", "64K"],

@@ -17,6 +17,7 @@ from kjcore.constants import LINUX_REBOOT_MAGIC2_ALL, PAGE_OFFSET
 from kjcore.cpu import CPUFault, Status, StepLimit, TripleFault
 from kjcore.machine_kexec import ExecResult, JumpResult
 from kjcore.pm import RecordingDevice
+from kjcore.campaign import NOT_ARCHITECTURAL
 from kjcore.testing.payloads import PRESERVED_STATE, JumpOracle, random_payload
 
 RAM = 1 << 20
@@ -31,8 +32,6 @@ MODES = {
     "pae-nx": dict(pae=True, nx=True, fix_pae_return=True),
 }
 ENGINES = ("emulated", "native")
-#: counters and run bookkeeping that differ between engines by design
-NOT_ARCHITECTURAL = {"tsc", "steps", "trace_pos", "trace_cnt", "con_len"}
 
 
 def machine(mode="2level", engine="emulated", **kw):
