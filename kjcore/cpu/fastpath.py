@@ -3,7 +3,7 @@
 The step loop tries this before the general decoder.  It handles, without
 prefixes: INC/DEC r32, NOP, MOV r32,imm32, the eight ALU operations and
 TEST/MOV between 32-bit registers (ModRM mod = 3, including 0x81/0x83
-immediates), Jcc rel8/rel32, JMP rel8/rel32 and LOOP; and with a memory
+immediates, TEST r32,imm32), Jcc rel8/rel32, JMP rel8/rel32 and LOOP; and with a memory
 operand: MOV r/m32, ALU r32,m32, CMP/TEST m32, LEA, PUSH/POP r32,
 CALL rel32 and RET, when the access is the plain case (usable expand-up
 segment, inside the limit and one page, TLB hit or paging off, RAM).  Everything else —
@@ -13,8 +13,8 @@ so the fast path can never change architectural results; the Unicorn
 oracle runs through both paths.
 
 The register forms (and their ALU/condition helpers) are inlined into the
-step loop at the Numba IR level; the memory forms are an ordinary kernel
-call: inlining those too saved ~1 ns per instruction but cost 15 s of cold
+step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary kernel
+call: inlining those too (at the Numba IR level) saved ~1 ns per instruction but cost 15 s of cold
 compile.
 """
 import numpy as np
@@ -366,12 +366,21 @@ def fast_exec(s, ram, start, cbase, climit, fpage, fphys):
                      | (np.int64(ram[p + 4]) << 24))
         s[EIP] = start + 5
         return True
-    if b0 == 0x83 or b0 == 0x81 or b0 == 0x85 or b0 == 0x89 or b0 == 0x8B:
+    if b0 == 0x83 or b0 == 0x81 or b0 == 0x85 or b0 == 0x89 or b0 == 0x8B or b0 == 0xF7:
         m = np.int64(ram[p + 1])
         if m < 0xC0:
             return False
         reg = (m >> 3) & 7
         rm = m & 7
+        if b0 == 0xF7:                         # TEST r32, imm32 (F7 /0 and its alias /1)
+            if reg > 1:
+                return False
+            imm = (np.int64(ram[p + 2]) | (np.int64(ram[p + 3]) << 8) | (np.int64(ram[p + 4]) << 16)
+                   | (np.int64(ram[p + 5]) << 24))
+            r, nf = alu32(4, s[rm], imm, f)
+            s[EFLAGS] = nf
+            s[EIP] = start + 6
+            return True
         if b0 == 0x89:
             s[rm] = s[reg]
             s[EIP] = start + 2

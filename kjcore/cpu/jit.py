@@ -66,6 +66,12 @@ def kernel(ret, args, entry=False):
 
 
 def inline_kernel(fn):
-    """Inlined into its callers at the Numba IR level (hot, tiny helpers only:
-    each call site is compiled again, which costs cold-compile time)."""
-    return njit(inline="always", cache=True, _nrt=False)(fn)
+    """Compiled once and inlined into its callers by LLVM (``alwaysinline``).
+
+    For the hot helpers of the step loop.  Numba's own IR-level inlining
+    (``inline="always"``) re-types and re-lowers the body at every call
+    site, which cost seconds of cold compile; LLVM's inliner costs little.
+    """
+    disp = _unliteral_call_template(njit(cache=True, _nrt=False, forceinline=True,
+                                         no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn))
+    return disp

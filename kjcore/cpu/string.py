@@ -17,6 +17,10 @@ the block path) with EIP still on it, as if an interrupt window had opened
 resumes): one step never runs unbounded, whatever ECX says.
 """
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
 from .jit import kernel
 
 from .io import io_allowed, port_io
@@ -54,8 +58,30 @@ def _chunk(s, seg, off, size, am, write):
     return lin, min(n, room)
 
 
-@kernel("v", "rqiiii")
-def _copy(ram, ram64, dp, sp, nb, size):
+@intrinsic
+def _memmove(typingctx, ram, dp, sp, nb):
+    """``memmove(&ram[dp], &ram[sp], nb)``; the caller has checked both ranges."""
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        cgutils.raw_memmove(builder, builder.gep(arr.data, [args[1]]),
+                            builder.gep(arr.data, [args[2]]), args[3], 1)
+        return context.get_dummy_value()
+    return types.void(ram, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _memset(typingctx, ram, dp, nb, byte):
+    """``memset(&ram[dp], byte, nb)``; the caller has checked the range."""
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        cgutils.memset(builder, builder.gep(arr.data, [args[1]]), args[2],
+                       builder.trunc(args[3], cgutils.int8_t))
+        return context.get_dummy_value()
+    return types.void(ram, types.int64, types.int64, types.int64), codegen
+
+
+@kernel("v", "riiii")
+def _copy(ram, dp, sp, nb, size):
     if dp > sp and dp < sp + nb:
         # Forward overlap: element order gives the architectural result.
         for i in range(0, nb, size):
@@ -65,23 +91,18 @@ def _copy(ram, ram64, dp, sp, nb, size):
             for k in range(size):
                 ram[dp + i + k] = (v >> (8 * k)) & 0xFF
         return
-    if ((dp | sp | nb) & 7) == 0 and dp + nb <= ram64.shape[0] * 8 and sp + nb <= ram64.shape[0] * 8:
-        d8 = dp >> 3
-        s8 = sp >> 3
-        for i in range(nb >> 3):
-            ram64[d8 + i] = ram64[s8 + i]
-        return
-    for i in range(nb):
-        ram[dp + i] = ram[sp + i]
+    # No forward overlap: a forward element-by-element copy and memmove agree.
+    _memmove(ram, dp, sp, nb)
 
 
 @kernel("v", "rqiiii")
 def _fill(ram, ram64, dp, nb, size, val):
+    if size == 1:
+        _memset(ram, dp, nb, val & 0xFF)
+        return
     if ((dp | nb) & 7) == 0 and dp + nb <= ram64.shape[0] * 8:
         pat = val & MASK[size]
-        if size == 1:
-            pat |= pat << 8
-        if size <= 2:
+        if size == 2:
             pat |= pat << 16
         pat |= pat << 32
         d8 = dp >> 3
@@ -143,7 +164,7 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
                     v = phys_read(s, ram, sp + i * size, size) if movs else val
                     phys_write(s, ram, dp + i * size, size, v)
             elif movs:
-                _copy(ram, ram64, dp, sp, nb, size)
+                _copy(ram, dp, sp, nb, size)
             else:
                 _fill(ram, ram64, dp, nb, size, val)
         if movs:
