@@ -16,6 +16,7 @@ import numpy as np
 from .jit import kernel
 
 from . import state as S
+from . import warmup
 from .core import run as _run
 from .io import ST_CON_FULL
 from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
@@ -133,6 +134,7 @@ class CPU:
         self._steps = 0
         self.breakpoints = set()
         self.strict_bus = strict_bus
+        warmup.start()                 # cold cache: a helper process starts compiling
         self.reset()
     # ------------------------------------------------------------------ state
     def reset(self):
@@ -259,6 +261,7 @@ class CPU:
         self._sync_breakpoints()
         s = self._s
         s[S.STRICT_BUS] = 1 if self.strict_bus else 0
+        warmup.finish()
         total = 0
         while True:
             st = _run(s, self.ram, self._ram64, self._con, max_steps - total)

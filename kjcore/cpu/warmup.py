@@ -1,0 +1,184 @@
+"""Cold start: compile the CPU's kernels callees-first, on two cores.
+
+A warm process loads the step loop from Numba's cache in a fraction of a second.  A cold one
+(empty cache) compiles about 120 kernels.  Left to itself, Numba compiles them from the top:
+typing ``core.run`` compiles ``dispatch`` inside it, which compiles every family inside
+that, and so on down; that nesting alone made the cold start ~1.5x slower than compiling
+the same kernels bottom-up, where each compile finds its callees ready.  So:
+
+* when the first :class:`~kjcore.cpu.CPU` of a cold process is built, :func:`start` launches
+  a helper process (``KJCORE_COMPILE_HELPER=0`` turns it off) on the same Numba cache.  It
+  compiles the kernels the step loop reaches, callees first, while this process goes on
+  building the machine and loading the image (which compile kernels of their own);
+* before the first run, :func:`finish` joins in with the same walk, waits for the helper,
+  and lets ``core.run`` compile; its callees load from the cache (or are already loaded).
+
+The two processes schedule the kernels like a parallel ``make``: a kernel is ready once all
+the kernels it calls are done (a done-file), and is claimed with an exclusive-create file
+before it is compiled, so each kernel is compiled once.  This decides only the order and the
+process; what is compiled is unchanged.  Whatever the helper does not deliver (it failed,
+was turned off, or the cache is somewhere else) is compiled here: the walk treats the work
+of a helper that is gone as its own.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from numba.core.dispatcher import Dispatcher
+
+from . import core
+
+#: seconds the walk waits for the helper's kernels before compiling them itself
+HELPER_TIMEOUT = 600
+
+_helper = None          # (Popen, claim directory) while a helper runs
+_warm = False           # core.run is known to be compiled or cached
+
+
+def kernels():
+    """The kernels ``core.run`` reaches, callees before callers (``run`` last), and for each
+    the set of kernels it calls.
+
+    Found by following each kernel's global names; kernels without a declared signature
+    (``jit.inline_kernel`` ones are compiled inside their callers) are walked through: their
+    callees count as their callers' callees.
+    """
+    order, calls = [], {}
+
+    def visit(disp):
+        if disp in calls:
+            return calls[disp]
+        calls[disp] = set()
+        fn = disp.py_func
+        for name in fn.__code__.co_names:
+            obj = fn.__globals__.get(name)
+            if isinstance(obj, Dispatcher) and obj is not disp:
+                below = visit(obj)
+                calls[disp] |= {obj} if hasattr(obj, "kernel_signature") else below
+        if hasattr(disp, "kernel_signature"):
+            order.append(disp)
+        return calls[disp]
+    visit(core.run)
+    return order, {k: calls[k] for k in order}
+
+
+def _cached(disp):
+    """True if ``disp`` is compiled in this process or the on-disk cache has it for the
+    current source (Numba drops an index whose source stamp changed)."""
+    if disp.overloads:
+        return True
+    cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+    try:
+        return bool(cache_file._load_index())
+    except Exception:                   # no on-disk cache, or one this Numba cannot read
+        return False
+
+
+def _name(disp):
+    return f"{disp.py_func.__module__}.{disp.py_func.__qualname__}"
+
+
+def _claim(path):
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
+    """Compile every kernel of :func:`kernels` but ``run``, callees first.
+
+    With a claim directory shared with another process, only ready kernels nobody has
+    claimed are compiled here, and the walk returns when everything left is claimed by the
+    other process.  ``other_alive()`` says whether the other process still works: once it
+    does not (or ``deadline``, a ``time.monotonic()`` value, has passed) its unfinished
+    claims are ours.
+    """
+    order, calls = kernels()
+    order = order[:-1]
+    if claims is None:
+        for k in order:
+            k.compile(k.kernel_signature.args)    # keyed like a caller's cache lookup
+        return
+
+    def path(k, suffix=""):
+        return os.path.join(claims, _name(k) + suffix)
+
+    def done(k):
+        return os.path.exists(path(k, ".done"))
+
+    while True:
+        alive = other_alive() and (deadline is None or time.monotonic() < deadline)
+        todo = [k for k in order if not done(k)]
+        if not todo or alive and all(os.path.exists(path(k)) for k in todo):
+            return
+        for k in todo:
+            if all(done(c) for c in calls[k]) and (_claim(path(k)) or not alive):
+                k.compile(k.kernel_signature.args)
+                open(path(k, ".done"), "w").close()
+                break
+        else:
+            time.sleep(0.02)            # waiting for a callee the other process compiles
+
+
+def start():
+    """On a cold start, launch the helper process (called when a CPU is built)."""
+    global _helper, _warm
+    if _helper is not None or _warm:
+        return
+    if _cached(core.run):
+        _warm = True
+        return
+    if os.environ.get("KJCORE_COMPILE_HELPER", "1") == "0":
+        return
+    claims = tempfile.mkdtemp(prefix="kjcore-compile-")
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from kjcore.cpu import warmup; "
+             "warmup.helper_main(sys.argv[1], int(sys.argv[2]))", claims, str(os.getpid())],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+    except OSError:
+        shutil.rmtree(claims, ignore_errors=True)
+        return
+    _helper = (proc, claims)
+
+
+def finish():
+    """Before the first run: compile callees first (with the helper, if one runs)."""
+    global _helper, _warm
+    if _warm:
+        return
+    if _helper is None:
+        if not _cached(core.run):
+            compile_walk()
+        _warm = True
+        return
+    proc, claims = _helper
+    try:
+        compile_walk(claims, lambda: proc.poll() is None, time.monotonic() + HELPER_TIMEOUT)
+        try:
+            proc.wait(HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    finally:
+        _helper = None
+        _warm = True
+        shutil.rmtree(claims, ignore_errors=True)
+
+
+def helper_main(claims, parent):
+    """The helper process: walk until done; exit when ``parent`` is no longer our parent."""
+    def parent_alive():
+        if os.getppid() != parent:
+            sys.exit(0)
+        return True
+    compile_walk(claims, parent_alive)

@@ -1,0 +1,87 @@
+"""Cold start: callees-first compile walk and the helper process (kjcore/cpu/warmup.py)."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from kjcore.cpu import core, warmup
+
+
+def test_kernels_are_listed_callees_first():
+    order, calls = warmup.kernels()
+    assert order[-1] is core.run
+    position = {k: i for i, k in enumerate(order)}
+    for k in order:
+        assert all(position[c] < position[k] for c in calls[k]), k
+    names = {k.py_func.__name__ for k in order}
+    assert {"dispatch", "decode", "op_mov", "op_string", "read_mem", "walk",
+            "raise_exception", "fast_mem"} <= names
+    # inline kernels are walked through, not listed: their callees count for the caller
+    assert "fast_exec" not in names
+    assert {c.py_func.__name__ for c in calls[core.run]} >= {"dispatch", "decode", "fast_mem"}
+
+
+def _leaves_and_rest():
+    order, calls = warmup.kernels()
+    order = order[:-1]
+    return [k for k in order if not calls[k]], [k for k in order if calls[k]]
+
+
+def test_walk_leaves_claimed_kernels_to_a_live_helper(tmp_path):
+    leaves, rest = _leaves_and_rest()
+    for k in rest:                                  # the "helper" has claimed all but the leaves
+        (tmp_path / warmup._name(k)).touch()
+    t = time.monotonic()
+    warmup.compile_walk(str(tmp_path), other_alive=lambda: True)
+    assert time.monotonic() - t < 60
+    for k in leaves:
+        assert (tmp_path / (warmup._name(k) + ".done")).exists()
+    for k in rest:
+        assert not (tmp_path / (warmup._name(k) + ".done")).exists()
+
+
+def test_walk_takes_over_the_claims_of_a_helper_that_is_gone(tmp_path):
+    leaves, rest = _leaves_and_rest()
+    for k in leaves[:3] + rest[:3]:
+        (tmp_path / warmup._name(k)).touch()
+    warmup.compile_walk(str(tmp_path), other_alive=lambda: False)
+    for k in leaves + rest:
+        assert (tmp_path / (warmup._name(k) + ".done")).exists()
+
+
+def test_walk_stops_waiting_at_the_deadline(tmp_path):
+    leaves, _ = _leaves_and_rest()
+    (tmp_path / warmup._name(leaves[0])).touch()    # claimed, never finished
+    warmup.compile_walk(str(tmp_path), other_alive=lambda: True, deadline=time.monotonic() + 1)
+    assert (tmp_path / (warmup._name(leaves[0]) + ".done")).exists()
+
+
+_COLD = r"""
+import json, sys
+import kjcore
+from kjcore.cpu import warmup
+MiB = 1 << 20
+m = kjcore.Machine(16 * MiB)
+m.kexec_load(8 * MiB, [kjcore.Segment(b"\xc3", 8 * MiB, 4096)], kjcore.KEXEC_PRESERVE_CONTEXT)
+m.kernel_kexec()
+order, _ = warmup.kernels()
+loaded = [k.py_func.__name__ for k in order[:-1] if k.stats.cache_hits]
+print(json.dumps({"kernels": len(order) - 1, "loaded": loaded}))
+"""
+
+
+def test_cold_start_loads_what_the_helper_compiled(tmp_path):
+    """From an empty cache: the helper's kernels reach this process through the cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", _COLD], env=env, capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert 0 < len(result["loaded"]) < result["kernels"]
+    # a warm process afterwards has every kernel in the cache
+    check = ("from kjcore.cpu import warmup, core\n"
+             "order, _ = warmup.kernels()\n"
+             "assert all(warmup._cached(k) for k in order), "
+             "[k.py_func.__name__ for k in order if not warmup._cached(k)]\n")
+    subprocess.run([sys.executable, "-c", check], env=dict(env, KJCORE_COMPILE_HELPER="0"),
+                   timeout=120, check=True)
