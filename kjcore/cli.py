@@ -326,6 +326,10 @@ def _cmd_jump_campaign(args):
     from .fuzz import jump_campaign
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.workers > 1:
+        # Compile the CPU here first (on two cores, kjcore.cpu.warmup): from a cold cache every
+        # worker would otherwise compile it for itself.
+        from .cpu import CPU
+        CPU(np.zeros(4096, np.uint8)).run(1)
         with ProcessPoolExecutor(args.workers) as ex:
             result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
     else:
