@@ -20,6 +20,7 @@ process; what is compiled is unchanged.  Whatever the helper does not deliver (i
 was turned off, or the cache is somewhere else) is compiled here: the walk treats the work
 of a helper that is gone as its own.
 """
+import atexit
 import os
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from . import core
 #: seconds the walk waits for the helper's kernels before compiling them itself
 HELPER_TIMEOUT = 600
 
-_helper = None          # (Popen, claim directory) while a helper runs
+_helper = None          # (Popen, claim directory, our pid) while a helper runs
 _warm = False           # core.run is known to be compiled or cached
 
 
@@ -148,7 +149,19 @@ def start():
     except OSError:
         shutil.rmtree(claims, ignore_errors=True)
         return
-    _helper = (proc, claims)
+    _helper = (proc, claims, os.getpid())
+    atexit.register(_abandon)
+
+
+def _abandon():
+    """At exit without a run: stop the helper and remove the claims."""
+    global _helper
+    if _helper is not None and _helper[2] == os.getpid():
+        proc, claims, _ = _helper
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(claims, ignore_errors=True)
+    _helper = None
 
 
 def finish():
@@ -156,12 +169,14 @@ def finish():
     global _helper, _warm
     if _warm:
         return
+    if _helper is not None and _helper[2] != os.getpid():
+        _helper = None                  # a forked child: the helper belongs to the parent
     if _helper is None:
         if not _cached(core.run):
             compile_walk()
         _warm = True
         return
-    proc, claims = _helper
+    proc, claims, _ = _helper
     try:
         compile_walk(claims, lambda: proc.poll() is None, time.monotonic() + HELPER_TIMEOUT)
         try:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from kjcore.cpu import core, warmup
 
 
@@ -85,3 +87,19 @@ def test_cold_start_loads_what_the_helper_compiled(tmp_path):
              "[k.py_func.__name__ for k in order if not warmup._cached(k)]\n")
     subprocess.run([sys.executable, "-c", check], env=dict(env, KJCORE_COMPILE_HELPER="0"),
                    timeout=120, check=True)
+
+
+def test_a_process_that_never_runs_stops_its_helper(tmp_path):
+    code = ("import numpy as np\n"
+            "from kjcore.cpu import CPU, warmup\n"
+            "CPU(np.zeros(4096, np.uint8))\n"
+            "proc, claims, _ = warmup._helper\n"
+            "print(proc.pid, claims)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("KJCORE_COMPILE_HELPER", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    pid, claims = int(out[0]), out[1]
+    assert not os.path.exists(claims)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
