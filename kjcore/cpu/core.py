@@ -19,7 +19,7 @@ from .decode import (
     F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS, decode,
 )
 from .far import op_far
-from .fastpath import fast_exec
+from .fastpath import L_NONE, fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
 from .interrupts import op_int, raise_exception
@@ -33,7 +33,7 @@ from .stack import op_stack
 from .string import op_string
 from .system import op_sys
 from .state import (
-    A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP,
+    A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP, NO_FAST,
     SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_IO, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
     STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
 )
@@ -99,8 +99,55 @@ def run(s, ram, ram64, con, max_steps):
     climit = s[cs_base + 1]
     fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
     fphys = s[D_FPHYS]
+    nofast = s[NO_FAST]
+    stop = False
     while n < max_steps:
         start = s[EIP]
+        f = s[EFLAGS]
+        tf = f & TF
+        if tf == 0 and fpage >= 0 and nofast == 0:
+            # Fast path.  EIP and EFLAGS stay in registers, EFLAGS lazily
+            # (fastpath.fast_exec), until an instruction needs the full
+            # decoder or the run ends; only then are they written back.
+            # The code page holds offsets [elo, elo + span] of CS with all
+            # 8 bytes an instruction may fetch inside the page and the limit.
+            elo = ((fpage << 12) - cbase) & M32
+            span = min(4096 - 8, climit - 8 - elo)
+            ldelta = (fpage << 12) - elo
+            pdelta = fphys - elo
+            lop = L_NONE
+            la = 0
+            lb = 0
+            lr = 0
+            eip = start
+            while n < max_steps:
+                d = eip - elo
+                if d < 0 or d > span:
+                    break
+                if nbp > 0 and n > 0:
+                    lin = eip + ldelta
+                    hit = False
+                    for i in range(nbp):
+                        if s[BP + i] == lin:
+                            hit = True
+                    if hit:
+                        status = ST_BREAK
+                        stop = True
+                        break
+                ok, nxt, f, lop, la, lb, lr = fast_exec(s, ram, eip, f, lop, la, lb, lr,
+                                                        eip + pdelta, climit)
+                if not ok:
+                    break
+                # Trace ring buffer: linear address of every executed instruction.
+                s[TRACE + tp] = eip + ldelta
+                tp = (tp + 1) & (TRACE_N - 1)
+                n += 1
+                eip = nxt
+            s[EIP] = eip
+            s[EFLAGS] = flags_of(f, lop, la, lb, lr)
+            if stop or n >= max_steps:
+                break
+            start = eip
         if nbp > 0 and n > 0:
             lin = (s[cs_base] + start) & M32
             hit = False
@@ -110,12 +157,6 @@ def run(s, ram, ram64, con, max_steps):
             if hit:
                 status = ST_BREAK
                 break
-        tf = s[EFLAGS] & TF
-        if tf == 0 and fast_exec(s, ram, start, cbase, climit, fpage, fphys):
-            s[TRACE + tp] = (s[cs_base] + start) & M32
-            tp = (tp + 1) & (TRACE_N - 1)
-            n += 1
-            continue
         s[D_EXC] = -1
         s[D_START] = start
         s[STEPS] = n                           # RDTSC reads TSC + STEPS

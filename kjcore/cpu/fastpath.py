@@ -48,6 +48,42 @@ for _op in (0x03, 0x0B, 0x13, 0x1B, 0x23, 0x2B, 0x33, 0x3B, 0x39, 0x85, 0x89, 0x
     MEMFORM[_op] = True
 del _op
 
+# Lazy flags: the step loop's fast path records the last flag-writing
+# operation instead of computing EFLAGS (``flags_of`` does that on demand).
+L_NONE, L_ADD, L_SUB, L_LOGIC, L_INC, L_DEC = range(6)
+
+# Dispatch classes of the first byte (one switch in fast_exec).
+(K_NONE, K_ALU, K_INC, K_DEC, K_STACK, K_JCC, K_0F, K_MOVI, K_GRP1, K_TEST, K_MOVST, K_MOVLD,
+ K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET) = range(19)
+
+
+def _kind_table():
+    t = np.zeros(256, np.int8)
+    for b in range(0x40):
+        if (b & 5) == 1 and (b & 7) <= 3:              # 01 03 09 0B ... 39 3B: Ev,Gv / Gv,Ev
+            t[b] = K_ALU
+    t[0x40:0x48] = K_INC
+    t[0x48:0x50] = K_DEC
+    t[0x50:0x60] = K_STACK
+    t[0x70:0x80] = K_JCC
+    t[0x0F] = K_0F
+    t[0xB8:0xC0] = K_MOVI
+    t[0x81] = t[0x83] = K_GRP1
+    t[0x85] = K_TEST
+    t[0x89] = K_MOVST
+    t[0x8B] = K_MOVLD
+    t[0x8D] = K_LEA
+    t[0xF7] = K_F7
+    t[0x90] = K_NOP
+    t[0xEB] = K_JMP8
+    t[0xE2] = K_LOOP
+    t[0xE9] = K_JMP32
+    t[0xE8] = t[0xC3] = K_CALLRET
+    return t
+
+
+KIND = _kind_table()
+
 
 @inline_kernel
 def cond_fast(f, cc):
@@ -173,13 +209,13 @@ def phys4(s, ram, seg, off, write):
     return ph
 
 
-@kernel("i", "ri")
+@inline_kernel
 def rd4(ram, p):
     return (np.int64(ram[p]) | (np.int64(ram[p + 1]) << 8) | (np.int64(ram[p + 2]) << 16)
             | (np.int64(ram[p + 3]) << 24))
 
 
-@kernel("v", "rii")
+@inline_kernel
 def wr4(ram, p, v):
     ram[p] = v & 0xFF
     ram[p + 1] = (v >> 8) & 0xFF
@@ -187,252 +223,313 @@ def wr4(ram, p, v):
     ram[p + 3] = (v >> 24) & 0xFF
 
 
-@kernel("b", "sriii")
-def fast_mem(s, ram, start, p, b0):
+@kernel("biii", "sriiii")
+def fast_mem(s, ram, start, p, b0, f):
     """Memory-operand and stack forms: MOV r/m32, ALU r32,m32, CMP/TEST m32,r32,
-    CMP m32,imm8, LEA, PUSH/POP r32, CALL rel32, RET (32-bit stack)."""
-    f = s[EFLAGS]
+    CMP m32,imm8, LEA, PUSH/POP r32, CALL rel32, RET (32-bit stack).
+
+    ``f``: EFLAGS on entry (its arithmetic flags may be stale, see ``fast_exec``,
+    except CF for the ADC/SBB forms).  Returns (handled, next EIP, new EFLAGS,
+    1 if the instruction wrote the arithmetic flags else 0); the caller keeps
+    EIP and EFLAGS in registers and writes them back itself.
+    """
     if b0 >= 0x50 and b0 < 0x60:
         sb = SEG + 4 * SS
         if (s[sb + 3] & A_DB) == 0:
-            return False
+            return False, start, f, 0
         if b0 < 0x58:
             sp = (s[ESP] - 4) & M32
             ph = phys4(s, ram, SS, sp, True)
             if ph < 0:
-                return False
+                return False, start, f, 0
             wr4(ram, ph, s[b0 & 7])
             s[ESP] = sp
         else:
             ph = phys4(s, ram, SS, s[ESP], False)
             if ph < 0:
-                return False
+                return False, start, f, 0
             v = rd4(ram, ph)
             s[ESP] = (s[ESP] + 4) & M32
             s[b0 & 7] = v
-        s[EIP] = start + 1
-        return True
+        return True, start + 1, f, 0
     if b0 == 0xE8 or b0 == 0xC3:
         sb = SEG + 4 * SS
         if (s[sb + 3] & A_DB) == 0:
-            return False
+            return False, start, f, 0
         if b0 == 0xE8:
             t = (start + 5 + rd4(ram, p + 1)) & M32
             if t > s[SEG + 4 * CS + 2]:
-                return False
+                return False, start, f, 0
             sp = (s[ESP] - 4) & M32
             ph = phys4(s, ram, SS, sp, True)
             if ph < 0:
-                return False
+                return False, start, f, 0
             wr4(ram, ph, start + 5)
             s[ESP] = sp
         else:
             ph = phys4(s, ram, SS, s[ESP], False)
             if ph < 0:
-                return False
+                return False, start, f, 0
             t = rd4(ram, ph)
             if t > s[SEG + 4 * CS + 2]:
-                return False
+                return False, start, f, 0
             s[ESP] = (s[ESP] + 4) & M32
-        s[EIP] = t
-        return True
+        return True, t, f, 0
     m = np.int64(ram[p + 1])
     if m >= 0xC0:
-        return False
+        return False, start, f, 0
     off, seg, n = ea32(s, ram, p + 1)
     reg = (m >> 3) & 7
     if b0 == 0x8D:
         s[reg] = off
-        s[EIP] = start + 1 + n
-        return True
+        return True, start + 1 + n, f, 0
     if b0 == 0x89:
         ph = phys4(s, ram, seg, off, True)
         if ph < 0:
-            return False
+            return False, start, f, 0
         wr4(ram, ph, s[reg])
-        s[EIP] = start + 1 + n
-        return True
+        return True, start + 1 + n, f, 0
     ph = phys4(s, ram, seg, off, False)
     if ph < 0:
-        return False
+        return False, start, f, 0
     v = rd4(ram, ph)
     if b0 == 0x8B:
         s[reg] = v
-    elif b0 == 0x83:
+        return True, start + 1 + n, f, 0
+    if b0 == 0x83:
         if reg != 7:
-            return False
+            return False, start, f, 0
         d = np.int64(ram[p + 1 + n])
         _, nf = alu32(7, v, (d | 0xFFFFFF00) if d & 0x80 else d, f)
-        s[EFLAGS] = nf
+        f = nf
         n += 1
     elif b0 == 0x85:
         _, nf = alu32(4, v, s[reg], f)
-        s[EFLAGS] = nf
+        f = nf
     elif b0 == 0x39:
         _, nf = alu32(7, v, s[reg], f)
-        s[EFLAGS] = nf
+        f = nf
     else:                                      # 03 0B 13 1B 23 2B 33 3B: r32 op= m32
         r, nf = alu32(b0 >> 3, s[reg], v, f)
         if b0 != 0x3B:
             s[reg] = r
-        s[EFLAGS] = nf
-    s[EIP] = start + 1 + n
-    return True
+        f = nf
+    return True, start + 1 + n, f, 1
 
 
 @inline_kernel
-def fast_exec(s, ram, start, cbase, climit, fpage, fphys):
-    """Execute the instruction at ``start`` if it is a fast-path form.
+def flags_of(f, lop, la, lb, lr):
+    """EFLAGS ``f`` with the arithmetic flags of the recorded operation.
 
-    ``cbase``/``climit``: CS base and limit, ``fpage``/``fphys``: the cached
-    code page (linear page number, physical base), held in registers by the
-    step loop (-1 page when CS is not 32-bit code: no fast path).
+    ``lop``: L_* kind; ``la``/``lb``: operands, ``lr``: 32-bit result (INC/DEC
+    record lb = 1 and keep CF in ``f``).  L_NONE: ``f`` is exact.
     """
-    cb = SEG + 4 * CS
-    lin = (cbase + start) & M32
-    if (lin >> 12) != fpage or (lin & 0xFFF) > 4096 - 8 or start + 8 > climit:
-        return False
-    p = fphys + (lin & 0xFFF)
+    if lop == L_NONE:
+        return f
+    if lop == L_LOGIC:
+        nf = 0
+    else:
+        if lop == L_ADD or lop == L_INC:
+            cf = (1 if lr < la else 0) if lop == L_ADD else (f & CF)
+            ov = (la ^ lr) & (lb ^ lr) & 0x80000000
+        else:
+            cf = (1 if la < lb else 0) if lop == L_SUB else (f & CF)
+            ov = (la ^ lb) & (la ^ lr) & 0x80000000
+        nf = cf | ((la ^ lb ^ lr) & AF)
+        if ov:
+            nf |= OF
+    nf |= PARITY[lr & 0xFF]
+    if lr == 0:
+        nf |= ZF
+    if lr & 0x80000000:
+        nf |= SF
+    return (f & ~(CF | PF | AF | ZF | SF | OF)) | nf
+
+
+@inline_kernel
+def cond_lazy(f, lop, la, lb, lr, cc):
+    """Jcc condition ``cc`` from the lazy flags: (holds, EFLAGS, lop).
+
+    ZF, SF and the unsigned/signed comparisons after SUB/CMP come straight
+    from the recorded operands; anything else materialises EFLAGS first.
+    """
+    k = cc >> 1
+    if lop != L_NONE:
+        if k == 2:
+            return (lr == 0) != ((cc & 1) != 0), f, lop
+        if k == 4:
+            return (lr >= 0x80000000) != ((cc & 1) != 0), f, lop
+        if lop == L_SUB:
+            if k == 1:
+                return (la < lb) != ((cc & 1) != 0), f, lop
+            if k == 3:
+                return (la <= lb) != ((cc & 1) != 0), f, lop
+            sa = la - ((la & 0x80000000) << 1)
+            sb = lb - ((lb & 0x80000000) << 1)
+            if k == 6:
+                return (sa < sb) != ((cc & 1) != 0), f, lop
+            if k == 7:
+                return (sa <= sb) != ((cc & 1) != 0), f, lop
+        f = flags_of(f, lop, la, lb, lr)
+    return cond_fast(f, cc), f, L_NONE
+
+
+@inline_kernel
+def carry_now(f, lop, la, lb, lr):
+    """CF of the lazy flags (for INC/DEC, which keep it)."""
+    if lop == L_ADD:
+        return 1 if lr < la else 0
+    if lop == L_SUB:
+        return 1 if la < lb else 0
+    if lop == L_LOGIC:
+        return 0
+    return f & CF
+
+
+@inline_kernel
+def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
+    """Execute the instruction at offset ``start`` in CS if it is a fast-path form.
+
+    ``p``: physical address of its first byte (the step loop has checked that
+    8 bytes from there are in the cached code page and inside the CS limit
+    ``climit``).  EIP and EFLAGS live in the step loop's registers, EFLAGS
+    lazily: ``f`` holds the exact non-arithmetic flags, and the arithmetic
+    ones are ``flags_of(f, lop, la, lb, lr)``.  Returns (handled, next EIP,
+    f, lop, la, lb, lr) and writes neither ``s[EIP]`` nor ``s[EFLAGS]``;
+    an unhandled instruction changes nothing.
+    """
     b0 = np.int64(ram[p])
-    f = s[EFLAGS]
-    if MEMFORM[b0]:
-        if b0 >= 0x50 and b0 < 0x60 or b0 == 0xE8 or b0 == 0xC3 or np.int64(ram[p + 1]) < 0xC0:
-            return fast_mem(s, ram, start, p, b0)
-    if b0 < 0x40:
-        if (b0 & 5) != 1 or (b0 & 7) > 3:
-            return False                       # only 01/03 (+8n) forms: Ev,Gv / Gv,Ev
+    k = KIND[b0]
+    if k == K_ALU or k == K_GRP1 or k == K_TEST or k == K_F7 or k == K_MOVST or k == K_MOVLD:
         m = np.int64(ram[p + 1])
         if m < 0xC0:
-            return False
-        aop = b0 >> 3
+            if MEMFORM[b0]:
+                if (b0 == 0x13 or b0 == 0x1B) and lop != L_NONE:
+                    f = flags_of(f, lop, la, lb, lr)
+                    lop = L_NONE
+                ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
+                if wrote:
+                    return ok, nxt, nf, L_NONE, la, lb, lr
+                return ok, nxt, nf, lop, la, lb, lr
+            return False, start, f, lop, la, lb, lr
         reg = (m >> 3) & 7
         rm = m & 7
-        if b0 & 2:
-            dst, src = reg, rm
-        else:
-            dst, src = rm, reg
-        r, nf = alu32(aop, s[dst], s[src], f)
-        if aop != 7:
+        if k == K_ALU:
+            aop = b0 >> 3
+            if b0 & 2:
+                dst, src = reg, rm
+            else:
+                dst, src = rm, reg
+            ln = 2
+            a = s[dst]
+            b = s[src]
+        elif k == K_GRP1:
+            dst = rm
+            aop = reg
+            a = s[rm]
+            if b0 == 0x83:
+                d = np.int64(ram[p + 2])
+                b = (d | 0xFFFFFF00) if d & 0x80 else d
+                ln = 3
+            else:
+                b = rd4(ram, p + 2)
+                ln = 6
+        elif k == K_MOVST:
+            s[rm] = s[reg]
+            return True, start + 2, f, lop, la, lb, lr
+        elif k == K_MOVLD:
+            s[reg] = s[rm]
+            return True, start + 2, f, lop, la, lb, lr
+        elif k == K_TEST:
+            r = s[rm] & s[reg]
+            return True, start + 2, f, L_LOGIC, r, 0, r
+        else:                                  # TEST r32, imm32 (F7 /0 and its alias /1)
+            if reg > 1:
+                return False, start, f, lop, la, lb, lr
+            r = s[rm] & rd4(ram, p + 2)
+            return True, start + 6, f, L_LOGIC, r, 0, r
+        if aop == 0:
+            r = (a + b) & M32
             s[dst] = r
-        s[EFLAGS] = nf
-        s[EIP] = start + 2
-        return True
-    if b0 < 0x50:                              # INC/DEC r32: CF unchanged
+            return True, start + ln, f, L_ADD, a, b, r
+        if aop == 5 or aop == 7:
+            r = (a - b) & M32
+            if aop == 5:
+                s[dst] = r
+            return True, start + ln, f, L_SUB, a, b, r
+        if aop == 1 or aop == 4 or aop == 6:
+            if aop == 1:
+                r = a | b
+            elif aop == 4:
+                r = a & b
+            else:
+                r = a ^ b
+            s[dst] = r
+            return True, start + ln, f, L_LOGIC, r, 0, r
+        # ADC / SBB: need the incoming CF
+        r, nf = alu32(aop, a, b, flags_of(f, lop, la, lb, lr))
+        s[dst] = r
+        return True, start + ln, nf, L_NONE, la, lb, lr
+    if k == K_INC or k == K_DEC:               # CF unchanged: keep it in f
+        f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
-        if b0 < 0x48:
+        if k == K_INC:
             res = (a + 1) & M32
-            of = OF if res == 0x80000000 else 0
-        else:
-            res = (a - 1) & M32
-            of = OF if a == 0x80000000 else 0
-        nf = of | ((a ^ 1 ^ res) & AF) | PARITY[res & 0xFF]
-        if res == 0:
-            nf |= ZF
-        if res & 0x80000000:
-            nf |= SF
-        s[EFLAGS] = (f & ~(PF | AF | ZF | SF | OF)) | nf
+            s[r] = res
+            return True, start + 1, f, L_INC, a, 1, res
+        res = (a - 1) & M32
         s[r] = res
-        s[EIP] = start + 1
-        return True
-    if b0 >= 0x70 and b0 < 0x80:               # Jcc rel8
+        return True, start + 1, f, L_DEC, a, 1, res
+    if k == K_JCC:
         nxt = start + 2
-        if cond_fast(f, b0 & 15):
+        c, f, lop = cond_lazy(f, lop, la, lb, lr, b0 & 15)
+        if c:
             d = np.int64(ram[p + 1])
             t = (nxt + (d - 256 if d & 0x80 else d)) & M32
-            if t > s[cb + 2]:
-                return False
-            s[EIP] = t
-        else:
-            s[EIP] = nxt
-        return True
-    if b0 == 0x0F:
+            if t > climit:
+                return False, start, f, lop, la, lb, lr
+            return True, t, f, lop, la, lb, lr
+        return True, nxt, f, lop, la, lb, lr
+    if k == K_MOVI:
+        s[b0 & 7] = rd4(ram, p + 1)
+        return True, start + 5, f, lop, la, lb, lr
+    if k == K_STACK or k == K_CALLRET or k == K_LEA:
+        if k == K_LEA and np.int64(ram[p + 1]) >= 0xC0:
+            return False, start, f, lop, la, lb, lr
+        ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
+        return ok, nxt, nf, lop, la, lb, lr
+    if k == K_0F:
         b1 = np.int64(ram[p + 1])
         if b1 < 0x80 or b1 >= 0x90:
-            return False
+            return False, start, f, lop, la, lb, lr
         nxt = start + 6
-        if cond_fast(f, b1 & 15):
-            d = (np.int64(ram[p + 2]) | (np.int64(ram[p + 3]) << 8) | (np.int64(ram[p + 4]) << 16)
-                 | (np.int64(ram[p + 5]) << 24))
-            t = (nxt + d) & M32
-            if t > s[cb + 2]:
-                return False
-            s[EIP] = t
-        else:
-            s[EIP] = nxt
-        return True
-    if b0 >= 0xB8 and b0 < 0xC0:               # MOV r32, imm32
-        s[b0 & 7] = (np.int64(ram[p + 1]) | (np.int64(ram[p + 2]) << 8) | (np.int64(ram[p + 3]) << 16)
-                     | (np.int64(ram[p + 4]) << 24))
-        s[EIP] = start + 5
-        return True
-    if b0 == 0x83 or b0 == 0x81 or b0 == 0x85 or b0 == 0x89 or b0 == 0x8B or b0 == 0xF7:
-        m = np.int64(ram[p + 1])
-        if m < 0xC0:
-            return False
-        reg = (m >> 3) & 7
-        rm = m & 7
-        if b0 == 0xF7:                         # TEST r32, imm32 (F7 /0 and its alias /1)
-            if reg > 1:
-                return False
-            imm = (np.int64(ram[p + 2]) | (np.int64(ram[p + 3]) << 8) | (np.int64(ram[p + 4]) << 16)
-                   | (np.int64(ram[p + 5]) << 24))
-            r, nf = alu32(4, s[rm], imm, f)
-            s[EFLAGS] = nf
-            s[EIP] = start + 6
-            return True
-        if b0 == 0x89:
-            s[rm] = s[reg]
-            s[EIP] = start + 2
-            return True
-        if b0 == 0x8B:
-            s[reg] = s[rm]
-            s[EIP] = start + 2
-            return True
-        if b0 == 0x85:
-            r, nf = alu32(4, s[rm], s[reg], f)
-            s[EFLAGS] = nf
-            s[EIP] = start + 2
-            return True
-        if b0 == 0x83:
-            d = np.int64(ram[p + 2])
-            imm = (d | 0xFFFFFF00) if d & 0x80 else d
-            ln = 3
-        else:
-            imm = (np.int64(ram[p + 2]) | (np.int64(ram[p + 3]) << 8) | (np.int64(ram[p + 4]) << 16)
-                   | (np.int64(ram[p + 5]) << 24))
-            ln = 6
-        r, nf = alu32(reg, s[rm], imm, f)
-        if reg != 7:
-            s[rm] = r
-        s[EFLAGS] = nf
-        s[EIP] = start + ln
-        return True
-    if b0 == 0x90:
-        s[EIP] = start + 1
-        return True
-    if b0 == 0xEB or b0 == 0xE2:               # JMP rel8 / LOOP rel8
+        c, f, lop = cond_lazy(f, lop, la, lb, lr, b1 & 15)
+        if c:
+            t = (nxt + rd4(ram, p + 2)) & M32
+            if t > climit:
+                return False, start, f, lop, la, lb, lr
+            return True, t, f, lop, la, lb, lr
+        return True, nxt, f, lop, la, lb, lr
+    if k == K_NOP:
+        return True, start + 1, f, lop, la, lb, lr
+    if k == K_JMP8 or k == K_LOOP:             # JMP rel8 / LOOP rel8
         d = np.int64(ram[p + 1])
         t = (start + 2 + (d - 256 if d & 0x80 else d)) & M32
-        if b0 == 0xE2:
+        if k == K_LOOP:
             c = (s[ECX] - 1) & M32
             if c == 0:
                 s[ECX] = c
-                s[EIP] = start + 2
-                return True
-            if t > s[cb + 2]:
-                return False
+                return True, start + 2, f, lop, la, lb, lr
+            if t > climit:
+                return False, start, f, lop, la, lb, lr
             s[ECX] = c
-        elif t > s[cb + 2]:
-            return False
-        s[EIP] = t
-        return True
-    if b0 == 0xE9:
-        d = (np.int64(ram[p + 1]) | (np.int64(ram[p + 2]) << 8) | (np.int64(ram[p + 3]) << 16)
-             | (np.int64(ram[p + 4]) << 24))
-        t = (start + 5 + d) & M32
-        if t > s[cb + 2]:
-            return False
-        s[EIP] = t
-        return True
-    return False
+        elif t > climit:
+            return False, start, f, lop, la, lb, lr
+        return True, t, f, lop, la, lb, lr
+    if k == K_JMP32:
+        t = (start + 5 + rd4(ram, p + 1)) & M32
+        if t > climit:
+            return False, start, f, lop, la, lb, lr
+        return True, t, f, lop, la, lb, lr
+    return False, start, f, lop, la, lb, lr

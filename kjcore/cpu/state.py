@@ -86,6 +86,7 @@ D_STATUS = 117
 D_CODE32 = 118
 D_SOFT = 119        # exception is a software interrupt / trap (push next EIP)
 D_BASE = 120        # base register of the ModRM address (-1 if none)
+NO_FAST = 121       # nonzero: run skips the fast path (tests compare both paths)
 
 BP = 128            # breakpoint linear addresses
 BP_MAX = 32
