@@ -131,19 +131,19 @@ def ea32(s, ram, p):
     Returns (offset, default segment, bytes after ModRM) or length -1 if the
     form is not handled here.
     """
-    m = np.int64(ram[p])
+    m = rb(ram, p)
     mod = m >> 6
     rm = m & 7
     seg = DS
     n = 1
     if rm == 4:
-        sib = np.int64(ram[p + 1])
+        sib = rb(ram, p + 1)
         n = 2
         base = sib & 7
         idx = (sib >> 3) & 7
         if base == 5 and mod == 0:
-            off = (np.int64(ram[p + 2]) | (np.int64(ram[p + 3]) << 8)
-                   | (np.int64(ram[p + 4]) << 16) | (np.int64(ram[p + 5]) << 24))
+            off = (rb(ram, p + 2) | (rb(ram, p + 3) << 8)
+                   | (rb(ram, p + 4) << 16) | (rb(ram, p + 5) << 24))
             n = 6
         else:
             off = s[base]
@@ -152,20 +152,20 @@ def ea32(s, ram, p):
         if idx != 4:
             off += s[idx] << (sib >> 6)
     elif rm == 5 and mod == 0:
-        off = (np.int64(ram[p + 1]) | (np.int64(ram[p + 2]) << 8)
-               | (np.int64(ram[p + 3]) << 16) | (np.int64(ram[p + 4]) << 24))
+        off = (rb(ram, p + 1) | (rb(ram, p + 2) << 8)
+               | (rb(ram, p + 3) << 16) | (rb(ram, p + 4) << 24))
         n = 5
     else:
         off = s[rm]
         if rm == EBP:
             seg = SS
     if mod == 1:
-        d = np.int64(ram[p + n])
+        d = rb(ram, p + n)
         off += d - 256 if d & 0x80 else d
         n += 1
     elif mod == 2:
-        off += (np.int64(ram[p + n]) | (np.int64(ram[p + n + 1]) << 8)
-                | (np.int64(ram[p + n + 2]) << 16) | (np.int64(ram[p + n + 3]) << 24))
+        off += (rb(ram, p + n) | (rb(ram, p + n + 1) << 8)
+                | (rb(ram, p + n + 2) << 16) | (rb(ram, p + n + 3) << 24))
         n += 4
     return off & M32, seg, n
 
@@ -210,17 +210,24 @@ def phys4(s, ram, seg, off, write):
 
 
 @inline_kernel
+def rb(ram, p):
+    """``ram[p]`` for a ``p`` known to be a valid index (unsigned: no negative-index
+    wraparound code)."""
+    return np.int64(ram[np.uint64(p)])
+
+
+@inline_kernel
 def rd4(ram, p):
-    return (np.int64(ram[p]) | (np.int64(ram[p + 1]) << 8) | (np.int64(ram[p + 2]) << 16)
-            | (np.int64(ram[p + 3]) << 24))
+    return (rb(ram, p) | (rb(ram, p + 1) << 8) | (rb(ram, p + 2) << 16)
+            | (rb(ram, p + 3) << 24))
 
 
 @inline_kernel
 def wr4(ram, p, v):
-    ram[p] = v & 0xFF
-    ram[p + 1] = (v >> 8) & 0xFF
-    ram[p + 2] = (v >> 16) & 0xFF
-    ram[p + 3] = (v >> 24) & 0xFF
+    ram[np.uint64(p)] = v & 0xFF
+    ram[np.uint64(p + 1)] = (v >> 8) & 0xFF
+    ram[np.uint64(p + 2)] = (v >> 16) & 0xFF
+    ram[np.uint64(p + 3)] = (v >> 24) & 0xFF
 
 
 @kernel("biii", "sriiii")
@@ -275,7 +282,7 @@ def fast_mem(s, ram, start, p, b0, f):
                 return False, start, f, 0
             s[ESP] = (s[ESP] + 4) & M32
         return True, t, f, 0
-    m = np.int64(ram[p + 1])
+    m = rb(ram, p + 1)
     if m >= 0xC0:
         return False, start, f, 0
     off, seg, n = ea32(s, ram, p + 1)
@@ -299,7 +306,7 @@ def fast_mem(s, ram, start, p, b0, f):
     if b0 == 0x83:
         if reg != 7:
             return False, start, f, 0
-        d = np.int64(ram[p + 1 + n])
+        d = rb(ram, p + 1 + n)
         _, nf = alu32(7, v, (d | 0xFFFFFF00) if d & 0x80 else d, f)
         f = nf
         n += 1
@@ -387,6 +394,47 @@ def carry_now(f, lop, la, lb, lr):
 
 
 @inline_kernel
+def mem_form(s, ram, start, p, b0, f, lop, la, lb, lr):
+    """A memory-operand form through ``fast_mem`` (exact CF first for ADC/SBB)."""
+    if not MEMFORM[b0]:
+        return False, start, f, lop, la, lb, lr
+    if (b0 == 0x13 or b0 == 0x1B) and lop != L_NONE:
+        f = flags_of(f, lop, la, lb, lr)
+        lop = L_NONE
+    ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
+    if wrote:
+        return ok, nxt, nf, L_NONE, la, lb, lr
+    return ok, nxt, nf, lop, la, lb, lr
+
+
+@inline_kernel
+def alu_op(s, aop, dst, a, b, nxt, f, lop, la, lb, lr):
+    """ALU operation ``aop`` on a (register ``dst``) and b, flags recorded lazily."""
+    if aop == 0:
+        r = (a + b) & M32
+        s[dst] = r
+        return True, nxt, f, L_ADD, a, b, r
+    if aop == 5:
+        r = (a - b) & M32
+        s[dst] = r
+        return True, nxt, f, L_SUB, a, b, r
+    if aop == 7:
+        return True, nxt, f, L_SUB, a, b, (a - b) & M32
+    if aop == 1:
+        r = a | b
+    elif aop == 4:
+        r = a & b
+    elif aop == 6:
+        r = a ^ b
+    else:                                      # ADC / SBB: need the incoming CF
+        r, nf = alu32(aop, a, b, flags_of(f, lop, la, lb, lr))
+        s[dst] = r
+        return True, nxt, nf, L_NONE, la, lb, lr
+    s[dst] = r
+    return True, nxt, f, L_LOGIC, r, 0, r
+
+
+@inline_kernel
 def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
     """Execute the instruction at offset ``start`` in CS if it is a fast-path form.
 
@@ -396,88 +444,31 @@ def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
     lazily: ``f`` holds the exact non-arithmetic flags, and the arithmetic
     ones are ``flags_of(f, lop, la, lb, lr)``.  Returns (handled, next EIP,
     f, lop, la, lb, lr) and writes neither ``s[EIP]`` nor ``s[EFLAGS]``;
-    an unhandled instruction changes nothing.
+    an unhandled instruction changes nothing.  One switch on the class of
+    the first byte (``KIND``).
     """
-    b0 = np.int64(ram[p])
+    b0 = rb(ram, p)
+    m = rb(ram, p + 1)                         # ModRM or first immediate byte
     k = KIND[b0]
-    if k == K_ALU or k == K_GRP1 or k == K_TEST or k == K_F7 or k == K_MOVST or k == K_MOVLD:
-        m = np.int64(ram[p + 1])
+    if k == K_ALU:                             # 01 03 09 0B ... 39 3B
         if m < 0xC0:
-            if MEMFORM[b0]:
-                if (b0 == 0x13 or b0 == 0x1B) and lop != L_NONE:
-                    f = flags_of(f, lop, la, lb, lr)
-                    lop = L_NONE
-                ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
-                if wrote:
-                    return ok, nxt, nf, L_NONE, la, lb, lr
-                return ok, nxt, nf, lop, la, lb, lr
-            return False, start, f, lop, la, lb, lr
+            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         reg = (m >> 3) & 7
         rm = m & 7
-        if k == K_ALU:
-            aop = b0 >> 3
-            if b0 & 2:
-                dst, src = reg, rm
-            else:
-                dst, src = rm, reg
-            ln = 2
-            a = s[dst]
-            b = s[src]
-        elif k == K_GRP1:
-            dst = rm
-            aop = reg
-            a = s[rm]
-            if b0 == 0x83:
-                d = np.int64(ram[p + 2])
-                b = (d | 0xFFFFFF00) if d & 0x80 else d
-                ln = 3
-            else:
-                b = rd4(ram, p + 2)
-                ln = 6
-        elif k == K_MOVST:
-            s[rm] = s[reg]
-            return True, start + 2, f, lop, la, lb, lr
-        elif k == K_MOVLD:
-            s[reg] = s[rm]
-            return True, start + 2, f, lop, la, lb, lr
-        elif k == K_TEST:
-            r = s[rm] & s[reg]
-            return True, start + 2, f, L_LOGIC, r, 0, r
-        else:                                  # TEST r32, imm32 (F7 /0 and its alias /1)
-            if reg > 1:
-                return False, start, f, lop, la, lb, lr
-            r = s[rm] & rd4(ram, p + 2)
-            return True, start + 6, f, L_LOGIC, r, 0, r
-        if aop == 0:
-            r = (a + b) & M32
-            s[dst] = r
-            return True, start + ln, f, L_ADD, a, b, r
-        if aop == 5 or aop == 7:
-            r = (a - b) & M32
-            if aop == 5:
-                s[dst] = r
-            return True, start + ln, f, L_SUB, a, b, r
-        if aop == 1 or aop == 4 or aop == 6:
-            if aop == 1:
-                r = a | b
-            elif aop == 4:
-                r = a & b
-            else:
-                r = a ^ b
-            s[dst] = r
-            return True, start + ln, f, L_LOGIC, r, 0, r
-        # ADC / SBB: need the incoming CF
-        r, nf = alu32(aop, a, b, flags_of(f, lop, la, lb, lr))
-        s[dst] = r
-        return True, start + ln, nf, L_NONE, la, lb, lr
-    if k == K_INC or k == K_DEC:               # CF unchanged: keep it in f
+        if b0 & 2:
+            return alu_op(s, b0 >> 3, reg, s[reg], s[rm], start + 2, f, lop, la, lb, lr)
+        return alu_op(s, b0 >> 3, rm, s[rm], s[reg], start + 2, f, lop, la, lb, lr)
+    if k == K_INC:                             # CF unchanged: keep it in f
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
-        if k == K_INC:
-            res = (a + 1) & M32
-            s[r] = res
-            return True, start + 1, f, L_INC, a, 1, res
+        res = (a + 1) & M32
+        s[r] = res
+        return True, start + 1, f, L_INC, a, 1, res
+    if k == K_DEC:
+        f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
+        r = b0 & 7
+        a = s[r]
         res = (a - 1) & M32
         s[r] = res
         return True, start + 1, f, L_DEC, a, 1, res
@@ -485,26 +476,56 @@ def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
         nxt = start + 2
         c, f, lop = cond_lazy(f, lop, la, lb, lr, b0 & 15)
         if c:
-            d = np.int64(ram[p + 1])
-            t = (nxt + (d - 256 if d & 0x80 else d)) & M32
+            t = (nxt + (m - 256 if m & 0x80 else m)) & M32
             if t > climit:
                 return False, start, f, lop, la, lb, lr
             return True, t, f, lop, la, lb, lr
         return True, nxt, f, lop, la, lb, lr
+    if k == K_GRP1:                            # 81 / 83: ALU r/m32, imm
+        if m < 0xC0:
+            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        rm = m & 7
+        if b0 == 0x83:
+            d = rb(ram, p + 2)
+            return alu_op(s, (m >> 3) & 7, rm, s[rm], (d | 0xFFFFFF00) if d & 0x80 else d,
+                          start + 3, f, lop, la, lb, lr)
+        return alu_op(s, (m >> 3) & 7, rm, s[rm], rd4(ram, p + 2), start + 6, f, lop, la, lb, lr)
     if k == K_MOVI:
         s[b0 & 7] = rd4(ram, p + 1)
         return True, start + 5, f, lop, la, lb, lr
-    if k == K_STACK or k == K_CALLRET or k == K_LEA:
-        if k == K_LEA and np.int64(ram[p + 1]) >= 0xC0:
+    if k == K_MOVST:
+        if m < 0xC0:
+            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        s[m & 7] = s[(m >> 3) & 7]
+        return True, start + 2, f, lop, la, lb, lr
+    if k == K_MOVLD:
+        if m < 0xC0:
+            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        s[(m >> 3) & 7] = s[m & 7]
+        return True, start + 2, f, lop, la, lb, lr
+    if k == K_TEST:
+        if m < 0xC0:
+            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        r = s[m & 7] & s[(m >> 3) & 7]
+        return True, start + 2, f, L_LOGIC, r, 0, r
+    if k == K_F7:                              # TEST r32, imm32 (F7 /0 and its alias /1)
+        if m < 0xC0 or ((m >> 3) & 7) > 1:
+            return False, start, f, lop, la, lb, lr
+        r = s[m & 7] & rd4(ram, p + 2)
+        return True, start + 6, f, L_LOGIC, r, 0, r
+    if k == K_STACK or k == K_CALLRET:
+        ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
+        return ok, nxt, nf, lop, la, lb, lr
+    if k == K_LEA:
+        if m >= 0xC0:
             return False, start, f, lop, la, lb, lr
         ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
         return ok, nxt, nf, lop, la, lb, lr
     if k == K_0F:
-        b1 = np.int64(ram[p + 1])
-        if b1 < 0x80 or b1 >= 0x90:
+        if m < 0x80 or m >= 0x90:
             return False, start, f, lop, la, lb, lr
         nxt = start + 6
-        c, f, lop = cond_lazy(f, lop, la, lb, lr, b1 & 15)
+        c, f, lop = cond_lazy(f, lop, la, lb, lr, m & 15)
         if c:
             t = (nxt + rd4(ram, p + 2)) & M32
             if t > climit:
@@ -513,19 +534,20 @@ def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
         return True, nxt, f, lop, la, lb, lr
     if k == K_NOP:
         return True, start + 1, f, lop, la, lb, lr
-    if k == K_JMP8 or k == K_LOOP:             # JMP rel8 / LOOP rel8
-        d = np.int64(ram[p + 1])
-        t = (start + 2 + (d - 256 if d & 0x80 else d)) & M32
-        if k == K_LOOP:
-            c = (s[ECX] - 1) & M32
-            if c == 0:
-                s[ECX] = c
-                return True, start + 2, f, lop, la, lb, lr
-            if t > climit:
-                return False, start, f, lop, la, lb, lr
-            s[ECX] = c
-        elif t > climit:
+    if k == K_JMP8:
+        t = (start + 2 + (m - 256 if m & 0x80 else m)) & M32
+        if t > climit:
             return False, start, f, lop, la, lb, lr
+        return True, t, f, lop, la, lb, lr
+    if k == K_LOOP:
+        c = (s[ECX] - 1) & M32
+        if c == 0:
+            s[ECX] = c
+            return True, start + 2, f, lop, la, lb, lr
+        t = (start + 2 + (m - 256 if m & 0x80 else m)) & M32
+        if t > climit:
+            return False, start, f, lop, la, lb, lr
+        s[ECX] = c
         return True, t, f, lop, la, lb, lr
     if k == K_JMP32:
         t = (start + 5 + rd4(ram, p + 1)) & M32
