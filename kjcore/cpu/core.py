@@ -127,30 +127,31 @@ def run(s, ram, ram64, con, max_steps):
             span = min(4096 - 8, climit - 8 - elo)
             ldelta = (fpage << 12) - elo
             pdelta = fphys - elo
-            lop = L_NONE
+            fl = f                     # EFLAGS | lazy kind << 32 (L_NONE)
             la = 0
             lb = 0
             lr = 0
             eip = start
+            toff = tp - n              # trace slot of step n: (n + toff) mod TRACE_N
             while n < max_steps:
                 d = eip - elo
                 if d < 0 or d > span:
                     break
-                if nbp > 0 and n > 0 and bp_hit(s, eip + ldelta):
+                if n > 0 and s[NBP] > 0 and bp_hit(s, eip + ldelta):
                     status = ST_BREAK
                     stop = True
                     break
-                ok, nxt, f, lop, la, lb, lr = fast_exec(s, ram, eip, f, lop, la, lb, lr,
-                                                        eip + pdelta, climit)
+                ok, nxt, fl, la, lb, lr = fast_exec(s, ram, eip, fl, la, lb, lr,
+                                                    eip + pdelta, climit)
                 if not ok:
                     break
                 # Trace ring buffer: linear address of every executed instruction.
-                s[np.uint64(TRACE + tp)] = eip + ldelta
-                tp = (tp + 1) & (TRACE_N - 1)
+                s[np.uint64(TRACE + ((n + toff) & (TRACE_N - 1)))] = eip + ldelta
                 n += 1
                 eip = nxt
+            tp = (n + toff) & (TRACE_N - 1)
             s[EIP] = eip
-            s[EFLAGS] = flags_of(f, lop, la, lb, lr)
+            s[EFLAGS] = flags_of(fl & M32, fl >> 32, la, lb, lr)
             if stop or n >= max_steps:
                 break
             start = eip

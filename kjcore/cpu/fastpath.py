@@ -440,7 +440,16 @@ def alu_op(s, aop, dst, a, b, nxt, f, lop, la, lb, lr):
 
 
 @inline_kernel
-def fast_exec(s, ram, start, f, lop, la, lb, lr, p, climit):
+def fast_exec(s, ram, start, fl, la, lb, lr, p, climit):
+    """``fast_exec_u`` with EFLAGS and the lazy-flags kind packed in one value
+    (``fl = f | lop << 32``): one register less in the step loop."""
+    ok, nxt, f, lop, la, lb, lr = fast_exec_u(s, ram, start, fl & M32, fl >> 32, la, lb, lr,
+                                              p, climit)
+    return ok, nxt, f | (lop << 32), la, lb, lr
+
+
+@inline_kernel
+def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     """Execute the instruction at offset ``start`` in CS if it is a fast-path form.
 
     ``p``: physical address of its first byte (the step loop has checked that
