@@ -21,7 +21,7 @@ from .decode import (
     F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS, decode,
 )
 from .far import op_far
-from .fastpath import L_NONE, fast_exec, flags_of
+from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
 from .interrupts import op_int, raise_exception
@@ -36,7 +36,7 @@ from .string import op_string
 from .system import op_sys
 from .state import (
     A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP, NO_FAST,
-    SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_IO, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
+    SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
     STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
 )
 
@@ -212,6 +212,3 @@ def run(s, ram, ram64, con, max_steps):
     s[TRACE_CNT] += n
     s[TRACE_POS] = tp
     return status
-
-
-_unused = (D_ERR,)

@@ -28,8 +28,8 @@ from .jit import inline_kernel, kernel
 from .operands import PARITY
 from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
 from .state import (
-    A_CODE, A_DB, A_E, A_USABLE, A_W, AF, CF, CPL, CR0, CR0_PG, CS, D_FPAGE, D_FPHYS, DS,
-    EBP, ECX, EFLAGS, EIP, ESP, M32, OF, PF, SEG, SF, SS, TLB, TLB_N, ZF,
+    A_CODE, A_DB, A_E, A_USABLE, A_W, AF, CF, CPL, CR0, CR0_PG, CS, DS,
+    EBP, ECX, ESP, M32, OF, PF, SEG, SF, SS, TLB, TLB_N, ZF,
 )
 
 
@@ -147,8 +147,7 @@ def ea32(s, ram, p):
         base = sib & 7
         idx = (sib >> 3) & 7
         if base == 5 and mod == 0:
-            off = (rb(ram, p + 2) | (rb(ram, p + 3) << 8)
-                   | (rb(ram, p + 4) << 16) | (rb(ram, p + 5) << 24))
+            off = rd4(ram, p + 2)
             n = 6
         else:
             off = s[base]
@@ -157,8 +156,7 @@ def ea32(s, ram, p):
         if idx != 4:
             off += s[idx] << (sib >> 6)
     elif rm == 5 and mod == 0:
-        off = (rb(ram, p + 1) | (rb(ram, p + 2) << 8)
-               | (rb(ram, p + 3) << 16) | (rb(ram, p + 4) << 24))
+        off = rd4(ram, p + 1)
         n = 5
     else:
         off = s[rm]
@@ -169,8 +167,7 @@ def ea32(s, ram, p):
         off += d - 256 if d & 0x80 else d
         n += 1
     elif mod == 2:
-        off += (rb(ram, p + n) | (rb(ram, p + n + 1) << 8)
-                | (rb(ram, p + n + 2) << 16) | (rb(ram, p + n + 3) << 24))
+        off += rd4(ram, p + n)
         n += 4
     return off & M32, seg, n
 
