@@ -24,6 +24,7 @@ from .far import op_far
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
+from .hotloop import REQUEST, hot_loop
 from .interrupts import op_int, raise_exception
 from .io import op_io
 from .jump import op_grp5, op_jump
@@ -37,7 +38,7 @@ from .system import op_sys
 from .state import (
     A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP, NO_FAST,
     SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
-    STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
+    ST_JIT_REQUEST, STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
 )
 
 
@@ -148,6 +149,19 @@ def run(s, ram, ram64, con, max_steps):
                 # Trace ring buffer: linear address of every executed instruction.
                 s[np.uint64(TRACE + ((n + toff) & (TRACE_N - 1)))] = eip + ldelta
                 n += 1
+                if nxt <= eip and nxt >= elo:
+                    # A taken backward branch: a loop head for the hot-loop tier.
+                    j = hot_loop(s, ram, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb, lr,
+                                 max_steps - n, (n + toff) & (TRACE_N - 1), span - (nxt - elo))
+                    if j > 0:
+                        n += j
+                        nxt = s[EIP]
+                        fl = s[EFLAGS]         # exact (lazy kind L_NONE)
+                    elif j == REQUEST:
+                        eip = nxt
+                        status = ST_JIT_REQUEST
+                        stop = True
+                        break
                 eip = nxt
             tp = (n + toff) & (TRACE_N - 1)
             s[EIP] = eip

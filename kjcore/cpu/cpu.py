@@ -16,7 +16,7 @@ import numpy as np
 from .jit import kernel
 
 from . import state as S
-from . import warmup
+from . import loopjit, warmup
 from .core import run as _run
 from .io import ST_CON_FULL
 from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
@@ -117,6 +117,16 @@ class CPU:
     strict_bus : bool
         If True, a physical access past the end of ``ram`` stops the run with
         ``Status.BUS_ERROR`` (else reads give all ones and writes are dropped).
+
+    Attributes
+    ----------
+    jit : bool
+        Compile hot register-only loops to host code (``loopjit``; default
+        True).  Results are identical either way; False runs every
+        instruction in the interpreter.
+    jit_threshold : int
+        Taken branches back to a loop head before that loop is compiled
+        (default ``loopjit.THRESHOLD``).
     """
     CONSOLE_BUFFER = 1 << 16
     def __init__(self, ram, *, strict_bus=False):
@@ -134,6 +144,8 @@ class CPU:
         self._steps = 0
         self.breakpoints = set()
         self.strict_bus = strict_bus
+        self.jit = True
+        self.jit_threshold = loopjit.THRESHOLD
         warmup.start()                 # cold cache: a helper process starts compiling
         self.reset()
     # ------------------------------------------------------------------ state
@@ -261,6 +273,8 @@ class CPU:
         self._sync_breakpoints()
         s = self._s
         s[S.STRICT_BUS] = 1 if self.strict_bus else 0
+        s[S.NO_JIT] = 0 if self.jit else 1
+        s[S.JIT_HOT] = max(1, int(self.jit_threshold))
         warmup.finish()
         total = 0
         while True:
@@ -268,6 +282,9 @@ class CPU:
             total += int(s[S.STEPS])
             self._drain_console()
             if st == ST_CON_FULL:
+                continue
+            if st == S.ST_JIT_REQUEST:
+                loopjit.install(s, self.ram)
                 continue
             if st == S.ST_IO:
                 port, size, out, value = self.io_request
@@ -278,6 +295,7 @@ class CPU:
                     continue
             break
         self._steps = total
+        s[S.STEPS] = total             # not just the last stretch between Python round trips
         return Status(st)
     def step(self):
         """Execute one instruction."""

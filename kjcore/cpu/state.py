@@ -87,6 +87,9 @@ D_CODE32 = 118
 D_SOFT = 119        # exception is a software interrupt / trap (push next EIP)
 D_BASE = 120        # base register of the ModRM address (-1 if none)
 NO_FAST = 121       # nonzero: run skips the fast path (tests compare both paths)
+NO_JIT = 122        # nonzero: run does not enter or request compiled hot loops (loopjit.py)
+JIT_REQ = 123       # ST_JIT_REQUEST: offset in s of the hot-loop table entry to compile
+JIT_HOT = 124       # backward branches to a loop head before it is compiled
 
 BP = 128            # breakpoint linear addresses
 BP_MAX = 32
@@ -95,7 +98,13 @@ TLB_N = 256
 TLB_END = TLB + 3 * TLB_N
 TRACE = 1024
 TRACE_N = 4096
-STATE_SIZE = TRACE + TRACE_N
+# Hot-loop table (hotloop.py): JIT_N entries of four slots, direct-mapped by the
+# physical address of a loop head: key (address + 1, 0 = empty), compiled
+# code (0: counting, -1: not compilable, else its address), block length in
+# bytes, backward branches counted.
+JIT = TRACE + TRACE_N
+JIT_N = 256
+STATE_SIZE = JIT + 4 * JIT_N
 
 # EFLAGS bits (SDM vol. 1, 3.4.3).
 CF, PF, AF, ZF, SF = 0x1, 0x4, 0x10, 0x40, 0x80
@@ -145,6 +154,7 @@ ST_TRIPLE_FAULT = 4
 ST_BREAK = 5
 ST_BUS_ERROR = 6
 ST_UNSUPPORTED = 7
+ST_JIT_REQUEST = 9  # internal: Python compiles the hot loop s[JIT_REQ] names and resumes
 
 REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")

@@ -1,0 +1,454 @@
+"""Hot-loop tier: register-only loops compiled to host code with LLVM.
+
+A loop whose body is one straight run of register instructions ending in a
+branch back to its first byte (``L: add eax,ecx; xor edx,eax; dec ecx; jnz L``)
+is what an interpreter runs worst and what a compiler runs best.  When the
+step loop has seen such a loop head often enough (``hotloop.py`` counts
+backward branches), it stops with ``ST_JIT_REQUEST``; :func:`install`
+decodes the loop from RAM, emits LLVM IR for it with exact EFLAGS, and
+compiles it with the LLVM that Numba already loads (llvmlite).  The step
+loop then calls that code at the loop head: it runs whole iterations of the
+loop, keeps the guest registers and flags in host registers, and writes back
+what the interpreter would have left: the eight general registers, EIP,
+EFLAGS and the last ``TRACE_N`` entries of the trace ring.
+
+Fidelity: the compiled loop runs only instructions that cannot fault and
+touch no memory, each with the interpreter's flag rules (``alu32``,
+``flags_of``; the undefined AF of logic operations is 0 on both), and stops
+at the step budget on an iteration boundary (the interpreter does the rest).
+The code checks the loop's bytes in RAM on every entry and refuses to run
+if they changed, so guest stores, DMA-like writes from Python and page swaps
+need no invalidation.  It does not depend on where the loop is: EIP, the
+linear address and the physical address come in as arguments.
+
+Compiled code is kept per process, keyed by the loop's bytes, in one MCJIT
+engine; a CPU's table holds only addresses of it (never saved with a machine).
+"""
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from .state import EFLAGS, EIP, JIT_REQ, M32, TRACE, TRACE_N
+
+#: Backward branches to one loop head before it is compiled (LLVM takes a few
+#: milliseconds; the interpreter runs a few million instructions meanwhile).
+THRESHOLD = 4096
+#: Longest loop body compiled, in instructions.
+MAX_INSNS = 64
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+
+# Decoded instructions: (kind, length, fields...).
+#   ("alu", n, aop, dst, src, imm)   aop as in the 0x00-0x3F opcodes; src -1: imm
+#   ("test", n, a, src, imm)         src -1: imm
+#   ("inc"|"dec"|"not"|"neg", n, r)
+#   ("mov", n, dst, src, imm)        src -1: imm
+#   ("lea", n, dst, base, index, scale, disp)   base/index -1: none
+#   ("nop", n)
+#   ("jcc", n, cc) / ("jmp", n) / ("loop", n)   branch back to the loop head
+
+
+def _s8(b):
+    return b - 256 if b & 0x80 else b
+
+
+def _s32(v):
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _decode_one(code, o):
+    """The instruction at ``code[o:]`` as a tuple (see above), or None."""
+    if o + 6 > len(code):
+        return None                            # every form here fits in 6 bytes
+    b0, m = code[o], code[o + 1]
+    mod, reg, rm = m >> 6, (m >> 3) & 7, m & 7
+    d32 = int.from_bytes(code[o + 2:o + 6], "little")
+    if b0 < 0x40 and (b0 & 7) in (1, 3) and mod == 3:
+        dst, src = (reg, rm) if b0 & 2 else (rm, reg)
+        return ("alu", 2, b0 >> 3, dst, src, 0)
+    if b0 == 0x81 and mod == 3:
+        return ("alu", 6, reg, rm, -1, d32)
+    if b0 == 0x83 and mod == 3:
+        return ("alu", 3, reg, rm, -1, _s8(code[o + 2]) & M32)
+    if 0x40 <= b0 < 0x48:
+        return ("inc", 1, b0 & 7)
+    if 0x48 <= b0 < 0x50:
+        return ("dec", 1, b0 & 7)
+    if 0xB8 <= b0 < 0xC0:
+        return ("mov", 5, b0 & 7, -1, int.from_bytes(code[o + 1:o + 5], "little"))
+    if b0 == 0x89 and mod == 3:
+        return ("mov", 2, rm, reg, 0)
+    if b0 == 0x8B and mod == 3:
+        return ("mov", 2, reg, rm, 0)
+    if b0 == 0x85 and mod == 3:
+        return ("test", 2, rm, reg, 0)
+    if b0 == 0xF7 and mod == 3:
+        if reg <= 1:
+            return ("test", 6, rm, -1, d32)
+        if reg == 2:
+            return ("not", 2, rm)
+        if reg == 3:
+            return ("neg", 2, rm)
+        return None
+    if b0 == 0x8D and mod != 3:
+        return _decode_lea(code, o, mod, reg, rm)
+    if b0 == 0x90:
+        return ("nop", 1)
+    if 0x70 <= b0 < 0x80:
+        return ("jcc", 2, b0 & 15, _s8(m))
+    if b0 == 0x0F and 0x80 <= m < 0x90:
+        return ("jcc", 6, m & 15, _s32(d32))
+    if b0 == 0xEB:
+        return ("jmp", 2, _s8(m))
+    if b0 == 0xE9:
+        return ("jmp", 5, _s32(int.from_bytes(code[o + 1:o + 5], "little")))
+    if b0 == 0xE2:
+        return ("loop", 2, _s8(m))
+    return None
+
+
+def _decode_lea(code, o, mod, reg, rm):
+    """LEA r32, m with 32-bit addressing: only arithmetic, no memory access."""
+    n = 2
+    base, index, scale = rm, -1, 0
+    if rm == 4:
+        sib = code[o + 2]
+        n = 3
+        base, index, scale = sib & 7, (sib >> 3) & 7, sib >> 6
+        if index == 4:
+            index = -1
+        if base == 5 and mod == 0:
+            base = -1
+            mod = 2                             # disp32 follows
+    elif rm == 5 and mod == 0:
+        base = -1
+        mod = 2
+    if mod == 1:
+        disp = _s8(code[o + n]) & M32
+        n += 1
+    elif mod == 2:
+        if o + n + 4 > len(code):
+            return None
+        disp = int.from_bytes(code[o + n:o + n + 4], "little")
+        n += 4
+    else:
+        disp = 0
+    return ("lea", n, reg, base, index, scale, disp)
+
+
+def decode_loop(code):
+    """Decode a loop at the start of ``code``: straight-line instructions of
+    the supported forms, the last a branch whose target is offset 0.
+
+    Returns (instructions, length in bytes) or None if ``code`` does not
+    start with such a loop.
+    """
+    out, o = [], 0
+    while len(out) < MAX_INSNS:
+        ins = _decode_one(code, o)
+        if ins is None:
+            return None
+        out.append(ins)
+        o += ins[1]
+        if ins[0] in ("jcc", "jmp", "loop"):
+            return (out, o) if o + ins[-1] == 0 else None
+    return None
+
+
+class _Flags:
+    """The arithmetic flags as IR values: CF/AF/ZF/SF/OF as i1, PF as the
+    result's low byte (parity is computed only where it is read)."""
+
+    def __init__(self, b, f):
+        def bit(k):
+            return b.icmp_unsigned("!=", b.and_(f, ir.Constant(I64, k)), ir.Constant(I64, 0))
+        self.cf, self.af, self.zf, self.sf, self.of = (bit(k) for k in (1, 0x10, 0x40, 0x80, 0x800))
+        # A byte with even parity (0) if PF is set, odd (1) if not.
+        self.pfb = b.select(bit(4), ir.Constant(I8, 0), ir.Constant(I8, 1))
+
+    def result(self, b, r):
+        self.zf = b.icmp_unsigned("==", r, ir.Constant(I32, 0))
+        self.sf = b.icmp_signed("<", r, ir.Constant(I32, 0))
+        self.pfb = b.trunc(r, I8)
+
+    def pf(self, b):
+        cnt = b.call(b.module.declare_intrinsic("llvm.ctpop", [I8]), [self.pfb])
+        return b.icmp_unsigned("==", b.and_(cnt, ir.Constant(I8, 1)), ir.Constant(I8, 0))
+
+    def eflags(self, b, f):
+        v = b.and_(f, ir.Constant(I64, ~0x8D5 & M32))
+        for flag, k in ((self.cf, 0), (self.pf(b), 2), (self.af, 4), (self.zf, 6),
+                        (self.sf, 7), (self.of, 11)):
+            v = b.or_(v, b.shl(b.zext(flag, I64), ir.Constant(I64, k)))
+        return v
+
+    def cond(self, b, cc):
+        """Jcc condition ``cc`` (0-15) as an i1."""
+        k = cc >> 1
+        if k == 0:
+            c = self.of
+        elif k == 1:
+            c = self.cf
+        elif k == 2:
+            c = self.zf
+        elif k == 3:
+            c = b.or_(self.cf, self.zf)
+        elif k == 4:
+            c = self.sf
+        elif k == 5:
+            c = self.pf(b)
+        elif k == 6:
+            c = b.xor(self.sf, self.of)
+        else:
+            c = b.or_(self.zf, b.xor(self.sf, self.of))
+        return b.not_(c) if cc & 1 else c
+
+
+def _c32(v):
+    return ir.Constant(I32, v & M32)
+
+
+def _af(b, a, x, r):
+    return b.icmp_unsigned("!=", b.and_(b.xor(b.xor(a, x), r), _c32(0x10)), _c32(0))
+
+
+def _alu(b, fl, aop, a, x):
+    """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on i32 a, x:
+    the result, with the flags set in ``fl`` as ``fastpath.alu32`` sets them."""
+    if aop in (1, 4, 6):
+        r = {1: b.or_, 4: b.and_, 6: b.xor}[aop](a, x)
+        fl.cf = fl.af = fl.of = ir.Constant(I1, 0)
+    elif aop in (0, 2):
+        r = b.add(a, x)
+        if aop == 2:
+            wide = b.add(b.add(b.zext(a, I64), b.zext(x, I64)), b.zext(fl.cf, I64))
+            r = b.trunc(wide, I32)
+            fl.cf = b.icmp_unsigned("!=", b.lshr(wide, ir.Constant(I64, 32)), ir.Constant(I64, 0))
+        else:
+            fl.cf = b.icmp_unsigned("<", r, a)
+        fl.of = b.icmp_signed("<", b.and_(b.xor(a, r), b.xor(x, r)), _c32(0))
+        fl.af = _af(b, a, x, r)
+    else:                                      # 3 SBB, 5 SUB, 7 CMP
+        r = b.sub(a, x)
+        if aop == 3:
+            cin = b.zext(fl.cf, I32)
+            r = b.sub(r, cin)
+            fl.cf = b.icmp_unsigned("<", b.zext(a, I64),
+                                    b.add(b.zext(x, I64), b.zext(fl.cf, I64)))
+        else:
+            fl.cf = b.icmp_unsigned("<", a, x)
+        fl.of = b.icmp_signed("<", b.and_(b.xor(a, x), b.xor(a, r)), _c32(0))
+        fl.af = _af(b, a, x, r)
+    fl.result(b, r)
+    return r
+
+
+def _emit(insns, code, name):
+    """LLVM IR of the loop: ``i64 name(i64* s, i8* ram, i64 p, i64 eip, i64 lin,
+    i64 eflags, i64 budget, i64 tslot)``.
+
+    Returns the number of instructions executed (whole iterations within
+    ``budget``; 0 if not even one fits), or -1, having done nothing, if RAM at
+    ``p`` no longer holds ``code``.  Writes back the general registers, EIP,
+    EFLAGS and the trace ring from slot ``tslot`` on (linear addresses from
+    ``lin``, the loop head's).
+    """
+    blen = len(code)
+    mod = ir.Module(name=name)
+    fn = ir.Function(mod, ir.FunctionType(I64, [I64.as_pointer(), I8.as_pointer()] + [I64] * 6),
+                     name)
+    s, ram, p, eip, lin, f, budget, tslot = fn.args
+    entry = fn.append_basic_block("entry")
+    check = fn.append_basic_block("check")
+    run = fn.append_basic_block("run")
+    loop = fn.append_basic_block("loop")
+    done = fn.append_basic_block("done")
+    b = ir.IRBuilder(entry)
+
+    def ret_const(v):
+        blk = fn.append_basic_block()
+        with b.goto_block(blk):
+            b.ret(ir.Constant(I64, v))
+        return blk
+
+    # The loop's bytes must still be in RAM at p: compare 8, 4, 2, 1 bytes at a time.
+    stale = ret_const(-1)
+    o = 0
+    same = ir.Constant(I1, 1)
+    while o < blen:
+        w = next(k for k in (8, 4, 2, 1) if k <= blen - o)
+        ty = ir.IntType(8 * w)
+        ptr = b.bitcast(b.gep(ram, [b.add(p, ir.Constant(I64, o))]), ty.as_pointer())
+        want = int.from_bytes(code[o:o + w], "little")
+        same = b.and_(same, b.icmp_unsigned("==", b.load(ptr, align=1), ir.Constant(ty, want)))
+        o += w
+    b.cbranch(same, check, stale)
+
+    b.position_at_end(check)
+    maxit = b.udiv(budget, ir.Constant(I64, len(insns)))
+    b.cbranch(b.icmp_signed(">", maxit, ir.Constant(I64, 0)), run, ret_const(0))
+
+    b.position_at_end(run)
+    regs = [b.alloca(I32, name=f"r{i}") for i in range(8)]
+    for i in range(8):
+        b.store(b.trunc(b.load(b.gep(s, [ir.Constant(I64, i)])), I32), regs[i])
+    fl = _Flags(b, f)
+    flag_vars = {k: b.alloca(getattr(fl, k).type, name=k) for k in ("cf", "af", "zf", "sf", "of", "pfb")}
+    for k, v in flag_vars.items():
+        b.store(getattr(fl, k), v)
+    it = b.alloca(I64, name="it")
+    b.store(ir.Constant(I64, 0), it)
+    taken_var = b.alloca(I1, name="taken")
+    b.branch(loop)
+
+    b.position_at_end(loop)
+    for k, v in flag_vars.items():
+        setattr(fl, k, b.load(v))
+    R = [b.load(r) for r in regs]
+    written = set()
+
+    def put(i, v):
+        R[i] = v
+        written.add(i)
+
+    taken = None
+    for ins in insns:
+        kind = ins[0]
+        if kind == "alu":
+            _, _, aop, dst, src, imm = ins
+            r = _alu(b, fl, aop, R[dst], _c32(imm) if src < 0 else R[src])
+            if aop != 7:
+                put(dst, r)
+        elif kind == "test":
+            _, _, a, src, imm = ins
+            _alu(b, fl, 4, R[a], _c32(imm) if src < 0 else R[src])
+        elif kind in ("inc", "dec"):
+            r = ins[2]
+            a = R[r]
+            res = (b.add if kind == "inc" else b.sub)(a, _c32(1))
+            cf = fl.cf
+            fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c32(0x80000000))
+            fl.af = _af(b, a, _c32(1), res)
+            fl.result(b, res)
+            fl.cf = cf
+            put(r, res)
+        elif kind == "not":
+            put(ins[2], b.xor(R[ins[2]], _c32(M32)))
+        elif kind == "neg":
+            put(ins[2], _alu(b, fl, 5, _c32(0), R[ins[2]]))
+        elif kind == "mov":
+            _, _, dst, src, imm = ins
+            put(dst, _c32(imm) if src < 0 else R[src])
+        elif kind == "lea":
+            _, _, dst, base, index, scale, disp = ins
+            v = _c32(disp)
+            if base >= 0:
+                v = b.add(v, R[base])
+            if index >= 0:
+                v = b.add(v, b.shl(R[index], _c32(scale)))
+            put(dst, v)
+        elif kind == "jcc":
+            taken = fl.cond(b, ins[2])
+        elif kind == "jmp":
+            taken = ir.Constant(I1, 1)
+        elif kind == "loop":
+            c = b.sub(R[1], _c32(1))
+            put(1, c)
+            taken = b.icmp_unsigned("!=", c, _c32(0))
+    for i in written:
+        b.store(R[i], regs[i])
+    for k, v in flag_vars.items():
+        b.store(getattr(fl, k), v)
+    b.store(taken, taken_var)
+    n = b.add(b.load(it), ir.Constant(I64, 1))
+    b.store(n, it)
+    b.cbranch(b.and_(taken, b.icmp_signed("<", n, maxit)), loop, done)
+
+    b.position_at_end(done)
+    for i in range(8):
+        b.store(b.zext(b.load(regs[i]), I64), b.gep(s, [ir.Constant(I64, i)]))
+    for k, v in flag_vars.items():
+        setattr(fl, k, b.load(v))
+    b.store(fl.eflags(b, f), b.gep(s, [ir.Constant(I64, EFLAGS)]))
+    nxt = b.select(b.load(taken_var), eip, b.add(eip, ir.Constant(I64, blen)))
+    b.store(nxt, b.gep(s, [ir.Constant(I64, EIP)]))
+    steps = b.mul(b.load(it), ir.Constant(I64, len(insns)))
+    _emit_trace(b, fn, s, steps, tslot, lin, insns)
+    b.ret(steps)
+    return mod
+
+
+def _emit_trace(b, fn, s, steps, tslot, lin, insns):
+    """Trace ring: the linear addresses of the last min(steps, TRACE_N) steps,
+    step j in slot (tslot + j) mod TRACE_N."""
+    offs, o = [], 0
+    for ins in insns:
+        offs.append(o)
+        o += ins[1]
+    table = ir.GlobalVariable(b.module, ir.ArrayType(I64, len(offs)), "offsets")
+    table.global_constant = True
+    table.linkage = "internal"
+    table.initializer = ir.Constant(ir.ArrayType(I64, len(offs)), offs)
+    n = ir.Constant(I64, len(offs))
+    first = b.select(b.icmp_signed(">", steps, ir.Constant(I64, TRACE_N)),
+                     b.sub(steps, ir.Constant(I64, TRACE_N)), ir.Constant(I64, 0))
+    head = b.block
+    body = fn.append_basic_block("trace")
+    tail = fn.append_basic_block("traced")
+    b.cbranch(b.icmp_signed("<", first, steps), body, tail)
+    b.position_at_end(body)
+    j = b.phi(I64)
+    j.add_incoming(first, head)
+    off = b.load(b.gep(table, [ir.Constant(I64, 0), b.urem(j, n)]))
+    slot = b.add(ir.Constant(I64, TRACE), b.and_(b.add(tslot, j), ir.Constant(I64, TRACE_N - 1)))
+    b.store(b.and_(b.add(lin, off), ir.Constant(I64, M32)), b.gep(s, [slot]))
+    j1 = b.add(j, ir.Constant(I64, 1))
+    j.add_incoming(j1, body)
+    b.cbranch(b.icmp_signed("<", j1, steps), body, tail)
+    b.position_at_end(tail)
+
+
+class _Compiler:
+    """One MCJIT engine for the process; compiled loops by their bytes."""
+
+    def __init__(self):
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        self.tm = llvm.Target.from_default_triple().create_target_machine(opt=3)
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self.code = {}
+
+    def compile(self, insns, code):
+        """Address of the compiled loop ``insns`` (from :func:`decode_loop`),
+        whose bytes are ``code``."""
+        if code not in self.code:
+            name = f"loop{len(self.code)}"
+            mod = llvm.parse_assembly(str(_emit(insns, code, name)))
+            mod.verify()
+            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
+            pb.getModulePassManager().run(mod, pb)
+            self.engine.add_module(mod)
+            self.engine.finalize_object()
+            self.code[code] = self.engine.get_function_address(name)
+        return self.code[code]
+
+
+_compiler = None
+
+
+def install(s, ram):
+    """Answer ``ST_JIT_REQUEST``: compile the loop at the requested loop head
+    and record the outcome in the CPU's hot-loop table (-1: not a compilable
+    loop; it is not asked for again while the entry stays)."""
+    global _compiler
+    k = int(s[JIT_REQ])
+    p = int(s[k]) - 1
+    code = ram[p:min(ram.shape[0], (p | 0xFFF) + 1)].tobytes()
+    found = decode_loop(code)
+    if found is None:
+        s[k + 1] = -1
+        return
+    insns, blen = found
+    if _compiler is None:
+        _compiler = _Compiler()
+    s[k + 1] = _compiler.compile(insns, code[:blen])
+    s[k + 2] = blen

@@ -1,0 +1,280 @@
+"""The hot-loop tier (loopjit.py, hotloop.py) against the interpreter.
+
+Every case runs twice, once with ``cpu.jit`` on (loops compiled after one or
+a few iterations) and once with it off, and the two runs must agree on the
+status, the whole architectural state record, the step count and the whole
+trace ring.  Random loops use every form the tier compiles (all ALU
+operations with register and immediate operands, INC/DEC, NOT/NEG, TEST,
+MOV, LEA in every addressing shape, NOP) with every kind of branch back (Jcc
+rel8/rel32 for all 16 conditions, JMP, LOOP), random registers and flags,
+random step budgets (cut mid-iteration), and placements near a page end or
+the CS limit.  Scenario tests cover code changed behind a compiled loop (by
+Python and by the guest), breakpoints, paging and the decoder's refusals.
+"""
+import os
+import random
+
+import numpy as np
+import pytest
+
+from kjcore.cpu import CPU, Status, loopjit
+from kjcore.cpu import state as S
+
+CASES = int(os.environ.get("KJCORE_JIT_LOOPS", "1500"))
+CODE = 0x3000
+
+
+def _imm32(rng):
+    if rng.random() < 0.3:
+        return rng.choice((0, 1, 0x7F, 0x80, 0xFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF))
+    return rng.getrandbits(32)
+
+
+def _lea(rng, reg):
+    mod = rng.randrange(3)
+    rm = rng.randrange(8)
+    out = bytes([mod << 6 | reg << 3 | rm])
+    if rm == 4:
+        out += bytes([rng.getrandbits(8)])             # any SIB: index 4 = none, base 5
+    if mod == 1:
+        out += bytes([rng.getrandbits(8)])
+    elif mod == 2 or (mod == 0 and (rm == 5 or (rm == 4 and out[1] & 7 == 5))):
+        out += _imm32(rng).to_bytes(4, "little")
+    return b"\x8d" + out
+
+
+def body_insn(rng):
+    """One random instruction of a form the tier compiles."""
+    r, w = rng.randrange(8), rng.randrange(8)
+    k = rng.randrange(13)
+    if k < 3:
+        aop = rng.randrange(8)
+        return bytes([aop << 3 | rng.choice((1, 3)), 0xC0 | r << 3 | w])
+    if k == 3:
+        return b"\x83" + bytes([0xC0 | rng.randrange(8) << 3 | w, rng.getrandbits(8)])
+    if k == 4:
+        return b"\x81" + bytes([0xC0 | rng.randrange(8) << 3 | w]) + _imm32(rng).to_bytes(4, "little")
+    if k == 5:
+        return bytes([rng.choice((0x40, 0x48)) + w])
+    if k == 6:                                         # NOT / NEG
+        return b"\xf7" + bytes([0xC0 | rng.choice((2, 3)) << 3 | w])
+    if k == 7:
+        return b"\x85" + bytes([0xC0 | r << 3 | w])
+    if k == 8:
+        return b"\xf7" + bytes([0xC0 | rng.randrange(2) << 3 | w]) + _imm32(rng).to_bytes(4, "little")
+    if k == 9:
+        return bytes([0xB8 + w]) + _imm32(rng).to_bytes(4, "little")
+    if k == 10:
+        return bytes([rng.choice((0x89, 0x8B)), 0xC0 | r << 3 | w])
+    if k == 11:
+        return _lea(rng, w)
+    return b"\x90"
+
+
+def random_loop(rng):
+    """(loop bytes, byte length) ending in a branch back to its first byte, then HLT."""
+    body = b"".join(body_insn(rng) for _ in range(rng.randrange(0, 10)))
+    cc = rng.randrange(16)
+    if rng.random() < 0.25:
+        body += b"\x49"                                 # dec ecx; jnz
+        cc = 5
+    k = rng.randrange(5)
+    if k == 0:
+        n = len(body) + 2
+        code = body + bytes([0x70 + cc, (-n) & 0xFF])
+    elif k == 1:
+        n = len(body) + 6
+        code = body + bytes([0x0F, 0x80 + cc]) + ((-n) & 0xFFFFFFFF).to_bytes(4, "little")
+    elif k == 2:
+        n = len(body) + 2
+        code = body + bytes([0xE2, (-n) & 0xFF])
+    elif k == 3:
+        n = len(body) + 2
+        code = body + bytes([0xEB, (-n) & 0xFF])
+    else:
+        n = len(body) + 5
+        code = body + b"\xe9" + ((-n) & 0xFFFFFFFF).to_bytes(4, "little")
+    return code + b"\xf4"
+
+
+def run_both(setup, max_steps, threshold=1, runs=1):
+    """Run ``setup(cpu)``-prepared CPUs with the tier on and off; returns the
+    CPU that had it on, after asserting both agree."""
+    out = []
+    for jit in (True, False):
+        ram = np.zeros(1 << 16, np.uint8)
+        cpu = CPU(ram)
+        cpu.jit = jit
+        cpu.jit_threshold = threshold
+        setup(cpu)
+        sts = [cpu.run(max_steps) for _ in range(runs)]
+        out.append((cpu, sts))
+    (a, sa), (b, sb) = out
+    assert sa == sb
+    assert a.steps == b.steps
+    ra, rb = a.get_state(), b.get_state()
+    for name in ra.dtype.names:
+        assert ra[name] == rb[name], name
+    assert np.array_equal(a.trace(S.TRACE_N), b.trace(S.TRACE_N))
+    assert np.array_equal(a.ram, b.ram)
+    return a
+
+
+def compiled(cpu):
+    """Number of loops compiled in this CPU's hot-loop table."""
+    return int(np.count_nonzero(cpu._s[S.JIT + 1:S.JIT + 4 * S.JIT_N:4] > 0))
+
+
+def test_random_loops_match_interpreter():
+    rng = random.Random(1234)
+    hits = 0
+    for case in range(CASES):
+        code = random_loop(rng)
+        where = rng.random()
+        if where < 0.15:                                # last bytes of the page (or across it)
+            at = CODE + 4096 - len(code) + rng.randrange(-8, 4)
+        else:
+            at = CODE + rng.randrange(0, 4096 - len(code))
+        limit = None
+        if rng.random() < 0.1:                          # CS limit close to the loop's end
+            limit = at + len(code) + rng.randrange(-3, 12)
+        regs = [rng.getrandbits(32) for _ in range(8)]
+        regs[1] = rng.choice((rng.randrange(1, 40), rng.randrange(1, 5000), regs[1]))
+        flags = 0x2 | (rng.getrandbits(12) & S.ARITH)
+        budget = rng.randrange(1, 40000)
+
+        def setup(cpu):
+            cpu.ram[at:at + len(code)] = np.frombuffer(code, np.uint8)
+            for i, v in enumerate(regs):
+                cpu._s[i] = v
+            cpu.eflags = flags
+            cpu.eip = at
+            if limit is not None:
+                cpu.load_segment("cs", 0x08, 0, limit, 0x9B | S.A_DB)
+        cpu = run_both(setup, budget, threshold=rng.choice((1, 2, 5)))
+        hits += compiled(cpu) > 0
+    # Many loops are compiled (the rest ran too few iterations or did not fit).
+    assert hits > CASES // 3
+
+
+@pytest.mark.slow
+def test_random_loops_long():
+    """``KJCORE_JIT_LOOPS=100000 pytest -m slow -k loops_long`` for a long run."""
+    test_random_loops_match_interpreter()
+
+
+ALU_LOOP = bytes.fromhex("01c831c283eb034975f6") + b"\xf4"   # add/xor/sub/dec/jnz; hlt
+
+
+def _alu_setup(cpu, at=CODE, ecx=100000):
+    cpu.ram[at:at + len(ALU_LOOP)] = np.frombuffer(ALU_LOOP, np.uint8)
+    cpu.eip = at
+    cpu.ecx = ecx
+
+
+def test_compiled_loop_runs_and_writes_back():
+    cpu = run_both(_alu_setup, 10 ** 7)
+    assert compiled(cpu) == 1
+    assert cpu.eip == CODE + len(ALU_LOOP) and cpu.steps == 5 * 100000 + 1
+
+
+@pytest.mark.parametrize("budget", [1, 4, 5, 6, 23, 4099, 20001, 499999, 500000, 500001])
+def test_step_budget_cut_mid_iteration(budget):
+    run_both(_alu_setup, budget)
+
+
+def test_default_threshold_and_off_switch():
+    ram = np.zeros(1 << 16, np.uint8)
+    cpu = CPU(ram)
+    _alu_setup(cpu, ecx=loopjit.THRESHOLD // 2)
+    cpu.run(10 ** 7)
+    assert compiled(cpu) == 0                          # not hot enough
+    _alu_setup(cpu, ecx=4 * loopjit.THRESHOLD)
+    cpu.jit = False
+    cpu.run(10 ** 7)
+    assert compiled(cpu) == 0
+    cpu.jit = True
+    _alu_setup(cpu, ecx=4 * loopjit.THRESHOLD)
+    cpu.run(10 ** 7)
+    assert compiled(cpu) == 1
+
+
+def test_code_changed_from_python_is_not_run():
+    def setup(cpu):
+        _alu_setup(cpu)
+        cpu.run(10 ** 7)                                # compiles the loop
+        cpu.ram[CODE + 6] = 7                           # sub ebx,3 -> sub ebx,7
+        _alu_setup(cpu)
+        cpu.ram[CODE + 6] = 7
+    cpu = run_both(setup, 10 ** 7)
+    assert compiled(cpu) == 1                           # the new bytes, compiled afresh
+
+
+def test_code_patched_by_the_guest():
+    # outer: mov ecx,5000; inner: add eax,ecx; loop inner; add byte [imm],1... the
+    # guest rewrites the inner loop's ADD into other operations between rounds.
+    inner = CODE + 5
+    prog = (b"\xb9\x88\x13\x00\x00"                    # mov ecx, 5000
+            + b"\x01\xc8\xe2\xfc"                       # inner: add eax,ecx; loop inner
+            + b"\x80\x05" + inner.to_bytes(4, "little") + b"\x08"   # add byte [inner], 8
+            + b"\x4b\x75\xed\xf4")                      # dec ebx; jnz start; hlt
+
+    def setup(cpu):
+        cpu.ram[CODE:CODE + len(prog)] = np.frombuffer(prog, np.uint8)
+        cpu.eip = CODE
+        cpu.ebx = 6                                     # ADD OR ADC SBB AND SUB
+    cpu = run_both(setup, 10 ** 7)
+    assert compiled(cpu) >= 1 and cpu.eip == CODE + len(prog)
+
+
+def test_breakpoint_in_a_compiled_loop():
+    def setup(cpu):
+        _alu_setup(cpu)
+        cpu.run(20000)                                  # compiled and running
+        cpu.breakpoints.add(CODE + 7)                   # the DEC
+    cpu = run_both(setup, 10 ** 7, runs=3)
+    assert cpu.eip == CODE + 7
+
+
+def test_paging_trace_holds_linear_addresses():
+    """Code at linear 0x400000 + CODE in a page backed by another physical page."""
+    lin = 0x400000 + CODE
+    phys = 0x8000
+
+    def setup(cpu):
+        ram = cpu.ram
+        pd, pt = 0x1000, 0x2000
+        ram[pd:pd + 4] = np.frombuffer((pt | 3).to_bytes(4, "little"), np.uint8)
+        ram[pd + 4:pd + 8] = np.frombuffer((pt | 3).to_bytes(4, "little"), np.uint8)  # 4 MiB+
+        ram[pt + 4 * (CODE >> 12):pt + 4 * (CODE >> 12) + 4] = np.frombuffer(
+            (phys | 3).to_bytes(4, "little"), np.uint8)
+        cpu.cr3 = pd
+        cpu.cr0 = 0x80000011
+        ram[phys:phys + len(ALU_LOOP)] = np.frombuffer(ALU_LOOP, np.uint8)
+        cpu.eip = lin
+        cpu.ecx = 50000
+    cpu = run_both(setup, 10 ** 7)
+    assert compiled(cpu) == 1
+    assert set(cpu.trace(5)) <= {lin + o for o in (0, 2, 4, 7, 8, 10)}
+
+
+@pytest.mark.parametrize("code", [
+    b"\x66\x01\xc8\x75\xfb",            # operand-size prefix
+    b"\x8b\x06\x75\xfc",                # memory operand
+    b"\x01\xc8\x75\x00",                # branch that does not go back to the head
+    b"\xd1\xe0\x75\xfc",                # shift: not a compiled form
+    b"\x01\xc8\xc3",                    # no branch back
+    b"\x01\xc8" * 80 + b"\xeb\x5e",     # longer than MAX_INSNS
+])
+def test_decoder_refuses(code):
+    assert loopjit.decode_loop(code + bytes(16)) is None
+
+
+def test_decoder_accepts_lea_forms():
+    found = loopjit.decode_loop(b"\x8d\x44\x88\x05" + b"\x8d\x04\x25\x10\x00\x00\x00"
+                                + b"\x8d\x80\x00\x01\x00\x00" + b"\xeb\xed" + bytes(8))
+    assert found is not None
+    insns, blen = found
+    assert blen == 19
+    assert insns[0][2:] == (0, 0, 1, 2, 5)           # eax = eax + ecx*4 + 5
+    assert insns[1][2:] == (0, -1, -1, 0, 0x10)      # eax = 0x10 (no base, no index)
