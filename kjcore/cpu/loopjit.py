@@ -263,6 +263,12 @@ def _emit(insns, code, name):
     loop = fn.append_basic_block("loop")
     done = fn.append_basic_block("done")
     b = ir.IRBuilder(entry)
+    # Guest registers and flags live in allocas (entry block: SROA makes them SSA values).
+    regs = [b.alloca(I32, name=f"r{i}") for i in range(8)]
+    flag_vars = {k: b.alloca(I8 if k == "pfb" else I1, name=k)
+                 for k in ("cf", "af", "zf", "sf", "of", "pfb")}
+    it = b.alloca(I64, name="it")
+    taken_var = b.alloca(I1, name="taken")
 
     def ret_const(v):
         blk = fn.append_basic_block()
@@ -288,16 +294,12 @@ def _emit(insns, code, name):
     b.cbranch(b.icmp_signed(">", maxit, ir.Constant(I64, 0)), run, ret_const(0))
 
     b.position_at_end(run)
-    regs = [b.alloca(I32, name=f"r{i}") for i in range(8)]
     for i in range(8):
         b.store(b.trunc(b.load(b.gep(s, [ir.Constant(I64, i)])), I32), regs[i])
     fl = _Flags(b, f)
-    flag_vars = {k: b.alloca(getattr(fl, k).type, name=k) for k in ("cf", "af", "zf", "sf", "of", "pfb")}
     for k, v in flag_vars.items():
         b.store(getattr(fl, k), v)
-    it = b.alloca(I64, name="it")
     b.store(ir.Constant(I64, 0), it)
-    taken_var = b.alloca(I1, name="taken")
     b.branch(loop)
 
     b.position_at_end(loop)
@@ -413,9 +415,17 @@ class _Compiler:
     def __init__(self):
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        self.tm = llvm.Target.from_default_triple().create_target_machine(opt=3)
+        self.tm = llvm.Target.from_default_triple().create_target_machine(opt=2)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.code = {}
+        # A short pipeline: the allocas become SSA values, the flags nobody
+        # reads inside the loop sink to its exit.  (The full -O2 pipeline
+        # gives the same loops and takes twice as long.)
+        self.pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(2))
+        self.passes = llvm.create_new_function_pass_manager()
+        for add in ("sroa", "instruction_combine", "simplify_cfg", "sinking",
+                    "instruction_combine", "dead_code_elimination"):
+            getattr(self.passes, f"add_{add}_pass")()
 
     def compile(self, insns, code):
         """Address of the compiled loop ``insns`` (from :func:`decode_loop`),
@@ -424,8 +434,7 @@ class _Compiler:
             name = f"loop{len(self.code)}"
             mod = llvm.parse_assembly(str(_emit(insns, code, name)))
             mod.verify()
-            pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(speed_level=3))
-            pb.getModulePassManager().run(mod, pb)
+            self.passes.run(mod.get_function(name), self.pb)
             self.engine.add_module(mod)
             self.engine.finalize_object()
             self.code[code] = self.engine.get_function_address(name)

@@ -20,7 +20,7 @@ import pytest
 from kjcore.cpu import CPU, Status, loopjit
 from kjcore.cpu import state as S
 
-CASES = int(os.environ.get("KJCORE_JIT_LOOPS", "1500"))
+CASES = int(os.environ.get("KJCORE_JIT_LOOPS", "800"))
 CODE = 0x3000
 
 
