@@ -9,6 +9,15 @@
 >>> cpu.eip = 0x1000
 >>> cpu.run(100), cpu.eax, cpu.steps, cpu.debugcon
 (<Status.HLT: 2>, 43, 4, b'+')
+
+A hot register-only loop is compiled to host code after ``cpu.jit_threshold``
+trips round it (the hot-loop tier, ``loopjit``); results are the same:
+
+>>> loop = bytes.fromhex("01 c8 31 c2 49 75 f9 f4")      # add eax,ecx; xor edx,eax; dec ecx; jnz; hlt
+>>> ram[0x2000:0x2000 + len(loop)] = np.frombuffer(loop, np.uint8)
+>>> cpu.eip, cpu.ecx = 0x2000, 100_000
+>>> cpu.run(10 ** 6), cpu.steps, hex(cpu.eax), cpu.compiled_loops
+(<Status.HLT: 2>, 400001, '0x2a06b57b', [(8192, 7)])
 """
 from enum import IntEnum
 
@@ -346,6 +355,12 @@ class CPU:
             p = self.translate((linear + i) & S.M32)
             out.append(int(self.ram[p]) if p is not None and p < len(self.ram) else 0xFF)
         return bytes(out)
+    @property
+    def compiled_loops(self):
+        """(physical address, length in bytes) of the loops this CPU runs as
+        compiled code (the hot-loop tier; see ``kjcore.cpu.loopjit``)."""
+        t = self._s[S.JIT:S.JIT + 4 * S.JIT_N].reshape(-1, 4)
+        return sorted((int(k) - 1, int(n)) for k, fn, n, _ in t if k and fn > 0)
     # ------------------------------------------------------------------ trace
     def trace(self, n=32):
         """Linear addresses of the last ``n`` executed instructions, oldest first."""
