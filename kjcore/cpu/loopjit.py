@@ -27,7 +27,7 @@ engine; a CPU's table holds only addresses of it (never saved with a machine).
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from .state import EFLAGS, EIP, JIT_REQ, M32, TRACE, TRACE_N
+from .state import ARITH, EFLAGS, EIP, JIT_REQ, M32, TRACE, TRACE_N
 
 #: Backward branches to one loop head before it is compiled (LLVM takes a few
 #: milliseconds; the interpreter runs a few million instructions meanwhile).
@@ -175,7 +175,7 @@ class _Flags:
         return b.icmp_unsigned("==", b.and_(cnt, ir.Constant(I8, 1)), ir.Constant(I8, 0))
 
     def eflags(self, b, f):
-        v = b.and_(f, ir.Constant(I64, ~0x8D5 & M32))
+        v = b.and_(f, ir.Constant(I64, ~ARITH & M32))
         for flag, k in ((self.cf, 0), (self.pf(b), 2), (self.af, 4), (self.zf, 6),
                         (self.sf, 7), (self.of, 11)):
             v = b.or_(v, b.shl(b.zext(flag, I64), ir.Constant(I64, k)))
