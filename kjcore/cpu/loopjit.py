@@ -22,7 +22,8 @@ need no invalidation.  It does not depend on where the loop is: EIP, the
 linear address and the physical address come in as arguments.
 
 Compiled code is kept per process, keyed by the loop's bytes, in one MCJIT
-engine; a CPU's table holds only addresses of it (never saved with a machine).
+engine (at most ``MAX_LOOPS`` loops); a CPU's table holds only addresses of
+it (never saved with a machine).
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -34,6 +35,11 @@ from .state import ARITH, EFLAGS, EIP, JIT_REQ, M32, TRACE, TRACE_N
 THRESHOLD = 4096
 #: Longest loop body compiled, in instructions.
 MAX_INSNS = 64
+#: Distinct loops compiled per process, at most.  LLVM keeps every compiled
+#: loop (about 45 KiB each) for the life of the process, so a fuzzing campaign
+#: through millions of random payloads stops compiling new loops here (they
+#: run in the interpreter) instead of growing without bound.
+MAX_LOOPS = 1024
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 
@@ -429,8 +435,10 @@ class _Compiler:
 
     def compile(self, insns, code):
         """Address of the compiled loop ``insns`` (from :func:`decode_loop`),
-        whose bytes are ``code``."""
+        whose bytes are ``code``; 0 once ``MAX_LOOPS`` other loops are compiled."""
         if code not in self.code:
+            if len(self.code) >= MAX_LOOPS:
+                return 0
             name = f"loop{len(self.code)}"
             mod = llvm.parse_assembly(str(_emit(insns, code, name)))
             mod.verify()
@@ -459,5 +467,5 @@ def install(s, ram):
     insns, blen = found
     if _compiler is None:
         _compiler = _Compiler()
-    s[k + 1] = _compiler.compile(insns, code[:blen])
+    s[k + 1] = _compiler.compile(insns, code[:blen]) or -1
     s[k + 2] = blen

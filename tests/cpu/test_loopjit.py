@@ -158,9 +158,26 @@ def test_random_loops_match_interpreter():
 
 
 @pytest.mark.slow
-def test_random_loops_long():
+def test_random_loops_long(monkeypatch):
     """``KJCORE_JIT_LOOPS=100000 pytest -m slow -k loops_long`` for a long run."""
+    monkeypatch.setattr(loopjit, "MAX_LOOPS", 10 ** 9)    # every loop compiled
     test_random_loops_match_interpreter()
+
+
+def test_compiled_loops_per_process_are_capped(monkeypatch):
+    """Past MAX_LOOPS distinct loops, new loops run in the interpreter (same results)."""
+    compiler = loopjit._compiler
+    monkeypatch.setattr(loopjit, "MAX_LOOPS", len(compiler.code) if compiler else 0)
+    # L: add ebx,0xf00fa55a (an immediate no other test uses); add eax,ecx; dec ecx; jnz L; hlt
+    fresh = bytes.fromhex("81c35aa50ff0" "01c8" "49" "75f5" "f4")
+
+    def setup(cpu):
+        cpu.ram[CODE:CODE + len(fresh)] = np.frombuffer(fresh, np.uint8)
+        cpu.eip = CODE
+        cpu.ecx = 20000
+    cpu = run_both(setup, 10 ** 7)
+    assert cpu.compiled_loops == []
+    assert fresh[:11] not in loopjit._compiler.code
 
 
 ALU_LOOP = bytes.fromhex("01c831c283eb034975f6") + b"\xf4"   # add/xor/sub/dec/jnz; hlt
