@@ -248,6 +248,53 @@ def _alu(b, fl, aop, a, x):
     return r
 
 
+def _lower(b, fl, R, put, ins):
+    """IR for one decoded instruction: guest registers ``R`` (i32 values,
+    written through ``put(index, value)``) and flags ``fl``.  Returns the
+    branch-taken condition for the loop's branch, else None."""
+    kind = ins[0]
+    if kind == "alu":
+        _, _, aop, dst, src, imm = ins
+        r = _alu(b, fl, aop, R[dst], _c32(imm) if src < 0 else R[src])
+        if aop != 7:
+            put(dst, r)
+    elif kind == "test":
+        _, _, a, src, imm = ins
+        _alu(b, fl, 4, R[a], _c32(imm) if src < 0 else R[src])
+    elif kind in ("inc", "dec"):                # flags as ADD/SUB 1, CF kept
+        r = ins[2]
+        a = R[r]
+        res = (b.add if kind == "inc" else b.sub)(a, _c32(1))
+        fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c32(0x80000000))
+        fl.af = _af(b, a, _c32(1), res)
+        fl.result(b, res)
+        put(r, res)
+    elif kind == "not":
+        put(ins[2], b.xor(R[ins[2]], _c32(M32)))
+    elif kind == "neg":                         # flags as 0 - r
+        put(ins[2], _alu(b, fl, 5, _c32(0), R[ins[2]]))
+    elif kind == "mov":
+        _, _, dst, src, imm = ins
+        put(dst, _c32(imm) if src < 0 else R[src])
+    elif kind == "lea":
+        _, _, dst, base, index, scale, disp = ins
+        v = _c32(disp)
+        if base >= 0:
+            v = b.add(v, R[base])
+        if index >= 0:
+            v = b.add(v, b.shl(R[index], _c32(scale)))
+        put(dst, v)
+    elif kind == "jcc":
+        return fl.cond(b, ins[2])
+    elif kind == "jmp":
+        return ir.Constant(I1, 1)
+    elif kind == "loop":                        # ECX - 1, no flags
+        c = b.sub(R[1], _c32(1))
+        put(1, c)
+        return b.icmp_unsigned("!=", c, _c32(0))
+    return None
+
+
 def _emit(insns, code, name):
     """LLVM IR of the loop: ``i64 name(i64* s, i8* ram, i64 p, i64 eip, i64 lin,
     i64 eflags, i64 budget, i64 tslot)``.
@@ -318,50 +365,8 @@ def _emit(insns, code, name):
         R[i] = v
         written.add(i)
 
-    taken = None
     for ins in insns:
-        kind = ins[0]
-        if kind == "alu":
-            _, _, aop, dst, src, imm = ins
-            r = _alu(b, fl, aop, R[dst], _c32(imm) if src < 0 else R[src])
-            if aop != 7:
-                put(dst, r)
-        elif kind == "test":
-            _, _, a, src, imm = ins
-            _alu(b, fl, 4, R[a], _c32(imm) if src < 0 else R[src])
-        elif kind in ("inc", "dec"):
-            r = ins[2]
-            a = R[r]
-            res = (b.add if kind == "inc" else b.sub)(a, _c32(1))
-            cf = fl.cf
-            fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c32(0x80000000))
-            fl.af = _af(b, a, _c32(1), res)
-            fl.result(b, res)
-            fl.cf = cf
-            put(r, res)
-        elif kind == "not":
-            put(ins[2], b.xor(R[ins[2]], _c32(M32)))
-        elif kind == "neg":
-            put(ins[2], _alu(b, fl, 5, _c32(0), R[ins[2]]))
-        elif kind == "mov":
-            _, _, dst, src, imm = ins
-            put(dst, _c32(imm) if src < 0 else R[src])
-        elif kind == "lea":
-            _, _, dst, base, index, scale, disp = ins
-            v = _c32(disp)
-            if base >= 0:
-                v = b.add(v, R[base])
-            if index >= 0:
-                v = b.add(v, b.shl(R[index], _c32(scale)))
-            put(dst, v)
-        elif kind == "jcc":
-            taken = fl.cond(b, ins[2])
-        elif kind == "jmp":
-            taken = ir.Constant(I1, 1)
-        elif kind == "loop":
-            c = b.sub(R[1], _c32(1))
-            put(1, c)
-            taken = b.icmp_unsigned("!=", c, _c32(0))
+        taken = _lower(b, fl, R, put, ins)     # the last one is the branch back
     for i in written:
         b.store(R[i], regs[i])
     for k, v in flag_vars.items():
