@@ -155,6 +155,7 @@ class CPU:
         self.strict_bus = strict_bus
         self.jit = True
         self.jit_threshold = loopjit.THRESHOLD
+        self._jit_generation = loopjit.generation
         warmup.start()                 # cold cache: a helper process starts compiling
         self.reset()
     # ------------------------------------------------------------------ state
@@ -287,6 +288,9 @@ class CPU:
         warmup.finish()
         total = 0
         while True:
+            if self._jit_generation != loopjit.generation:
+                loopjit.forget(s)              # compiled code was thrown away meanwhile
+                self._jit_generation = loopjit.generation
             st = _run(s, self.ram, self._ram64, self._con, max_steps - total)
             total += int(s[S.STEPS])
             self._drain_console()
@@ -294,6 +298,7 @@ class CPU:
                 continue
             if st == S.ST_JIT_REQUEST:
                 loopjit.install(s, self.ram)
+                self._jit_generation = loopjit.generation
                 continue
             if st == S.ST_IO:
                 port, size, out, value = self.io_request

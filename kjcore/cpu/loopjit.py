@@ -22,23 +22,25 @@ need no invalidation.  It does not depend on where the loop is: EIP, the
 linear address and the physical address come in as arguments.
 
 Compiled code is kept per process, keyed by the loop's bytes, in one MCJIT
-engine (at most ``MAX_LOOPS`` loops); a CPU's table holds only addresses of
-it (never saved with a machine).
+engine; a CPU's table holds only addresses of it (never saved with a
+machine).  When ``MAX_LOOPS`` loops are compiled, the engine and all its
+code are dropped and ``generation`` counts up; ``CPU.run`` empties the
+table of a CPU from an older generation (:func:`forget`) before it runs.
 """
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from .state import ARITH, EFLAGS, EIP, JIT_REQ, M32, TRACE, TRACE_N
+from .state import ARITH, EFLAGS, EIP, JIT, JIT_N, JIT_REQ, M32, TRACE, TRACE_N
 
 #: Backward branches to one loop head before it is compiled (LLVM takes a few
 #: milliseconds; the interpreter runs a few million instructions meanwhile).
 THRESHOLD = 4096
 #: Longest loop body compiled, in instructions.
 MAX_INSNS = 64
-#: Distinct loops compiled per process, at most.  LLVM keeps every compiled
-#: loop (about 45 KiB each) for the life of the process, so a fuzzing campaign
-#: through millions of random payloads stops compiling new loops here (they
-#: run in the interpreter) instead of growing without bound.
+#: Compiled loops kept at most.  Each costs about 45 KiB and two memory
+#: mappings (the kernel allows 65 530 per process; LLVM aborts the process
+#: when it cannot map more), so when this many are compiled the next one
+#: throws them all away first, as QEMU flushes its translation cache.
 MAX_LOOPS = 1024
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -440,10 +442,8 @@ class _Compiler:
 
     def compile(self, insns, code):
         """Address of the compiled loop ``insns`` (from :func:`decode_loop`),
-        whose bytes are ``code``; 0 once ``MAX_LOOPS`` other loops are compiled."""
+        whose bytes are ``code``."""
         if code not in self.code:
-            if len(self.code) >= MAX_LOOPS:
-                return 0
             name = f"loop{len(self.code)}"
             mod = llvm.parse_assembly(str(_emit(insns, code, name)))
             mod.verify()
@@ -455,13 +455,22 @@ class _Compiler:
 
 
 _compiler = None
+#: Counts the times all compiled code was thrown away (see MAX_LOOPS).
+generation = 0
+
+
+def forget(s):
+    """Empty a CPU's hot-loop table: its addresses point into code that is gone."""
+    s[JIT:JIT + 4 * JIT_N] = 0
 
 
 def install(s, ram):
     """Answer ``ST_JIT_REQUEST``: compile the loop at the requested loop head
     and record the outcome in the CPU's hot-loop table (-1: not a compilable
-    loop; it is not asked for again while the entry stays)."""
-    global _compiler
+    loop; it is not asked for again while the entry stays).  If the code
+    cache is full, this CPU's table is emptied first (the caller records the
+    new ``generation`` for it)."""
+    global _compiler, generation
     k = int(s[JIT_REQ])
     p = int(s[k]) - 1
     code = ram[p:min(ram.shape[0], (p | 0xFFF) + 1)].tobytes()
@@ -470,7 +479,13 @@ def install(s, ram):
         s[k + 1] = -1
         return
     insns, blen = found
+    code = code[:blen]
     if _compiler is None:
         _compiler = _Compiler()
-    s[k + 1] = _compiler.compile(insns, code[:blen]) or -1
+    elif code not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
+        _compiler = _Compiler()                # the old engine and its code are freed
+        generation += 1
+        forget(s)
+        s[k] = p + 1
+    s[k + 1] = _compiler.compile(insns, code)
     s[k + 2] = blen

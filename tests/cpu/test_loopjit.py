@@ -158,26 +158,10 @@ def test_random_loops_match_interpreter():
 
 
 @pytest.mark.slow
-def test_random_loops_long(monkeypatch):
-    """``KJCORE_JIT_LOOPS=100000 pytest -m slow -k loops_long`` for a long run."""
-    monkeypatch.setattr(loopjit, "MAX_LOOPS", 10 ** 9)    # every loop compiled
+def test_random_loops_long():
+    """``KJCORE_JIT_LOOPS=100000 pytest -m slow -k loops_long`` for a long run (it
+    also fills the code cache many times over: see test_full_code_cache_is_thrown_away)."""
     test_random_loops_match_interpreter()
-
-
-def test_compiled_loops_per_process_are_capped(monkeypatch):
-    """Past MAX_LOOPS distinct loops, new loops run in the interpreter (same results)."""
-    compiler = loopjit._compiler
-    monkeypatch.setattr(loopjit, "MAX_LOOPS", len(compiler.code) if compiler else 0)
-    # L: add ebx,0xf00fa55a (an immediate no other test uses); add eax,ecx; dec ecx; jnz L; hlt
-    fresh = bytes.fromhex("81c35aa50ff0" "01c8" "49" "75f5" "f4")
-
-    def setup(cpu):
-        cpu.ram[CODE:CODE + len(fresh)] = np.frombuffer(fresh, np.uint8)
-        cpu.eip = CODE
-        cpu.ecx = 20000
-    cpu = run_both(setup, 10 ** 7)
-    assert cpu.compiled_loops == []
-    assert fresh[:11] not in loopjit._compiler.code
 
 
 ALU_LOOP = bytes.fromhex("01c831c283eb034975f6") + b"\xf4"   # add/xor/sub/dec/jnz; hlt
@@ -343,3 +327,37 @@ def test_random_loops_against_unicorn():
         logic = any(i[0] == "test" or (i[0] == "alu" and i[2] in (1, 4, 6)) for i in insns)
         mask = S.ARITH & ~(S.AF if logic else 0)
         assert uc.reg_read(X.UC_X86_REG_EFLAGS) & mask == cpu.eflags & mask, code.hex()
+
+
+def test_full_code_cache_is_thrown_away(monkeypatch):
+    """Past MAX_LOOPS compiled loops the code cache is emptied; a CPU that had
+    addresses into it forgets them before it runs again (a stale address
+    would crash the process), and results stay the interpreter's."""
+    monkeypatch.setattr(loopjit, "MAX_LOOPS", 1)
+    # L: add ebx,imm32 (immediates no other test uses); add eax,ecx; dec ecx; jnz L; hlt
+    loops = [bytes.fromhex(f"81c3{imm}01c84975f5f4") for imm in ("5aa50ff0", "5ba50ff0")]
+    gen = loopjit.generation
+
+    def on(code):
+        c = CPU(np.zeros(1 << 16, np.uint8))
+        c.jit_threshold = 1
+        c.ram[CODE:CODE + 12] = np.frombuffer(code, np.uint8)
+        c.eip, c.ecx = CODE, 20000
+        c.run(10 ** 6)
+        assert c.compiled_loops
+        return c
+
+    a = on(loops[0])                                    # holds the first loop's address
+    on(loops[1])                                        # compiling it empties the cache
+    a.eip, a.ecx = CODE, 20000
+    a.step()
+    assert a.compiled_loops == []                       # forgotten before it ran
+    a.run(10 ** 6)                                      # (compiled afresh)
+    assert a.eax == 2 * (20000 * 20001 // 2) & 0xFFFFFFFF and a.compiled_loops
+
+    def setup(cpu):
+        cpu.ram[CODE:CODE + 12] = np.frombuffer(loops[1], np.uint8)
+        cpu.eip, cpu.ecx = CODE, 20000
+    cpu = run_both(setup, 10 ** 6)
+    assert cpu.compiled_loops
+    assert loopjit.generation >= gen + 2
