@@ -24,7 +24,7 @@ from .far import op_far
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
-from .hotloop import REQUEST, hot_loop
+from .hotloop import REQUEST, enter_loop, loop_head
 from .interrupts import op_int, raise_exception
 from .io import op_io
 from .jump import op_grp5, op_jump
@@ -151,13 +151,16 @@ def run(s, ram, ram64, con, max_steps):
                 n += 1
                 if nxt <= eip and nxt >= elo:
                     # A taken backward branch: a loop head for the hot-loop tier.
-                    j = hot_loop(s, ram, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb, lr,
-                                 max_steps - n, (n + toff) & (TRACE_N - 1), span - (nxt - elo))
-                    if j > 0:
-                        n += j
-                        nxt = s[EIP]
-                        fl = s[EFLAGS]         # exact (lazy kind L_NONE)
-                    elif j == REQUEST:
+                    k = loop_head(s, nxt + pdelta)
+                    if k > 0:
+                        j = enter_loop(s, ram, k, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb,
+                                       lr, max_steps - n, (n + toff) & (TRACE_N - 1),
+                                       span - (nxt - elo))
+                        if j > 0:
+                            n += j
+                            nxt = s[EIP]
+                            fl = s[EFLAGS]     # exact (lazy kind L_NONE)
+                    elif k == REQUEST:
                         eip = nxt
                         status = ST_JIT_REQUEST
                         stop = True

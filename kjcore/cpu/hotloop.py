@@ -1,23 +1,25 @@
 """The step loop's side of the hot-loop tier (``loopjit.py``).
 
-The fast path calls :func:`hot_loop` after every taken backward branch.  It
-looks the target up in the CPU's hot-loop table (``state.JIT``, direct-mapped
-by physical address): a new loop head gets an entry, a counting one counts,
+After every taken backward branch the fast path asks :func:`loop_head` about
+the target, inlined (most backward branches go to loops that are not
+compiled, and a call there cost the interpreter up to 30%).  It looks the
+target up in the CPU's hot-loop table (``state.JIT``, direct-mapped by
+physical address): a new loop head gets an entry, a counting one counts,
 and one that reaches ``s[JIT_HOT]`` asks Python to compile it (the run
-stops with ``ST_JIT_REQUEST``).  A compiled loop is called through its
-address when it fits in the fast path's code window.  Nothing here runs with
-breakpoints set (the compiled loop does not check them) or with
-``s[NO_JIT]`` set.
+stops with ``ST_JIT_REQUEST``).  A compiled loop is entered through
+:func:`enter_loop` when it fits in the fast path's code window.  Nothing
+here runs with breakpoints set (the compiled loop does not check them) or
+with ``s[NO_JIT]`` set.
 """
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
 from .fastpath import flags_of
-from .jit import kernel
+from .jit import inline_kernel, kernel
 from .state import JIT, JIT_HOT, JIT_N, JIT_REQ, M32, NBP, NO_JIT
 
-#: hot_loop's answer when Python has to compile the loop first.
+#: loop_head's answer when Python has to compile the loop first.
 REQUEST = -1
 
 
@@ -36,16 +38,10 @@ def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot):
     return i64(i64, s, ram, i64, i64, i64, i64, i64, i64), codegen
 
 
-@kernel("i", "sriiiiiiiiii")
-def hot_loop(s, ram, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
-    """A taken backward branch to offset ``eip`` in CS (linear ``lin``, physical
-    ``p``; ``room`` bytes of the code window from there).
-
-    ``fl, la, lb, lr``: the fast path's lazy EFLAGS.  Returns the instructions
-    the compiled loop ran (it has written the registers, EIP, EFLAGS and the
-    trace ring; slot ``tslot`` is its first step's), 0 if none ran, or
-    REQUEST.
-    """
+@inline_kernel
+def loop_head(s, p):
+    """A taken backward branch to physical address ``p``: the offset in ``s``
+    of its table entry if the loop there is compiled, REQUEST, or 0."""
     if s[NBP] > 0 or s[NO_JIT] != 0:
         return 0
     k = JIT + 4 * ((p ^ (p >> 8) ^ (p >> 16)) & (JIT_N - 1))
@@ -56,15 +52,29 @@ def hot_loop(s, ram, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
         s[k + 3] = 1
         return 0
     fn = s[k + 1]
+    if fn > 0:
+        return k
     if fn == 0:
         s[k + 3] += 1
-        if s[k + 3] < s[JIT_HOT]:
-            return 0
-        s[JIT_REQ] = k
-        return REQUEST
-    if fn < 0 or s[k + 2] > room:
+        if s[k + 3] >= s[JIT_HOT]:
+            s[JIT_REQ] = k
+            return REQUEST
+    return 0
+
+
+@kernel("i", "sriiiiiiiiiii")
+def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
+    """Run the compiled loop of table entry ``k`` at offset ``eip`` in CS
+    (linear ``lin``, physical ``p``; ``room`` bytes of the code window from
+    there); ``fl, la, lb, lr``: the fast path's lazy EFLAGS.
+
+    Returns the instructions it ran (it has written the registers, EIP,
+    EFLAGS and the trace ring; slot ``tslot`` is its first step's), or 0.
+    """
+    if s[k + 2] > room:
         return 0
-    r = _call(fn, s, ram, p, eip, lin, flags_of(fl & M32, fl >> 32, la, lb, lr), budget, tslot)
+    r = _call(s[k + 1], s, ram, p, eip, lin, flags_of(fl & M32, fl >> 32, la, lb, lr),
+              budget, tslot)
     if r < 0:                                  # the loop's bytes changed: count afresh
         s[k] = 0
         return 0
