@@ -51,7 +51,9 @@ I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 #   ("inc"|"dec"|"not"|"neg", n, r)
 #   ("mov", n, dst, src, imm)        src -1: imm
 #   ("lea", n, dst, base, index, scale, disp)   base/index -1: none
-#   ("nop", n)
+#   ("shift", n, op, r, count)       C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
+#   ("xchg", n, a, b)
+#   ("nop", n)                       also a shift by 0 (changes nothing, not even flags)
 #   ("jcc", n, cc) / ("jmp", n) / ("loop", n)   branch back to the loop head
 
 
@@ -99,6 +101,13 @@ def _decode_one(code, o):
         return None
     if b0 == 0x8D and mod != 3:
         return _decode_lea(code, o, mod, reg, rm)
+    if b0 in (0xC1, 0xD1) and mod == 3 and reg in (0, 1, 4, 5, 6, 7):
+        n, count = (3, code[o + 2] & 31) if b0 == 0xC1 else (2, 1)
+        return ("shift", n, reg, rm, count) if count else ("nop", n)
+    if b0 == 0x87 and mod == 3:
+        return ("xchg", 2, reg, rm)
+    if 0x90 < b0 < 0x98:
+        return ("xchg", 1, 0, b0 & 7)
     if b0 == 0x90:
         return ("nop", 1)
     if 0x70 <= b0 < 0x80:
@@ -250,6 +259,43 @@ def _alu(b, fl, aop, a, x):
     return r
 
 
+def _bit(b, v, k):
+    """Bit ``k`` of i32 ``v`` as an i1."""
+    return b.trunc(b.lshr(v, _c32(k)), I1)
+
+
+def _shift(b, fl, op, a, count):
+    """ROL ROR SHL SHR SAR (``op`` as the ModRM reg field) of i32 ``a`` by a
+    constant 1-31, with ``shift.shift_op``'s flag rules: rotates set only CF
+    and OF; shifts set all arithmetic flags, AF cleared, and OF for counts
+    above 1 by the count-1 formula (0 for SHR, SAR)."""
+    if op in (0, 1):
+        if op == 0:
+            r = b.or_(b.shl(a, _c32(count)), b.lshr(a, _c32(32 - count)))
+            fl.cf = _bit(b, r, 0)
+            fl.of = b.xor(_bit(b, r, 31), fl.cf)
+        else:
+            r = b.or_(b.lshr(a, _c32(count)), b.shl(a, _c32(32 - count)))
+            fl.cf = _bit(b, r, 31)
+            fl.of = b.xor(_bit(b, r, 31), _bit(b, r, 30))
+        return r
+    if op in (4, 6):                            # SHL / SAL
+        r = b.shl(a, _c32(count))
+        fl.cf = _bit(b, a, 32 - count)
+        fl.of = b.xor(_bit(b, r, 31), fl.cf)
+    elif op == 5:                               # SHR
+        r = b.lshr(a, _c32(count))
+        fl.cf = _bit(b, a, count - 1)
+        fl.of = _bit(b, a, 31) if count == 1 else ir.Constant(I1, 0)
+    else:                                       # SAR
+        r = b.ashr(a, _c32(count))
+        fl.cf = _bit(b, a, count - 1)
+        fl.of = ir.Constant(I1, 0)
+    fl.af = ir.Constant(I1, 0)
+    fl.result(b, r)
+    return r
+
+
 def _lower(b, fl, R, put, ins):
     """IR for one decoded instruction: guest registers ``R`` (i32 values,
     written through ``put(index, value)``) and flags ``fl``.  Returns the
@@ -271,6 +317,14 @@ def _lower(b, fl, R, put, ins):
         fl.af = _af(b, a, _c32(1), res)
         fl.result(b, res)
         put(r, res)
+    elif kind == "shift":
+        _, _, op, r, count = ins
+        put(r, _shift(b, fl, op, R[r], count))
+    elif kind == "xchg":
+        _, _, x, y = ins
+        vx, vy = R[x], R[y]
+        put(x, vy)
+        put(y, vx)
     elif kind == "not":
         put(ins[2], b.xor(R[ins[2]], _c32(M32)))
     elif kind == "neg":                         # flags as 0 - r

@@ -5,7 +5,8 @@ a few iterations) and once with it off, and the two runs must agree on the
 status, the whole architectural state record, the step count and the whole
 trace ring.  Random loops use every form the tier compiles (all ALU
 operations with register and immediate operands, INC/DEC, NOT/NEG, TEST,
-MOV, LEA in every addressing shape, NOP) with every kind of branch back (Jcc
+MOV, XCHG, LEA in every addressing shape, rotates and shifts by constants,
+NOP) with every kind of branch back (Jcc
 rel8/rel32 for all 16 conditions, JMP, LOOP), random registers and flags,
 random step budgets (cut mid-iteration), and placements near a page end or
 the CS limit.  Scenario tests cover code changed behind a compiled loop (by
@@ -46,7 +47,7 @@ def _lea(rng, reg):
 def body_insn(rng):
     """One random instruction of a form the tier compiles."""
     r, w = rng.randrange(8), rng.randrange(8)
-    k = rng.randrange(13)
+    k = rng.randrange(15)
     if k < 3:
         aop = rng.randrange(8)
         return bytes([aop << 3 | rng.choice((1, 3)), 0xC0 | r << 3 | w])
@@ -68,6 +69,13 @@ def body_insn(rng):
         return bytes([rng.choice((0x89, 0x8B)), 0xC0 | r << 3 | w])
     if k == 11:
         return _lea(rng, w)
+    if k == 12:                                        # ROL ROR SHL SHR SAL SAR by imm8 / by 1
+        op = rng.choice((0, 1, 4, 5, 6, 7))
+        if rng.random() < 0.7:
+            return b"\xc1" + bytes([0xC0 | op << 3 | w, rng.choice((0, 1, 2, 31, 32, 33, rng.getrandbits(8)))])
+        return b"\xd1" + bytes([0xC0 | op << 3 | w])
+    if k == 13:                                        # XCHG
+        return b"\x87" + bytes([0xC0 | r << 3 | w]) if rng.random() < 0.5 else bytes([0x91 + rng.randrange(7)])
     return b"\x90"
 
 
@@ -263,7 +271,8 @@ def test_paging_trace_holds_linear_addresses():
     b"\x66\x01\xc8\x75\xfb",            # operand-size prefix
     b"\x8b\x06\x75\xfc",                # memory operand
     b"\x01\xc8\x75\x00",                # branch that does not go back to the head
-    b"\xd1\xe0\x75\xfc",                # shift: not a compiled form
+    b"\xd3\xe0\x75\xfc",                # shift by CL: not a compiled form
+    b"\xd1\xd0\x75\xfc",                # RCL: not a compiled form
     b"\x01\xc8\xc3",                    # no branch back
     b"\x01\xc8" * 80 + b"\xeb\x5e",     # longer than MAX_INSNS
 ])
