@@ -8,8 +8,8 @@ its figures in ``benchmark.extra_info`` as well.
   with a per-instruction Python hook (target >= 50x).  kjcore compiles this
   loop (the hot-loop tier, ``kjcore.cpu.loopjit``); the same loop with the
   tier off (``cpu.jit = False``: every instruction through the interpreter)
-  is reported beside it, and so is a loop with memory operands, which the
-  tier does not compile.
+  is reported beside it.  Also: a xorshift PRNG loop (shifts, compiled by the
+  tier), and a loop with memory operands, which the tier does not compile.
 - REP MOVSD page copies with paging on: bytes/s vs Unicorn and vs memcpy.
 - Cold compile (empty Numba cache, new process) and warm import-to-first-run.
 """
@@ -32,6 +32,14 @@ from unicorn import x86_const as X  # noqa: E402
 def alu_loop(n):
     # mov ecx,n; L: add eax,ecx; xor edx,eax; sub ebx,3; dec ecx; jnz L; hlt
     return (b"\xb9" + n.to_bytes(4, "little") + bytes.fromhex("01c831c283eb034975f6f4"))
+
+
+def xorshift_loop(n):
+    # mov eax,1; mov ecx,n; L: xorshift32 of eax (mov/shl/xor, mov/shr/xor, mov/shl/xor);
+    # add ebx,eax; dec ecx; jnz L; hlt
+    step = "89c2c1e20d31d0" "89c2c1ea1131d0" "89c2c1e20531d0"
+    return (b"\xb8\x01\x00\x00\x00\xb9" + n.to_bytes(4, "little")
+            + bytes.fromhex(step + "01c3" "49" "75e6" "f4"))
 
 
 def mem_loop(n):
@@ -101,6 +109,19 @@ def test_alu_loop(benchmark):
             ratio_vs_unicorn_hook=ours / hooked, interpreter_mips=interp / 1e6,
             interpreter_ratio_vs_unicorn=interp / theirs,
             interpreter_ratio_vs_unicorn_hook=interp / hooked)
+
+
+def test_xorshift_loop(benchmark):
+    """A PRNG loop (shifts and XORs): compiled by the tier, and with the tier off."""
+    n = 1_000_000
+    code = xorshift_loop(n)
+    ours, run = _mips(code, jit=True)
+    interp, _ = _mips(code, jit=False)
+    benchmark(run)
+    theirs = _unicorn_mips(code, 12 * n + 3)
+    _report(benchmark, kjcore_mips=ours / 1e6, unicorn_mips=theirs / 1e6,
+            ratio_vs_unicorn=ours / theirs, interpreter_mips=interp / 1e6,
+            interpreter_ratio_vs_unicorn=interp / theirs)
 
 
 def test_memory_operand_loop(benchmark):
