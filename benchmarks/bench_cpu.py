@@ -83,13 +83,17 @@ def _report(benchmark, **figures):
                            for k, v in figures.items()))
 
 
-def test_alu_loop(benchmark):
-    n = 2_000_000
-    code = alu_loop(n)
+def _tier_interpreter_unicorn(benchmark, code, steps):
+    """instructions/s of ``code`` with the hot-loop tier, without it, and on Unicorn."""
     ours, run = _mips(code, jit=True)
     interp, _ = _mips(code, jit=False)
     benchmark(run)
-    theirs = _unicorn_mips(code, 5 * n + 2)
+    return ours, interp, _unicorn_mips(code, steps)
+
+
+def test_alu_loop(benchmark):
+    n = 2_000_000
+    ours, interp, theirs = _tier_interpreter_unicorn(benchmark, alu_loop(n), 5 * n + 2)
     # Unicorn with a per-instruction hook (what tracing costs there)
     m = 50_000
     code2 = alu_loop(m)
@@ -114,11 +118,7 @@ def test_alu_loop(benchmark):
 def test_xorshift_loop(benchmark):
     """A PRNG loop (shifts and XORs): compiled by the tier, and with the tier off."""
     n = 1_000_000
-    code = xorshift_loop(n)
-    ours, run = _mips(code, jit=True)
-    interp, _ = _mips(code, jit=False)
-    benchmark(run)
-    theirs = _unicorn_mips(code, 12 * n + 3)
+    ours, interp, theirs = _tier_interpreter_unicorn(benchmark, xorshift_loop(n), 12 * n + 3)
     _report(benchmark, kjcore_mips=ours / 1e6, unicorn_mips=theirs / 1e6,
             ratio_vs_unicorn=ours / theirs, interpreter_mips=interp / 1e6,
             interpreter_ratio_vs_unicorn=interp / theirs)
