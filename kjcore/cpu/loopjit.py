@@ -13,8 +13,9 @@ what the interpreter would have left: the eight general registers, EIP,
 EFLAGS and the last ``TRACE_N`` entries of the trace ring.
 
 Fidelity: the compiled loop runs only instructions that cannot fault and
-touch no memory, each with the interpreter's flag rules (``alu32``,
-``flags_of``; the undefined AF of logic operations is 0 on both), and stops
+touch no memory, each with the interpreter's flag rules (``fastpath.alu32``
+and ``flags_of``, ``shift.shift_op``, with the same choices for undefined
+flags: docs/cpu.rst, Fidelity rules), and stops
 at the step budget on an iteration boundary (the interpreter does the rest).
 The code checks the loop's bytes in RAM on every entry and refuses to run
 if they changed, so guest stores, DMA-like writes from Python and page swaps
@@ -54,7 +55,7 @@ I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 #   ("shift", n, op, r, count)       C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
 #   ("xchg", n, a, b)
 #   ("nop", n)                       also a shift by 0 (changes nothing, not even flags)
-#   ("jcc", n, cc) / ("jmp", n) / ("loop", n)   branch back to the loop head
+#   ("jcc", n, cc, rel) / ("jmp", n, rel) / ("loop", n, rel)   rel: branch displacement
 
 
 def _s8(b):
@@ -68,7 +69,7 @@ def _s32(v):
 def _decode_one(code, o):
     """The instruction at ``code[o:]`` as a tuple (see above), or None."""
     if o + 6 > len(code):
-        return None                            # every form here fits in 6 bytes
+        return None                  # every form fits in 6 bytes (LEA checks its 7th)
     b0, m = code[o], code[o + 1]
     mod, reg, rm = m >> 6, (m >> 3) & 7, m & 7
     d32 = int.from_bytes(code[o + 2:o + 6], "little")
