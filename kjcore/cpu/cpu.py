@@ -364,8 +364,7 @@ class CPU:
     def compiled_loops(self):
         """(physical address, length in bytes) of the loops this CPU runs as
         compiled code (the hot-loop tier; see ``kjcore.cpu.loopjit``)."""
-        t = self._s[S.JIT:S.JIT + 4 * S.JIT_N].reshape(-1, 4)
-        return sorted((int(k) - 1, int(n)) for k, fn, n, _ in t if k and fn > 0)
+        return loopjit.compiled(self._s)
     # ------------------------------------------------------------------ trace
     def trace(self, n=32):
         """Linear addresses of the last ``n`` executed instructions, oldest first."""

@@ -514,9 +514,19 @@ _compiler = None
 generation = 0
 
 
+def _table(s):
+    """A CPU's hot-loop table (state.JIT) as rows of (key, code, length, count)."""
+    return s[JIT:JIT + 4 * JIT_N].reshape(-1, 4)
+
+
+def compiled(s):
+    """(physical address, length in bytes) of the loops a CPU runs compiled."""
+    return sorted((int(k) - 1, int(n)) for k, fn, n, _ in _table(s) if k and fn > 0)
+
+
 def forget(s):
     """Empty a CPU's hot-loop table: its addresses point into code that is gone."""
-    s[JIT:JIT + 4 * JIT_N] = 0
+    _table(s)[:] = 0
 
 
 def install(s, ram):

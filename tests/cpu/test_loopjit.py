@@ -128,11 +128,6 @@ def run_both(setup, max_steps, threshold=1, runs=1):
     return a
 
 
-def compiled(cpu):
-    """Number of loops compiled in this CPU's hot-loop table."""
-    return len(cpu.compiled_loops)
-
-
 def test_random_loops_match_interpreter():
     rng = random.Random(1234)
     hits = 0
@@ -160,7 +155,7 @@ def test_random_loops_match_interpreter():
             if limit is not None:
                 cpu.load_segment("cs", 0x08, 0, limit, 0x9B | S.A_DB)
         cpu = run_both(setup, budget, threshold=rng.choice((1, 2, 5)))
-        hits += compiled(cpu) > 0
+        hits += len(cpu.compiled_loops) > 0
     # Many loops are compiled (the rest ran too few iterations or did not fit).
     assert hits > CASES // 3
 
@@ -183,7 +178,7 @@ def _alu_setup(cpu, at=CODE, ecx=100000):
 
 def test_compiled_loop_runs_and_writes_back():
     cpu = run_both(_alu_setup, 10 ** 7)
-    assert compiled(cpu) == 1
+    assert len(cpu.compiled_loops) == 1
     assert cpu.eip == CODE + len(ALU_LOOP) and cpu.steps == 5 * 100000 + 1
 
 
@@ -197,15 +192,15 @@ def test_default_threshold_and_off_switch():
     cpu = CPU(ram)
     _alu_setup(cpu, ecx=loopjit.THRESHOLD // 2)
     cpu.run(10 ** 7)
-    assert compiled(cpu) == 0                          # not hot enough
+    assert len(cpu.compiled_loops) == 0                          # not hot enough
     _alu_setup(cpu, ecx=4 * loopjit.THRESHOLD)
     cpu.jit = False
     cpu.run(10 ** 7)
-    assert compiled(cpu) == 0
+    assert len(cpu.compiled_loops) == 0
     cpu.jit = True
     _alu_setup(cpu, ecx=4 * loopjit.THRESHOLD)
     cpu.run(10 ** 7)
-    assert compiled(cpu) == 1
+    assert len(cpu.compiled_loops) == 1
 
 
 def test_code_changed_from_python_is_not_run():
@@ -216,7 +211,7 @@ def test_code_changed_from_python_is_not_run():
         _alu_setup(cpu)
         cpu.ram[CODE + 6] = 7
     cpu = run_both(setup, 10 ** 7)
-    assert compiled(cpu) == 1                           # the new bytes, compiled afresh
+    assert len(cpu.compiled_loops) == 1                           # the new bytes, compiled afresh
 
 
 def test_code_patched_by_the_guest():
@@ -233,7 +228,7 @@ def test_code_patched_by_the_guest():
         cpu.eip = CODE
         cpu.ebx = 6                                     # ADD OR ADC SBB AND SUB
     cpu = run_both(setup, 10 ** 7)
-    assert compiled(cpu) >= 1 and cpu.eip == CODE + len(prog)
+    assert len(cpu.compiled_loops) >= 1 and cpu.eip == CODE + len(prog)
 
 
 def test_breakpoint_in_a_compiled_loop():
