@@ -92,9 +92,9 @@ class KImage:
     ['0x100000', '0x101000']
     """
 
-    def __init__(self, machine, *, type, start, head, segments, preserve_context,
+    def __init__(self, ram, *, type, start, head, segments, preserve_context,
                  control_page, swap_page=None, ind_frames=(), parked_frames=()):
-        self._machine = machine
+        self._ram = ram
         self.type = type
         self.start = start
         self.head = head
@@ -113,7 +113,7 @@ class KImage:
                 f"control_page={self.control_page:#x}, swap_page={swap})")
 
     def _walk(self):
-        ram = self._machine.ram
+        ram = self._ram
         # A list built by kexec_load has one word per segment and per page, DONE, and one link
         # per 1023 words; only a list corrupted in RAM is longer (then walk up to every word).
         words = sum(-(-s.memsz // PAGE_SIZE) + 1 for s in self.segments) + 2

@@ -3,7 +3,7 @@
 This module is the syscall boundary: it validates Python arguments (``TypeError`` /
 ``ValueError`` for values the i386 ABI cannot carry), applies the kernel's checks in order
 (``KexecError`` with the kernel's errno), and orchestrates the compiled pieces: the checks in
-:mod:`kjcore.load_checks`, the allocator plan in :mod:`kjcore.kimage_alloc`.
+:mod:`kjcore.load_checks`, loading the image in :mod:`kjcore.kimage_alloc`.
 """
 import errno
 import os
@@ -11,24 +11,30 @@ import threading
 
 import numpy as np
 
-from . import kimage_alloc as ka
-from .constants import (IND_DONE, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC,
-                        LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2_ALL, MAX_RAM_SIZE, PAGE_SHIFT,
-                        PAGE_SIZE, PROFILES)
+from .constants import (
+    KEXEC_ON_CRASH,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2_ALL,
+    MAX_RAM_SIZE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PROFILES,
+)
 from .cpu import CPU
 from .errors import KexecError
 from .first_kernel import build_first_kernel, initial_cpu_state, set_page_executable
-from .kimage import KImage
-from .machine_kexec import load_registers, machine_kexec, restore_processor_state, save_processor_state
-from .load_checks import (PROFILE_2627, PROFILE_MAINLINE, RULE_NOMEM_CONTROL,
-                          RULE_NOMEM_CRASH_CONTROL, RULE_NOMEM_PAGES, RULE_NOMEM_SWAP,
-                          check_header, check_segments, describe, find_crash_control_page, pack)
+from .kimage_alloc import load_image
+from .load_checks import PROFILE_2627, PROFILE_MAINLINE, check_header, describe
+from .machine_kexec import (
+    load_registers,
+    machine_kexec,
+    restore_processor_state,
+    save_processor_state,
+)
 from .memory import FrameAllocator
 from .pm import preserve_context_transition, shutdown_transition
 from .segment import Segment, _u32
-
-_PLAN_RULE = {ka.PLAN_NOMEM_CONTROL: RULE_NOMEM_CONTROL, ka.PLAN_NOMEM_SWAP: RULE_NOMEM_SWAP,
-              ka.PLAN_NOMEM_PAGES: RULE_NOMEM_PAGES}
 
 
 def _as_segment(s, i):
@@ -38,17 +44,6 @@ def _as_segment(s, i):
         return Segment(*s)
     raise TypeError(f"segments[{i}] must be a kjcore.Segment or a (buf, mem, memsz) tuple, "
                     f"not {type(s).__name__}")
-
-
-def _segment_arrays(segs):
-    """bufsz, mem, memsz as int64 arrays (at least one element so Numba sees a real array)."""
-    n = max(len(segs), 1)
-    bufsz = np.zeros(n, dtype=np.int64)
-    mem = np.zeros(n, dtype=np.int64)
-    memsz = np.zeros(n, dtype=np.int64)
-    for i, s in enumerate(segs):
-        bufsz[i], mem[i], memsz[i] = s.bufsz, s.mem, s.memsz
-    return bufsz, mem, memsz
 
 
 class Machine:
@@ -179,104 +174,19 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.kexec_lock.release()
 
     def _kexec_load_locked(self, entry, segs, flags):
-        crash = bool(flags & KEXEC_ON_CRASH)
-        slot = "kexec_crash_image" if crash else "kexec_image"
-        if not segs or crash:
+        slot = "kexec_crash_image" if flags & KEXEC_ON_CRASH else "kexec_image"
+        if not segs or flags & KEXEC_ON_CRASH:
             # Rule 6 (unload) and rule 7 (a crash load first unloads the crash image).
             self._free_image(getattr(self, slot))
             setattr(self, slot, None)
             if not segs:
                 return
-        bufsz, mem, memsz = _segment_arrays(segs)
-        cs, ce = self._crash_region
-        code = check_segments(entry, bufsz, mem, memsz, len(segs), crash, cs, ce,
-                              self._profile_id, self.ram_size >> PAGE_SHIFT)
-        if code:
-            raise KexecError(code & 0xFF, describe(code))
-        if crash:
-            image = self._load_crash(entry, segs, mem, memsz)
-        else:
-            image = self._load_normal(entry, segs, mem, memsz)
-        image.preserve_context = bool(flags & KEXEC_PRESERVE_CONTEXT)
+        image = load_image(self.ram, self.allocator, entry, segs, flags,
+                           profile=self._profile_id, crash_region=self._crash_region)
         self._set_control_page_executable(image, True)      # machine_kexec_prepare
         old = getattr(self, slot)
         setattr(self, slot, image)
         self._free_image(old)
-
-    def _load_crash(self, entry, segs, mem, memsz):
-        cs, ce = self._crash_region
-        control = find_crash_control_page(mem, memsz, len(segs), cs, ce)
-        if control < 0:
-            raise KexecError(errno.ENOMEM, describe(pack(errno.ENOMEM, RULE_NOMEM_CRASH_CONTROL)))
-        ram = self.ram
-        for s in segs:
-            # Crash segments go straight to their destinations, zero-filled past bufsz.
-            ram[s.mem:s.mem + s.memsz] = 0
-            if s.bufsz and s.buf is not None:
-                ram[s.mem:s.mem + s.bufsz] = np.frombuffer(s.read(0, s.bufsz), dtype=np.uint8)
-        return KImage(self, type="crash", start=entry, head=IND_DONE, segments=segs,
-                      preserve_context=False, control_page=int(control))
-
-    def _load_normal(self, entry, segs, mem, memsz):
-        alloc = self.allocator
-        nr_frames = alloc.nr_frames
-        saved = alloc.state()
-        nr_free = alloc.nr_free
-        total_pages = int((memsz[:len(segs)] >> PAGE_SHIFT).sum())
-        max_src = min(total_pages, nr_free) + 1
-        max_ind = (len(segs) + max_src + 1) // ka.IND_ENTRIES_PER_PAGE + 2
-        words = np.zeros(max_ind * 1024, dtype=np.int64)
-        written = np.zeros(max_ind, dtype=np.int64)
-        ind_frames = np.zeros(max_ind, dtype=np.int64)
-        src_pos = np.zeros(max_src, dtype=np.int64)
-        parked = np.zeros(nr_frames, dtype=np.uint8)
-        parked_list = np.zeros(nr_free + 1, dtype=np.int64)
-        dst_entry = np.full(nr_frames, -1, dtype=np.int64)
-        held = np.zeros(nr_free + 1, dtype=np.int64)
-        out = np.zeros(ka.OUT_SIZE, dtype=np.int64)
-        status = ka.plan_normal_image(alloc.stack, alloc.top, nr_frames, mem, memsz, len(segs),
-                                      self._profile_id == PROFILE_MAINLINE, words, written,
-                                      ind_frames, src_pos, parked, parked_list, dst_entry, held,
-                                      out)
-        if status != ka.PLAN_OK:
-            alloc.set_state(saved)
-            raise KexecError(errno.ENOMEM, describe(pack(errno.ENOMEM, _PLAN_RULE[status])))
-        nind = int(out[ka.OUT_NR_IND])
-        self._commit_plan(segs, words, written[:nind], ind_frames[:nind],
-                          src_pos[:out[ka.OUT_NR_SOURCES]])
-        plist = parked_list[:out[ka.OUT_NR_PARKED]]
-        still_parked = plist[parked[plist] != 0]
-        return KImage(self, type="default", start=entry, head=int(out[ka.OUT_HEAD]),
-                      segments=segs, preserve_context=False,
-                      control_page=int(out[ka.OUT_CONTROL]) << PAGE_SHIFT,
-                      swap_page=int(out[ka.OUT_SWAP]) << PAGE_SHIFT,
-                      ind_frames=ind_frames[:nind].copy(), parked_frames=still_parked)
-
-    def _commit_plan(self, segs, words, written, ind_frames, src_pos):
-        """Write a successful plan into RAM: indirection words, then zeroed, filled sources."""
-        ram = self.ram
-        pages = ram.reshape(-1, PAGE_SIZE)
-        for k, frame in enumerate(ind_frames.tolist()):
-            n = int(written[k])
-            base = frame << PAGE_SHIFT
-            ram[base:base + 4 * n] = words[k * 1024:k * 1024 + n].astype("<u4").view(np.uint8)
-        frames = (words[src_pos] >> PAGE_SHIFT).astype(np.int64)
-        pages[frames] = 0
-        first = 0
-        for s in segs:
-            n = s.memsz >> PAGE_SHIFT
-            seg_frames = frames[first:first + n]
-            first += n
-            if not s.bufsz or s.buf is None:
-                continue            # sources are already zeroed
-            full = s.bufsz >> PAGE_SHIFT
-            data = np.frombuffer(s.read(0, s.bufsz), dtype=np.uint8)
-            if full:
-                pages[seg_frames[:full]] = data[:full * PAGE_SIZE].reshape(full, PAGE_SIZE)
-            rest = s.bufsz - full * PAGE_SIZE
-            if rest:
-                base = int(seg_frames[full]) << PAGE_SHIFT
-                ram[base:base + rest] = data[full * PAGE_SIZE:]
 
     def _free_image(self, image):
         """kimage_free: give the image's frames back to the allocator."""

@@ -166,7 +166,7 @@ def kimage_from_state(machine, state):
                                  f"{s['bufsz']}")
             segments.append(seg)
     swap = state["swap_page"]
-    image = KImage(machine, type=state["type"], start=int(state["start"]),
+    image = KImage(machine.ram, type=state["type"], start=int(state["start"]),
                   head=int(state["head"]), segments=segments,
                   preserve_context=bool(state["preserve_context"]),
                   control_page=int(state["control_page"]),
