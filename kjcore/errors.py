@@ -16,4 +16,7 @@ class KexecError(OSError):
         self.rule = message
 
     def __str__(self):
-        return f"[Errno {self.errno}] {os.strerror(self.errno)} ({self.strerror})"
+        # Any errno prints: one the C library has no text for (0, negative, huge) says so.
+        known = isinstance(self.errno, int) and self.errno in _errno.errorcode
+        text = os.strerror(self.errno) if known else "unknown error"
+        return f"[Errno {self.errno}] {text} ({self.strerror})"

@@ -514,6 +514,9 @@ def _run_locked(o):
         _err(f"kjexec: the first kernel is lost: {e}",
              f"kjexec: machine {o.machine} left as it was before -e")
         return EXIT_FAILED
+    except RuntimeError as e:       # e.g. no first kernel left to load into (Machine.state)
+        _err(f"kjexec: {o.machine}: {e}")
+        return EXIT_FAILED
     if acted:
         save_machine(machine, o.machine)
     return 0 if result == 0 else EXIT_FAILED

@@ -5,6 +5,7 @@ This module is the syscall boundary: it validates Python arguments (``TypeError`
 (``KexecError`` with the kernel's errno), and orchestrates the compiled pieces: the checks in
 :mod:`kjcore.load_checks`, loading the image in :mod:`kjcore.kimage_alloc`.
 """
+import contextlib
 import errno
 import os
 import threading
@@ -35,6 +36,11 @@ from .machine_kexec import (
 from .memory import FrameAllocator
 from .pm import preserve_context_transition, shutdown_transition
 from .segment import Segment, _u32
+
+
+def _is_int(value):
+    """Whether ``value`` is an integer the syscall ABI can carry (``bool`` is not)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _as_segment(s, i):
@@ -154,8 +160,12 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
         Raises :class:`KexecError` with the kernel's errno; the first failing rule of SPEC §4.1
         decides.  A rejected load changes no RAM byte and leaves the slots as they were, except
-        that a crash load has already unloaded the old crash image.
+        that a crash load has already unloaded the old crash image.  The work is
+        :func:`kjcore.kimage_alloc.load_image`.  ``RuntimeError`` when the first kernel is not
+        running (:attr:`state` is not ``"kernel"``): after a plain exec the image owns the
+        machine, so there is nothing to load into.
         """
+        self._check_running("kexec_load")
         entry = _u32("entry", entry)
         flags = _u32("flags", flags)
         if isinstance(segments, (Segment, bytes, str)):
@@ -188,6 +198,25 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         setattr(self, slot, image)
         self._free_image(old)
 
+    def _check_running(self, call):
+        """``RuntimeError`` naming :attr:`state` unless the first kernel runs (SPEC §8: after a
+        plain exec, or a jump that lost it, there is no kernel left to make ``call``)."""
+        if self.state != "kernel":
+            raise RuntimeError(f"{call}: the first kernel is not running (state={self.state!r}); "
+                               "restore() a snapshot first")
+
+    @contextlib.contextmanager
+    def _idle(self, what):
+        """Hold the kexec lock for ``what``; ``RuntimeError`` while a load or exec holds it
+        (the machine has no consistent state then, as :meth:`save` says)."""
+        if not self.kexec_lock.acquire(blocking=False):
+            raise RuntimeError(f"the kexec lock is held (a load or exec is in progress): no "
+                               f"{what} of a machine in the middle of one")
+        try:
+            yield
+        finally:
+            self.kexec_lock.release()
+
     def _free_image(self, image):
         """kimage_free: give the image's frames back to the allocator."""
         if image is not None:
@@ -203,16 +232,21 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     def reboot(self, magic1, magic2, cmd):
         """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec`; returns 0.
 
-        EPERM without CAP_SYS_BOOT, EINVAL for wrong magic numbers or another command (kjcore
-        models only the kexec command).  The JumpResult or ExecResult is kept in
-        :attr:`last_result`.
+        EPERM without CAP_SYS_BOOT; EINVAL for wrong magic numbers or another command (kjcore
+        models only the kexec command), and for any of the three that is not an integer (a
+        ``bool``, ``float`` or ``str`` never reaches the kernel as its ``int``).  ``RuntimeError``
+        when the first kernel is not running, as in :meth:`kexec_load`.  The JumpResult or
+        ExecResult is kept in :attr:`last_result`.
         """
+        self._check_running("reboot")
         if not self.cap_sys_boot:
             raise KexecError(errno.EPERM, "caller lacks CAP_SYS_BOOT")
-        if magic1 != LINUX_REBOOT_MAGIC1 or magic2 not in LINUX_REBOOT_MAGIC2_ALL:
+        if not (_is_int(magic1) and magic1 == LINUX_REBOOT_MAGIC1
+                and _is_int(magic2) and magic2 in LINUX_REBOOT_MAGIC2_ALL):
             raise KexecError(errno.EINVAL, "wrong reboot magic")
-        if cmd != LINUX_REBOOT_CMD_KEXEC:
-            raise KexecError(errno.EINVAL, f"reboot command {cmd:#x} is not modelled "
+        if not (_is_int(cmd) and cmd == LINUX_REBOOT_CMD_KEXEC):
+            shown = f"{cmd:#x}" if _is_int(cmd) else repr(cmd)
+            raise KexecError(errno.EINVAL, f"reboot command {shown} is not modelled "
                              "(only LINUX_REBOOT_CMD_KEXEC)")
         self.kernel_kexec()
         return 0
@@ -252,9 +286,13 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
     # ------------------------------------------------------------------ state
     def snapshot(self):
-        """The whole machine state (RAM, CPU, allocator, kexec slots) as a restorable value."""
+        """The whole machine state (RAM, CPU, allocator, kexec slots) as a restorable value.
+
+        ``RuntimeError`` while the kexec lock is held (from a hook or device callback during a
+        jump), like :meth:`save`."""
         from .persist import snapshot_machine
-        return snapshot_machine(self)
+        with self._idle("snapshot"):
+            return snapshot_machine(self)
 
     def restore(self, snap):
         """Go back to a :meth:`snapshot` (RAM is written in place)."""

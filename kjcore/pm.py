@@ -8,7 +8,8 @@ kjcore models the steps with a small device model so research scripts can watch 
 (optional ``power_down(state)`` / ``power_up(state)`` for the late phase, ``shutdown()`` for the
 non-preserve path).  ``suspend``/``power_down`` return 0 or an errno (a negative errno is
 accepted too); a device that fails suspend makes the devices already suspended resume, in reverse
-order.  Every step is appended to ``Machine.pm_log``.
+order.  A callback that raises is a failure too: the same unwinding runs, then its exception
+propagates unchanged.  Every step is appended to ``Machine.pm_log``.
 
 >>> import errno, kjcore
 >>> from kjcore.pm import RecordingDevice, preserve_context_transition
@@ -64,18 +65,24 @@ def _name(dev):
 
 
 def _phase(m, method, undo, state, undo_state, what):
-    """Call ``method`` on every device in order; on failure undo the done ones in reverse."""
+    """Call ``method`` on every device in order; when one returns an error or raises, undo the
+    done ones in reverse, then raise (KexecError) or let the exception propagate."""
     done = []
-    for dev in m.devices:
-        fn = getattr(dev, method, None)
-        if fn is None:
-            continue
-        err = abs(int(fn(state) or 0))
-        if err:
-            for d in reversed(done):
-                getattr(d, undo)(undo_state)
-            raise KexecError(err, f"device {_name(dev)} failed to {what}")
-        done.append(dev)
+    try:
+        for dev in m.devices:
+            fn = getattr(dev, method, None)
+            if fn is None:
+                continue
+            err = abs(int(fn(state) or 0))
+            if err:
+                raise KexecError(err, f"device {_name(dev)} failed to {what}")
+            done.append(dev)
+    except BaseException:
+        for d in reversed(done):
+            fn = getattr(d, undo, None)
+            if fn is not None:
+                fn(undo_state)
+        raise
 
 
 def _resume_all(m, method, state):
@@ -92,8 +99,9 @@ def preserve_context_transition(m, jump, save_state=None, restore_state=None):
     failure -> EBUSY), suspend console, suspend devices (PMSG_FREEZE), disable non-boot CPUs,
     lock device PM, interrupts off, power devices down, save processor state, the jump, then
     every step undone in reverse.  A failing step raises :class:`KexecError` after undoing the
-    steps before it.  An exception from ``jump`` (a triple fault) propagates without unwinding:
-    the first kernel is gone.
+    steps before it; a step (or device callback) that raises anything else has the same steps
+    undone, then its exception propagates.  An exception from ``jump`` (a triple fault)
+    propagates without unwinding: the first kernel is gone.
     """
     log = m.pm_log
     steps = [
@@ -126,7 +134,7 @@ def preserve_context_transition(m, jump, save_state=None, restore_state=None):
             if action is not None:
                 action()
             done.append(undo_name)
-    except KexecError:
+    except BaseException:       # a failed step, or a callback that raised: undo, then re-raise
         unwind(done)
         raise
     log.append("machine_kexec")

@@ -73,3 +73,60 @@ def test_shutdown_path(m):
     shutdown_transition(m)
     assert m.pm_log == ["reboot notifiers", "device shutdown", "machine shutdown"]
     assert m.devices[1].calls == ["shutdown()"]
+
+
+class _Raises(RecordingDevice):
+    """A device whose callback ``method`` raises ``exc`` (issue 10 B6)."""
+
+    def __init__(self, name, method, exc):
+        super().__init__(name)
+        self.method, self.exc = method, exc
+
+    def suspend(self, state):
+        super().suspend(state)
+        if self.method == "suspend":
+            raise self.exc
+        return 0
+
+    def power_down(self, state):
+        super().power_down(state)
+        if self.method == "power_down":
+            raise self.exc
+        return 0
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad device"), KeyboardInterrupt(),
+                                 OSError(errno.EIO, "io")], ids=["ValueError",
+                                                                 "KeyboardInterrupt", "OSError"])
+def test_a_suspend_callback_that_raises_unwinds_then_propagates(m, exc):
+    m.devices.append(_Raises("c", "suspend", exc))
+    with pytest.raises(type(exc)) as e:
+        preserve_context_transition(m, lambda: pytest.fail("jumped"))
+    assert e.value is exc
+    assert m.pm_log == ORDER[:4] + ["resume console", "thaw processes", "restore console"]
+    assert m.devices[0].calls == m.devices[1].calls == ["suspend(freeze)", "resume(restore)"]
+    assert m.devices[2].calls == ["suspend(freeze)"]
+
+
+def test_a_power_down_callback_that_raises_unwinds_then_propagates(m):
+    m.devices.insert(1, _Raises("c", "power_down", RuntimeError("stuck")))
+    with pytest.raises(RuntimeError, match="stuck"):
+        preserve_context_transition(m, lambda: pytest.fail("jumped"))
+    assert m.pm_log == ORDER[:8] + UNDO[2:]
+    assert m.devices[0].calls == ["suspend(freeze)", "power_down(freeze)", "power_up(restore)",
+                                  "resume(restore)"]
+    assert m.devices[2].calls == ["suspend(freeze)", "resume(restore)"]
+
+
+def test_a_raising_callback_through_kernel_kexec_leaves_the_machine_usable():
+    m = kjcore.Machine(32 << 20)
+    m.kexec_load(0x1000000, [kjcore.Segment(b"\xc3", 0x1000000, 0x1000)],
+                 kjcore.KEXEC_PRESERVE_CONTEXT)
+    a = RecordingDevice("a")
+    m.devices = [a, _Raises("b", "suspend", ValueError("no"))]
+    with pytest.raises(ValueError):
+        m.kernel_kexec()
+    assert a.calls == ["suspend(freeze)", "resume(restore)"] and m.state == "kernel"
+    m.devices = [a]
+    m.kernel_kexec()                    # the lock was released and the jump works
+    assert m.state == "kernel" and m.pm_log[-1] == "restore console"
