@@ -11,16 +11,45 @@ def _u32(name, value):
     return value
 
 
-class Segment:
-    """One ``struct kexec_segment``: ``bufsz`` bytes of ``buf`` for ``memsz`` bytes at physical ``mem``.
+def _byte_view(buf):
+    """``buf`` as a 1-D unsigned-byte memoryview: a view of a C-contiguous buffer, else a copy."""
+    if buf is None:
+        raise TypeError("buf must be bytes-like (use Segment.zero for an all-zero buffer)")
+    try:
+        view = memoryview(buf)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"buf must support the buffer protocol ({type(buf).__name__}: {e})") \
+            from None
+    if view.format.lstrip("@=<>!") == "O":
+        raise TypeError("buf holds Python object pointers, not bytes")
+    _u32("bufsz", view.nbytes)           # before copying anything
+    if not view.nbytes:
+        return memoryview(b"")
+    if not view.c_contiguous:
+        return memoryview(view.tobytes())
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
-    ``buf`` is any bytes-like object (``bytes``, ``bytearray``, ``memoryview``, numpy ``uint8``
-    array); it is referenced, not copied. ``Segment.zero`` describes a buffer of zero bytes
-    without building it, so huge fuzzed segments cost nothing.
+
+class Segment:
+    """One ``struct kexec_segment``: ``bufsz`` bytes of ``buf``, ``memsz`` bytes at ``mem``.
+
+    ``buf`` is any object with the buffer protocol: ``bytes``, ``bytearray``, ``memoryview``,
+    ``array.array``, ``mmap``, numpy arrays of any dtype, shape and strides.  Its bytes are
+    taken in C order (``memoryview(buf).tobytes()``) and ``bufsz`` is their number.  A
+    C-contiguous buffer is *referenced*, not copied: ``kexec_load`` reads it when it runs, as
+    the kernel's ``copy_from_user`` does, so writing into the buffer between ``Segment(...)``
+    and the load changes what is loaded (the buffer cannot be resized or closed meanwhile: the
+    segment holds an export of it).  Any other buffer (a strided numpy view, a Fortran-order
+    array) is copied when the segment is created: later writes to it are not seen.
+    ``Segment.zero`` describes a buffer of zero bytes without building it, so huge fuzzed
+    segments cost nothing.
 
     >>> s = Segment(b"\\x90" * 10, mem=0x100000, memsz=0x1000)
     >>> s.bufsz, hex(s.mem), s.memsz
     (10, '0x100000', 4096)
+    >>> import numpy as np
+    >>> Segment(np.arange(4, dtype=np.uint16)[::2], 0, 0x1000).read(0, 4).tobytes()
+    b'\\x00\\x00\\x02\\x00'
     >>> Segment.zero(0, 0x200000, 0x2000)
     Segment(bufsz=0, mem=0x200000, memsz=0x2000, zero)
     """
@@ -28,15 +57,8 @@ class Segment:
     __slots__ = ("_buf", "bufsz", "mem", "memsz")
 
     def __init__(self, buf, mem, memsz):
-        if buf is None:
-            raise TypeError("buf must be bytes-like (use Segment.zero for an all-zero buffer)")
-        try:
-            view = memoryview(buf)
-        except TypeError:
-            raise TypeError(f"buf must be bytes-like, not {type(buf).__name__}") from None
-        view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-        self._buf = view
-        self.bufsz = _u32("bufsz", view.nbytes)
+        self._buf = _byte_view(buf)
+        self.bufsz = self._buf.nbytes
         self.mem = _u32("mem", mem)
         self.memsz = _u32("memsz", memsz)
 
