@@ -50,7 +50,7 @@ from .load_checks import (
     find_crash_control_page,
     pack,
 )
-from .segment import Segment
+from .segment import Segment, check_u32
 
 _U32 = 0xFFFFFFFF
 _LIMIT_FRAME = KEXEC_CONTROL_MEMORY_LIMIT >> PAGE_SHIFT
@@ -105,8 +105,9 @@ def load_image(ram, allocator, entry, segments, flags, *, profile, crash_region)
     segs = list(segments)
     if not segs or not all(isinstance(s, Segment) for s in segs):
         raise TypeError("segments must be a non-empty list of kjcore.Segment")
+    entry, flags = check_u32("entry", entry), check_u32("flags", flags)
+    cs, ce = (check_u32(name, v) for name, v in zip(("crash start", "crash end"), crash_region))
     crash = bool(flags & KEXEC_ON_CRASH)
-    cs, ce = (int(v) for v in crash_region)
     bufsz, mem, memsz = _segment_arrays(segs)
     code = check_segments(entry, bufsz, mem, memsz, len(segs), crash, cs, ce, profile,
                           len(ram) >> PAGE_SHIFT)

@@ -35,7 +35,7 @@ from .machine_kexec import (
 )
 from .memory import FrameAllocator
 from .pm import preserve_context_transition, shutdown_transition
-from .segment import Segment, _u32
+from .segment import Segment, check_u32
 
 
 def _is_int(value):
@@ -166,8 +166,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         machine, so there is nothing to load into.
         """
         self._check_running("kexec_load")
-        entry = _u32("entry", entry)
-        flags = _u32("flags", flags)
+        entry = check_u32("entry", entry)
+        flags = check_u32("flags", flags)
         if isinstance(segments, (Segment, bytes, str)):
             raise TypeError("segments must be a sequence of Segment")
         segs = [_as_segment(s, i) for i, s in enumerate(segments)]

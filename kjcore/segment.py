@@ -2,8 +2,9 @@
 from .constants import U32
 
 
-def _u32(name, value):
-    """Check that *value* fits an unsigned long of the i386 syscall ABI."""
+def check_u32(name, value):
+    """Return *value* if it is an int that fits an unsigned long of the i386 syscall ABI,
+    else raise ``TypeError`` / ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not 0 <= value <= U32:
@@ -22,7 +23,7 @@ def _byte_view(buf):
             from None
     if view.format.lstrip("@=<>!") == "O":
         raise TypeError("buf holds Python object pointers, not bytes")
-    _u32("bufsz", view.nbytes)           # before copying anything
+    check_u32("bufsz", view.nbytes)  # before copying anything
     if not view.nbytes:
         return memoryview(b"")
     if not view.c_contiguous:
@@ -59,17 +60,17 @@ class Segment:
     def __init__(self, buf, mem, memsz):
         self._buf = _byte_view(buf)
         self.bufsz = self._buf.nbytes
-        self.mem = _u32("mem", mem)
-        self.memsz = _u32("memsz", memsz)
+        self.mem = check_u32("mem", mem)
+        self.memsz = check_u32("memsz", memsz)
 
     @classmethod
     def zero(cls, bufsz, mem, memsz):
         """A segment whose buffer is ``bufsz`` zero bytes, never materialised."""
         self = cls.__new__(cls)
         self._buf = None
-        self.bufsz = _u32("bufsz", bufsz)
-        self.mem = _u32("mem", mem)
-        self.memsz = _u32("memsz", memsz)
+        self.bufsz = check_u32("bufsz", bufsz)
+        self.mem = check_u32("mem", mem)
+        self.memsz = check_u32("memsz", memsz)
         return self
 
     @property

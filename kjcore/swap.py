@@ -30,7 +30,7 @@ The emulated engine (the i386 routine on kjcore's CPU) is a fourth, checked agai
 import numpy as np
 
 from .constants import PAGE_SIZE
-from .segment import _u32
+from .segment import check_u32
 
 ENGINES = ("native", "numba", "reference")
 
@@ -63,8 +63,8 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     reaches IND_DONE (corrupted RAM) and :class:`BusError` on a strict bus.
     """
     _check_ram(ram)
-    head = _u32("head", head)
-    swap_page = _u32("swap_page", swap_page)
+    head = check_u32("head", head)
+    swap_page = check_u32("swap_page", swap_page)
     if swap_page % PAGE_SIZE:
         raise ValueError(f"swap_page={swap_page:#x} is not page-aligned")
     limit = MAX_WORDS
