@@ -62,19 +62,19 @@ _EMPTY = -1         # the free stack is empty (ENOMEM)
 _BAD = -2           # the free stack holds a frame out of range or twice
 
 # Plan status codes.
-PLAN_OK = 0
-PLAN_NOMEM_CONTROL = 1
-PLAN_NOMEM_SWAP = 2
-PLAN_NOMEM_PAGES = 3
-PLAN_CORRUPT = 4
+_PLAN_OK = 0
+_PLAN_NOMEM_CONTROL = 1
+_PLAN_NOMEM_SWAP = 2
+_PLAN_NOMEM_PAGES = 3
+_PLAN_CORRUPT = 4
 
-_PLAN_RULE = {PLAN_NOMEM_CONTROL: RULE_NOMEM_CONTROL, PLAN_NOMEM_SWAP: RULE_NOMEM_SWAP,
-              PLAN_NOMEM_PAGES: RULE_NOMEM_PAGES}
+_PLAN_RULE = {_PLAN_NOMEM_CONTROL: RULE_NOMEM_CONTROL, _PLAN_NOMEM_SWAP: RULE_NOMEM_SWAP,
+              _PLAN_NOMEM_PAGES: RULE_NOMEM_PAGES}
 
 # Slots of the ``out`` scalar array.
 _OUT_CONTROL, _OUT_SWAP, _OUT_HEAD, _OUT_NR_IND, _OUT_NR_PARKED, _OUT_NR_SOURCES, _OUT_SIZE = \
     range(7)
-# Slots of the add_entry cursor state (_ST_STATUS: a PLAN_* code once adding failed).
+# Slots of the add_entry cursor state (_ST_STATUS: a _PLAN_* code once adding failed).
 _ST_HEAD, _ST_CUR, _ST_LAST, _ST_NIND, _ST_STATUS, _ST_SIZE = range(6)
 
 
@@ -128,14 +128,9 @@ def load_image(ram, allocator, entry, segments, flags, *, profile, crash_region)
 
 
 def _segment_arrays(segs):
-    """bufsz, mem, memsz as int64 arrays (at least one element so Numba sees a real array)."""
-    n = max(len(segs), 1)
-    bufsz = np.zeros(n, dtype=np.int64)
-    mem = np.zeros(n, dtype=np.int64)
-    memsz = np.zeros(n, dtype=np.int64)
-    for i, s in enumerate(segs):
-        bufsz[i], mem[i], memsz[i] = s.bufsz, s.mem, s.memsz
-    return bufsz, mem, memsz
+    """bufsz, mem, memsz of the segments as int64 arrays, for the compiled checks."""
+    table = np.array([(s.bufsz, s.mem, s.memsz) for s in segs], dtype=np.int64).reshape(-1, 3)
+    return (np.ascontiguousarray(table[:, k]) for k in range(3))
 
 
 def _segment_bytes(seg, ram):
@@ -191,10 +186,10 @@ def _load_normal(ram, allocator, entry, segs, data, flags, mem, memsz, inclusive
     out = np.zeros(_OUT_SIZE, dtype=np.int64)
     status = _plan_normal(stack, top, mem, memsz, len(segs), inclusive, words, written,
                           ind_frames, src_pos, parked, taken, parked_list, dst_entry, held, out)
-    if status != PLAN_OK:
+    if status != _PLAN_OK:
         top[0] = nr_free
         stack[:nr_free] = saved
-        if status == PLAN_CORRUPT:
+        if status == _PLAN_CORRUPT:
             raise RuntimeError("the frame allocator is corrupt: its free stack holds a frame "
                                "outside RAM or the same frame twice; nothing was loaded")
         raise KexecError(errno.ENOMEM, describe(pack(errno.ENOMEM, _PLAN_RULE[status])))
@@ -339,7 +334,7 @@ def _alloc_page(stack, top, taken, mem, memsz, nr, inclusive, destination,
 @njit(cache=True)
 def _plan_normal(stack, top, mem, memsz, nr, inclusive, words, written, ind_frames, src_pos,
                  parked, taken, parked_list, dst_entry, held, out):
-    """Plan a normal kimage; returns a PLAN_* status, fills the arrays and ``out``.
+    """Plan a normal kimage; returns a _PLAN_* status, fills the arrays and ``out``.
 
     ``words`` is the staged content of the indirection pages, flat (page k = words[k*1024:]);
     ``written[k]`` is how many leading words of page k the kernel wrote; ``src_pos[n]`` is the
@@ -350,15 +345,15 @@ def _plan_normal(stack, top, mem, memsz, nr, inclusive, words, written, ind_fram
     if not (0 <= top[0] <= len(stack) and 1 <= nr <= min(len(mem), len(memsz))
             and len(parked) == nr_frames and len(taken) == nr_frames
             and len(words) >= len(ind_frames) * _WORDS and len(written) >= len(ind_frames)):
-        return PLAN_CORRUPT
+        return _PLAN_CORRUPT
     nparked = np.zeros(1, dtype=np.int64)
     control = _alloc_control_page(stack, top, taken, mem, memsz, nr, inclusive, held)
     if control < 0:
-        return PLAN_CORRUPT if control == _BAD else PLAN_NOMEM_CONTROL
+        return _PLAN_CORRUPT if control == _BAD else _PLAN_NOMEM_CONTROL
     out[_OUT_CONTROL] = control
     swap = _alloc_control_page(stack, top, taken, mem, memsz, nr, inclusive, held)
     if swap < 0:
-        return PLAN_CORRUPT if swap == _BAD else PLAN_NOMEM_SWAP
+        return _PLAN_CORRUPT if swap == _BAD else _PLAN_NOMEM_SWAP
     out[_OUT_SWAP] = swap
 
     # Cursor state of kimage_add_entry: the head word, the cursor (-1 = the head word, else a
@@ -376,7 +371,7 @@ def _plan_normal(stack, top, mem, memsz, nr, inclusive, words, written, ind_fram
             frame = _alloc_page(stack, top, taken, mem, memsz, nr, inclusive, dest,
                                 words, parked, parked_list, nparked, dst_entry)
             if frame < 0 or nsrc >= len(src_pos):
-                st[_ST_STATUS] = PLAN_NOMEM_PAGES if frame == _EMPTY else PLAN_CORRUPT
+                st[_ST_STATUS] = _PLAN_NOMEM_PAGES if frame == _EMPTY else _PLAN_CORRUPT
                 break
             pos = _add_entry(st, (frame << PAGE_SHIFT) | IND_SOURCE, stack, top, taken, mem,
                              memsz, nr, inclusive, words, written, ind_frames, parked,
@@ -402,12 +397,12 @@ def _plan_normal(stack, top, mem, memsz, nr, inclusive, words, written, ind_fram
     if words[cur] != 0:
         cur += 1
     if cur >= len(words):
-        return PLAN_CORRUPT
+        return _PLAN_CORRUPT
     words[cur] = IND_DONE
     k = st[_ST_NIND] - 1
     written[k] = max(written[k], cur + 1 - k * _WORDS)
     out[_OUT_HEAD] = st[_ST_HEAD]
-    return PLAN_OK
+    return _PLAN_OK
 
 
 @njit(cache=True)
@@ -426,7 +421,7 @@ def _add_entry(st, entry, stack, top, taken, mem, memsz, nr, inclusive,
             ind = _alloc_page(stack, top, taken, mem, memsz, nr, inclusive, _NO_DEST,
                               words, parked, parked_list, nparked, dst_entry)
         if ind < 0:
-            st[_ST_STATUS] = PLAN_CORRUPT if ind == _BAD else PLAN_NOMEM_PAGES
+            st[_ST_STATUS] = _PLAN_CORRUPT if ind == _BAD else _PLAN_NOMEM_PAGES
             return -1
         link = (ind << PAGE_SHIFT) | IND_INDIRECTION
         if cur < 0:
