@@ -119,11 +119,6 @@ BUFFERS = [
 ]
 
 
-def test_the_buffer_kinds_cover_the_issue():
-    names = {n for n, _, _ in BUFFERS}
-    assert {"bytes", "bytearray", "memoryview", "mmap", "numpy-strided", "array-h"} <= names
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(BUFFERS), data=st.binary(max_size=3 * PAGE_SIZE + 100),
        reject=st.sampled_from([None, "bufsz", "overlap", "nomem"]))
