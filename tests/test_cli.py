@@ -1,4 +1,4 @@
-"""The ``kjcore`` command (kjcore.cli): machine new, inspect, fuzz, bench, demo."""
+"""The ``kjcore`` command (kjcore.commands.main): machine new, inspect, fuzz, bench, demo."""
 import errno
 import json
 import subprocess
@@ -7,8 +7,9 @@ import sys
 import pytest
 
 import kjcore
-from kjcore import cli
-from kjcore.cli import UsageError, parse_crashkernel, parse_size
+from kjcore.commands import main as cli
+from kjcore.commands.grammar import UsageError, parse_crashkernel, parse_size
+from kjcore.inspect import memory_map
 from kjcore.persist import open_machine, save_machine
 
 MiB = 1 << 20
@@ -191,21 +192,21 @@ def test_bench_builtin(capsys):
 
 
 def test_demo_is_dispatched(monkeypatch):
-    import kjcore.demo
+    import kjcore.commands.demo
     seen = []
-    monkeypatch.setattr(kjcore.demo, "main", lambda argv: seen.append(argv) or 3)
+    monkeypatch.setattr(kjcore.commands.demo, "main", lambda argv: seen.append(argv) or 3)
     assert cli.main(["demo", "--ram", "32M", "-x"]) == 3
     assert seen == [["--ram", "32M", "-x"]]
 
 
 def test_console_scripts(tmp_path):
     """The installed entry points run (pip install -e declares them)."""
-    out = subprocess.run([sys.executable, "-c", "import sys, kjcore.cli; "
-                          "sys.exit(kjcore.cli.main(['--version']))"],
+    out = subprocess.run([sys.executable, "-c", "import sys, kjcore.commands.main as m; "
+                          "sys.exit(m.main(['--version']))"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("kjcore ")
 
 
 def test_memory_map_of_fresh_machine():
     m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)
-    assert cli.memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
+    assert memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]

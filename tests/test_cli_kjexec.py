@@ -1,4 +1,4 @@
-"""``kjexec``: kexec-tools' command line on a persistent machine (kjcore.kjexec)."""
+"""``kjexec``: kexec-tools' command line on a persistent machine (kjcore.commands.kjexec)."""
 import os
 import subprocess
 import sys
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import kjexec, persist
+from kjcore import persist
+from kjcore.commands import kjexec
 from kjcore.loader import load_elf32
 from kjcore.persist import open_machine
 
@@ -254,9 +255,9 @@ def test_option_order_like_getopt_long(capsys, tmp_path, mpath):
 
 
 def test_console_script_runs(tmp_path, mpath):
-    """``python -m kjcore.kjexec`` behaves like the installed ``kjexec``."""
+    """``python -m kjcore.commands.kjexec`` behaves like the installed ``kjexec``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", "/tmp/nbc-cli"))
-    out = subprocess.run([sys.executable, "-m", "kjcore.kjexec", "--machine", mpath,
+    out = subprocess.run([sys.executable, "-m", "kjcore.commands.kjexec", "--machine", mpath,
                           *SEED_EXAMPLE, PHY_MODE], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert open_machine(mpath).kexec_image.preserve_context

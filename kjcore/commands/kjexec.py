@@ -21,9 +21,17 @@ import getopt
 import os
 import sys
 
-from .constants import (KEXEC_ARCH_386, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT,
-                        LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, U32)
-from .errors import KexecError
+from ..constants import (
+    KEXEC_ARCH_386,
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+    U32,
+)
+from ..errors import KexecError
+from .grammar import strtoul
 
 #: exit status of a failed action (kexec-tools returns -1 from main)
 EXIT_FAILED = 255
@@ -92,21 +100,6 @@ def _err(*lines):
         print(line, file=sys.stderr)
 
 
-def _strtoul(text):
-    """``strtoul(text, &end, 0)`` with ``*end`` required to be the end; None if not."""
-    s = text.strip()
-    try:
-        if s.lower().startswith("0x"):
-            value = int(s[2:], 16)
-        elif len(s) > 1 and s.startswith("0"):
-            value = int(s[1:], 8)
-        else:
-            value = int(s, 10)
-    except ValueError:
-        return None
-    return value if 0 <= value <= U32 and not s.startswith(("+", "-")) else None
-
-
 class _Options:
     def __init__(self):
         self.do_load, self.do_exec, self.do_shutdown = True, False, True
@@ -159,7 +152,7 @@ def _parse(argv):
             o.do_load, o.do_exec, o.do_shutdown = True, False, False
             o.kexec_flags = KEXEC_ON_CRASH
         elif opt in ("--entry", "--mem-min", "--mem-max"):
-            value = _strtoul(val)
+            value = strtoul(val)
             if value is None:
                 _err(f"Bad option value in {opt}={val}")
                 print(USAGE, end="")
@@ -191,7 +184,7 @@ def _parse(argv):
 
 
 def _version():
-    from . import __version__
+    from .. import __version__
     print(f"kjexec (kjcore {__version__}): kexec-tools' kexec for simulated i386 machines")
 
 
@@ -215,7 +208,7 @@ def _kexec_error(prefix, e, dump=None):
 
 def _read_image(o):
     """(segments, entry) of the image file, kexec-tools' my_load() up to the backups."""
-    from .loader import load_elf32, load_flat
+    from ..loader import load_elf32, load_flat
     if not o.files:
         _err("No kernel specified")
         print(USAGE, end="")
@@ -242,7 +235,7 @@ def _read_image(o):
         _err(f"Cannot determine the file type of {name}",
              "kjexec: not an ELF file; use --type=raw --entry=ADDR for a flat binary")
         return None
-    from .elf32 import LoaderError
+    from ..elf32 import LoaderError
     try:
         if kind == "elf":
             if o.purgatory_opts or not o.args_none:
@@ -265,8 +258,8 @@ def _read_image(o):
 
 
 def _load(machine, o):
-    from .elf32 import LoaderError
-    from .loader import check_placement, preserve_context_backup_segments, sort_segments
+    from ..elf32 import LoaderError
+    from ..loader import check_placement, preserve_context_backup_segments, sort_segments
     read = _read_image(o)
     if read is None:
         return -1
@@ -309,7 +302,7 @@ def _unload(machine, o):
 
 
 def _jump_back_helper(machine, o):
-    from .loader import jump_back_helper
+    from ..loader import jump_back_helper
     if machine.kexec_image is not None:
         _err("There is kexec kernel loaded, make sure you are in kexeced kernel.")
         return -1
@@ -465,7 +458,7 @@ def _run(o):
 
 
 def _run_locked(o):
-    from .persist import MachineFileError, open_machine, save_machine
+    from ..persist import MachineFileError, open_machine, save_machine
     try:
         machine = open_machine(o.machine)
     except (MachineFileError, OSError) as e:

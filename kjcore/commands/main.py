@@ -9,15 +9,9 @@
     kjcore fuzz --jumps N [--workers W] [--seed S]
     kjcore bench [--builtin] [--size 16M]
 
-``kjexec`` (:mod:`kjcore.kjexec`) loads and runs images on a machine made here. Sizes take the
-kernel's ``memparse`` syntax (``256M``, ``0x1000000``, ``4G``) and ``--crashkernel`` the
-``crashkernel=`` boot parameter's (``64M@16M``, ``512M-2G:64M,2G-:128M@16M``). See
-``docs/cli.rst``.
-
->>> parse_size("64M"), parse_size("0x1000"), parse_size("1g")
-(67108864, 4096, 1073741824)
->>> [hex(v) for v in parse_crashkernel("64M@16M", ram_size=256 << 20)]
-['0x1000000', '0x4000000']
+``kjexec`` (:mod:`kjcore.commands.kjexec`) loads and runs images on a machine made here. The
+size and ``crashkernel=`` grammars are :mod:`kjcore.commands.grammar`'s, the memory map
+:mod:`kjcore.inspect`'s. See ``docs/cli.rst``.
 """
 import argparse
 import errno
@@ -29,180 +23,9 @@ import time
 
 import numpy as np
 
-from .constants import IND_DESTINATION, IND_SOURCE, PAGE_SHIFT, PAGE_SIZE, PROFILES
-
-_SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
-#: 32-bit kernels reserve the crash kernel below this when crashkernel= gives no base (x86)
-_CRASH_ADDR_MAX = 512 << 20
-_CRASH_ALIGN = 16 << 20
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot be used; printed as ``kjcore: error: ...``."""
-
-
-# ---------------------------------------------------------------------------------- parsing
-def _parse_number(text):
-    """``simple_strtoull(text, base 0)``: 0x hex, leading-0 octal, else decimal; (value, rest)."""
-    s = text.strip()
-    low = s.lower()
-    if low.startswith("0x"):
-        digits, base, i = "0123456789abcdef", 16, 2
-    elif low.startswith("0") and len(low) > 1 and low[1].isdigit():
-        digits, base, i = "01234567", 8, 1
-    else:
-        digits, base, i = "0123456789", 10, 0
-    j = i
-    while j < len(low) and low[j] in digits:
-        j += 1
-    if j == i and not (base == 10 and s[:1] == "0"):
-        raise UsageError(f"{text!r} is not a number")
-    return int(s[i:j] or "0", base), s[j:]
-
-
-def parse_size(text):
-    """A size or address in the kernel's ``memparse`` syntax: a number and an optional
-    K/M/G/T/P/E suffix (powers of 1024, either case)."""
-    value, rest = _parse_number(text)
-    if rest[:1].upper() in _SUFFIX:
-        value <<= _SUFFIX[rest[0].upper()]
-        rest = rest[1:]
-    if rest:
-        raise UsageError(f"{text!r} is not a size (trailing {rest!r})")
-    return value
-
-
-def parse_crashkernel(text, ram_size, profile="2.6.27"):
-    """``crashkernel=`` syntax to ``(start, size)`` for a machine of ``ram_size`` bytes.
-
-    ``size[@offset]`` or ``range1:size1[,range2:size2,...][@offset]`` where a range is
-    ``start-[end]`` (end exclusive) matched against ``ram_size``. Without ``@offset``,
-    2.6.27 on i386 reserves nothing and says "you have to specify a base address"; the
-    mainline profile picks the highest 16 MiB-aligned base below 512 MiB, like today's x86.
-    """
-    spec, _, base = text.partition("@")
-    if ":" in spec:
-        size = None
-        for part in spec.split(","):
-            rng, colon, sz = part.partition(":")
-            lo, dash, hi = rng.partition("-")
-            if not colon or not dash:
-                raise UsageError(f"crashkernel={text}: bad range {part!r} (want start-[end]:size)")
-            lo = parse_size(lo)
-            hi = parse_size(hi) if hi else None
-            if lo <= ram_size and (hi is None or ram_size < hi):
-                size = parse_size(sz)
-                break
-        if size is None:
-            raise UsageError(f"crashkernel={text}: no range matches {ram_size >> 20} MiB of RAM")
-    else:
-        size = parse_size(spec)
-    if size <= 0:
-        raise UsageError(f"crashkernel={text}: empty reservation")
-    if base:
-        return parse_size(base), size
-    if profile == "2.6.27":
-        raise UsageError(f"crashkernel={text}: 2.6.27 on i386 needs a base address "
-                         "(crashkernel=size@offset)")
-    top = min(ram_size, _CRASH_ADDR_MAX)
-    start = (top - size) & ~(_CRASH_ALIGN - 1)
-    if start < _CRASH_ALIGN or top < size:
-        raise UsageError(f"crashkernel={text}: no {_CRASH_ALIGN >> 20} MiB-aligned room for "
-                         f"{size:#x} bytes below {top:#x}")
-    return start, size
-
-
-def format_size(n):
-    """``67108864`` -> ``'64M'``; exact values only, else hex."""
-    for suffix, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift}{suffix}"
-    return f"{n:#x}"
-
-
-# ---------------------------------------------------------------------------------- inspect
-#: labels of the compact memory map, by priority (later labels overwrite earlier ones)
-_KINDS = ("free", "kernel", "crashkernel", "crash-image", "control", "swap", "indirection",
-          "source", "parked", "allocated")
-
-
-def _image_info(image):
-    entries = []
-    dest = 0
-    runs = []          # (flag name, count, first addr, last addr, first dest)
-    from .kimage import flag_name
-    for flag, addr in image.entries():
-        name = flag_name(flag)
-        entries.append([name, addr])
-        if flag == IND_DESTINATION:
-            dest = addr
-        d = dest if flag == IND_SOURCE else None
-        if runs and runs[-1][0] == name == "SOURCE":
-            r = runs[-1]
-            runs[-1] = (name, r[1] + 1, r[2], addr, r[4])
-        else:
-            runs.append((name, 1, addr, addr, d))
-        if flag == IND_SOURCE:
-            dest = (dest + PAGE_SIZE) & 0xFFFFFFFF
-    return {
-        "type": image.type, "start": image.start, "head": image.head,
-        "preserve_context": image.preserve_context, "control_page": image.control_page,
-        "swap_page": image.swap_page,
-        "segments": [{"mem": s.mem, "memsz": s.memsz, "bufsz": s.bufsz,
-                      "zero": s.buf is None} for s in image.segments],
-        "nr_source_pages": int(len(image.source_pages())) if image.type != "crash" else 0,
-        "nr_indirection_pages": int(len(image.indirection_pages()))
-        if image.type != "crash" else 0,
-        "entries": entries,
-        "_runs": runs,
-    }
-
-
-def memory_map(machine):
-    """The compact memory map: a list of ``(start, end, kind)`` (end exclusive) covering RAM.
-
-    Kinds: ``free`` (the allocator may hand it out), ``kernel`` (below ``kernel_reserved``),
-    ``crashkernel`` (the reserved region), ``crash-image`` (a loaded crash segment),
-    ``control``/``swap``/``indirection``/``source``/``parked`` (frames of a loaded image) and
-    ``allocated`` (not free and not accounted for by any image).
-    """
-    nr = machine.ram_size >> PAGE_SHIFT
-    code = {k: i for i, k in enumerate(_KINDS)}
-    label = np.full(nr, code["allocated"], dtype=np.uint8)
-    label[machine.allocator.state()] = code["free"]
-    label[:machine.kernel_reserved >> PAGE_SHIFT] = code["kernel"]
-    if machine.crashkernel is not None:
-        start, size = machine.crashkernel
-        label[start >> PAGE_SHIFT:(start + size) >> PAGE_SHIFT] = code["crashkernel"]
-    crash = machine.kexec_crash_image
-    if crash is not None:
-        for s in crash.segments:
-            label[s.mem >> PAGE_SHIFT:(s.mem + s.memsz) >> PAGE_SHIFT] = code["crash-image"]
-        label[crash.control_page >> PAGE_SHIFT] = code["control"]
-    image = machine.kexec_image
-    if image is not None:
-        label[image.indirection_pages() >> PAGE_SHIFT] = code["indirection"]
-        label[image.source_pages() >> PAGE_SHIFT] = code["source"]
-        label[np.asarray(image._parked_frames, dtype=np.int64)] = code["parked"]
-        label[image.control_page >> PAGE_SHIFT] = code["control"]
-        label[image.swap_page >> PAGE_SHIFT] = code["swap"]
-    cuts = np.flatnonzero(np.diff(label)) + 1
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [nr]))
-    return [(int(s) << PAGE_SHIFT, int(e) << PAGE_SHIFT, _KINDS[label[s]])
-            for s, e in zip(starts, ends)]
-
-
-def describe_machine(machine, path=None):
-    """Everything ``kjcore inspect`` shows, as JSON-ready values."""
-    from .persist import machine_config
-    images = {}
-    for slot in ("kexec_image", "kexec_crash_image"):
-        img = getattr(machine, slot)
-        images[slot] = None if img is None else _image_info(img)
-    return {"path": path, "config": machine_config(machine),
-            "free_frames": machine.free_frames, "images": images,
-            "memory_map": [{"start": s, "end": e, "kind": k} for s, e, k in memory_map(machine)]}
+from ..constants import PAGE_SIZE, PROFILES
+from ..inspect import describe_machine, entry_runs
+from .grammar import UsageError, format_size, parse_crashkernel, parse_size
 
 
 def _print_image(slot, info, out, max_lines):
@@ -227,7 +50,7 @@ def _print_image(slot, info, out, max_lines):
     print(f"  entries       {len(info['entries'])} words read from RAM: "
           f"{info['nr_source_pages']} source, {info['nr_indirection_pages']} indirection pages",
           file=out)
-    runs = info["_runs"]
+    runs = entry_runs(info["entries"])
     for name, count, first, last, dest in runs[:max_lines]:
         if name == "SOURCE" and count > 1:
             print(f"    SOURCE       x{count} {first:#010x} ... {last:#010x}  "
@@ -272,8 +95,8 @@ def print_description(desc, out=None, max_lines=40):
 
 # ---------------------------------------------------------------------------------- commands
 def _cmd_machine_new(args):
-    from .machine import Machine
-    from .persist import is_machine_dir, save_machine
+    from ..machine import Machine
+    from ..persist import is_machine_dir, save_machine
     ram = parse_size(args.ram)
     crash = None
     if args.crashkernel:
@@ -298,13 +121,10 @@ def _cmd_machine_new(args):
 
 
 def _cmd_inspect(args):
-    from .persist import open_machine
+    from ..persist import open_machine
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
     if args.json:
-        for info in desc["images"].values():
-            if info is not None:
-                del info["_runs"]
         json.dump(desc, sys.stdout, indent=1)
         print()
     else:
@@ -313,22 +133,19 @@ def _cmd_inspect(args):
 
 
 def _cmd_demo(argv):
-    try:
-        from . import demo
-    except ImportError as e:
-        raise UsageError(f"the demo is not available in this build ({e})") from None
+    from . import demo
     return demo.main(list(argv))
 
 
 def _cmd_jump_campaign(args):
     from concurrent.futures import ProcessPoolExecutor
 
-    from .fuzz import jump_campaign
+    from ..fuzz import jump_campaign
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     if args.workers > 1:
         # Compile the CPU here first (on two cores, kjcore.cpu.warmup): from a cold cache every
         # worker would otherwise compile it for itself.
-        from .cpu import CPU
+        from ..cpu import CPU
         CPU(np.zeros(4096, np.uint8)).run(1)
         with ProcessPoolExecutor(args.workers) as ex:
             result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
@@ -347,7 +164,7 @@ def _cmd_jump_campaign(args):
 def _cmd_fuzz(args):
     if args.jumps:
         return _cmd_jump_campaign(args)
-    from .fuzz import check_layouts, random_layouts
+    from ..fuzz import check_layouts, random_layouts
     ram = parse_size(args.ram)
     crash = parse_crashkernel(args.crashkernel, ram, args.profile) if args.crashkernel else None
     opts = dict(profile=args.profile, ram_size=ram, crashkernel=crash,
@@ -400,7 +217,8 @@ def _cmd_fuzz(args):
 
 
 def _benchmarks_dir():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(__file__)          # SOURCE/kjcore/commands/main.py
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     path = os.path.join(root, "benchmarks")
     if os.path.isdir(path) and any(n.endswith(".py") and (n.startswith("test_")
                                    or n.startswith("bench_")) for n in os.listdir(path)):
@@ -409,9 +227,9 @@ def _benchmarks_dir():
 
 
 def _builtin_bench(size, repeat):
-    from . import KEXEC_PRESERVE_CONTEXT, Segment
-    from .machine import Machine
-    from .swap import ENGINES, swap_pages
+    from .. import KEXEC_PRESERVE_CONTEXT, Segment
+    from ..machine import Machine
+    from ..swap import ENGINES, swap_pages
     ram = max(64 << 20, 4 * size)
     m = Machine(ram)
     m.kexec_load(16 << 20, [Segment.zero(0, 16 << 20, size)], KEXEC_PRESERVE_CONTEXT)
@@ -457,7 +275,7 @@ def _cmd_bench(args):
 
 # ---------------------------------------------------------------------------------- main
 def _parser():
-    from . import __version__
+    from .. import __version__
     ap = argparse.ArgumentParser(prog="kjcore", description="kjcore: Linux kexec jump (2.6.27, "
                                  "i386) simulated. Loading and running images: see kjexec.")
     ap.add_argument("--version", action="version", version=f"kjcore {__version__}")
@@ -524,7 +342,7 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``kjcore`` command; returns the exit status."""
-    from .persist import MachineFileError
+    from ..persist import MachineFileError
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["demo"]:

@@ -13,12 +13,19 @@ import time
 
 import numpy as np
 
-from .cli import parse_size
-from .constants import (KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1,
-                        LINUX_REBOOT_MAGIC2, PAGE_OFFSET, PAGE_SIZE)
-from .kimage import flag_name
-from .machine import Machine
-from .segment import Segment
+from ..constants import (
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+    PAGE_OFFSET,
+    PAGE_SIZE,
+)
+from ..inspect import STRIP_CHARS, memory_strip
+from ..kimage import flag_name
+from ..machine import Machine
+from ..segment import Segment
+from .grammar import parse_size
 
 # The physical-mode program, a peer of the first kernel (SPEC §7.8-7.9).  On entry [ESP] is
 # the jump-back entry; it prints its message, then calls the jump-back entry, so its own
@@ -53,23 +60,6 @@ def restored_region(m, img):
     return keep
 
 
-def memory_map(m, img):
-    """A compact map of the machine's RAM: one character per ``cell`` bytes."""
-    cell = max(PAGE_SIZE, m.ram_size // 64)
-    legend = np.full(m.ram_size // cell, ".", dtype="<U1")
-    legend[: m.kernel_reserved // cell] = "K"
-    for s in img.segments:
-        legend[s.mem // cell:(s.mem + s.memsz + cell - 1) // cell] = "D"
-    for p in img.source_pages().tolist():
-        if legend[p // cell] not in "D":
-            legend[p // cell] = "s"
-    for p in img.indirection_pages().tolist():
-        legend[p // cell] = "i"
-    legend[img.control_page // cell] = "C"
-    legend[img.swap_page // cell] = "W"
-    return "".join(legend), cell
-
-
 def main(argv=None):
     """Run the demo; returns a process exit code (0 when every check passed)."""
     ap = argparse.ArgumentParser(prog="kjcore demo", description=__doc__.splitlines()[0])
@@ -100,9 +90,9 @@ def main(argv=None):
         print(f"  ... {len(entries) - 7} more ...")
     for flag, addr in entries[-2:] if len(entries) > 5 else []:
         print(f"  {flag_name(flag):<12} {addr:#010x}")
-    mmap, cell = memory_map(m, img)
-    print(f"memory map ({cell // 1024} KiB per cell; K kernel, D destinations, s sources, "
-          f"i indirection, C control, W swap):\n  {mmap}")
+    strip, cell = memory_strip(m)
+    legend = ", ".join(f"{char} {kind}" for kind, char in STRIP_CHARS.items())
+    print(f"memory map ({cell // 1024} KiB per cell; {legend}):\n  {strip}")
 
     keep = restored_region(m, img)
     before = m.ram.copy()
