@@ -191,6 +191,15 @@ def test_bench_builtin(capsys):
         assert f"  {name}" in out
 
 
+def test_bench_collects_the_benchmarks(capfd):
+    """``kjcore bench`` (``pytest benchmarks --benchmark-enable``) finds the bench_*.py files
+    (the default run does not: benchmarks/ is outside testpaths)."""
+    assert cli.main(["bench", "--", "--collect-only", "-q"]) == 0
+    out = capfd.readouterr().out
+    assert "bench_fuzz.py::test_check_layouts_throughput" in out
+    assert "bench_jump.py::test_round_trip" in out
+
+
 def test_demo_is_dispatched(monkeypatch):
     import kjcore.commands.demo
     seen = []

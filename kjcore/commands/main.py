@@ -268,9 +268,10 @@ def _cmd_bench(args):
     path = None if args.builtin else _benchmarks_dir()
     if path is None:
         return _builtin_bench(parse_size(args.size), args.repeat)
-    cmd = [sys.executable, "-m", "pytest", path, "--benchmark-enable", "-p", "no:cacheprovider"]
+    cmd = [sys.executable, "-m", "pytest", path, "--benchmark-enable", "-p", "no:cacheprovider",
+           *args.pytest_args]
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd + list(args.pytest_args))
+    return subprocess.call(cmd)
 
 
 # ---------------------------------------------------------------------------------- main
