@@ -10,8 +10,19 @@ kjexec's addresses kexec-tools' ``strtoul(text, &end, 0)``.
 ['0x1000000', '0x4000000']
 >>> strtoul("0x10"), strtoul("010"), strtoul("12x")
 (16, 8, None)
+
+Every numeric option of both commands is checked by one :func:`number` type, so a bad value
+gets the same one-line message whichever command and option it was given to:
+
+>>> RAM_SIZE("100G")
+Traceback (most recent call last):
+  ...
+argparse.ArgumentTypeError: '100G' is not a size from 4K to 1G in multiples of 4K
 """
-from ..constants import U32
+import argparse
+import sys
+
+from ..constants import MAX_RAM_SIZE, PAGE_SIZE, U32
 
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 #: 32-bit kernels reserve the crash kernel below this when crashkernel= gives no base (x86)
@@ -21,6 +32,16 @@ _CRASH_ALIGN = 16 << 20
 
 class UsageError(ValueError):
     """A command-line value that cannot be used; printed as ``kjcore: error: ...``."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``kjcore: error: MESSAGE (see 'PROG --help')`` on
+    standard error and exit status 2, instead of the usage text followed by the message."""
+
+    def error(self, message):
+        print(f"{self.prog.split()[0]}: error: {message} (see '{self.prog} --help')",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def _parse_number(text):
@@ -111,3 +132,39 @@ def strtoul(text):
     except UsageError:
         return None
     return value if not rest and value <= U32 else None
+
+
+def number(minimum, maximum=None, *, size=False, align=1):
+    """An argparse ``type=`` for a numeric option: a whole number (``size=True``: a size in the
+    ``memparse`` syntax) from ``minimum`` to ``maximum`` (None: no upper bound), a multiple of
+    ``align``. Anything else is refused with one line naming the rule."""
+    unit = format_size if size else str
+    rule = "a size" if size else "a whole number"
+    rule += f" of at least {unit(minimum)}" if maximum is None else \
+        f" from {unit(minimum)} to {unit(maximum)}"
+    if align > 1:
+        rule += f" in multiples of {format_size(align)}"
+
+    def convert(text):
+        try:
+            value = parse_size(text) if size else _whole_number(text)
+        except UsageError:
+            value = None
+        if value is None or value < minimum or (maximum is not None and value > maximum) \
+                or value % align:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {rule}")
+        return value
+    return convert
+
+
+def _whole_number(text):
+    value, rest = _parse_number(text)
+    return None if rest else value
+
+
+#: RAM of a simulated machine: what ``Machine(ram_size=...)`` accepts
+RAM_SIZE = number(PAGE_SIZE, MAX_RAM_SIZE, size=True, align=PAGE_SIZE)
+#: a seed (the page allocator's, a fuzzer's): what ``numpy.random.default_rng`` takes, 32 bits
+SEED = number(0, U32)
+#: how many of something (layouts, jumps, repetitions)
+COUNT = number(1)

@@ -23,9 +23,18 @@ import time
 
 import numpy as np
 
-from ..constants import PAGE_SIZE, PROFILES
+from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
-from .grammar import UsageError, format_size, parse_crashkernel, parse_size
+from .grammar import (
+    COUNT,
+    RAM_SIZE,
+    SEED,
+    Parser,
+    UsageError,
+    format_size,
+    number,
+    parse_crashkernel,
+)
 
 
 def _print_image(slot, info, out, max_lines):
@@ -94,10 +103,18 @@ def print_description(desc, out=None, max_lines=40):
 
 
 # ---------------------------------------------------------------------------------- commands
+def _refuse(args, options, reason):
+    """UsageError for the first of ``options`` (as spelt on the command line) that was given:
+    the mode chosen ignores it, and an ignored option is a mistake worth a message."""
+    for option in options:
+        if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False, []):
+            raise UsageError(f"{option} {reason}")
+
+
 def _cmd_machine_new(args):
     from ..machine import Machine
     from ..persist import is_machine_dir, save_machine
-    ram = parse_size(args.ram)
+    ram = args.ram
     crash = None
     if args.crashkernel:
         crash = parse_crashkernel(args.crashkernel, ram, args.profile)
@@ -108,7 +125,7 @@ def _cmd_machine_new(args):
     try:
         m = Machine(ram, pae=args.pae, nx=args.nx, profile=args.profile, crashkernel=crash,
                     kexec_jump=not args.no_kexec_jump, cap_sys_boot=not args.no_cap_sys_boot,
-                    kernel_reserved=parse_size(args.kernel_reserved), engine=args.engine,
+                    kernel_reserved=args.kernel_reserved, engine=args.engine,
                     strict_bus=args.strict_bus, fix_pae_return=args.fix_pae_return,
                     alloc_seed=args.alloc_seed)
     except ValueError as e:
@@ -122,6 +139,8 @@ def _cmd_machine_new(args):
 
 def _cmd_inspect(args):
     from ..persist import open_machine
+    if args.json:
+        _refuse(args, ("--all",), "has no effect with --json (it is always complete)")
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
     if args.json:
@@ -142,12 +161,13 @@ def _cmd_jump_campaign(args):
 
     from ..fuzz import jump_campaign
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    if args.workers > 1:
+    workers = args.workers or 1
+    if workers > 1:
         # Compile the CPU here first (on two cores, kjcore.cpu.warmup): from a cold cache every
         # worker would otherwise compile it for itself.
         from ..cpu import CPU
         CPU(np.zeros(4096, np.uint8)).run(1)
-        with ProcessPoolExecutor(args.workers) as ex:
+        with ProcessPoolExecutor(workers) as ex:
             result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
     else:
         result = jump_campaign(args.jumps, args.seed, progress=progress or None)
@@ -161,11 +181,21 @@ def _cmd_jump_campaign(args):
     return 0 if result.ok else 1
 
 
+#: ``kjcore fuzz`` options of the layout fuzzer (refused with --jumps), and their defaults
+_LAYOUT_OPTIONS = ("-n", "--ram", "--profile", "--crashkernel", "--no-kexec-jump", "--batch",
+                   "--json")
+_LAYOUT_DEFAULTS = {"n": 1_000_000, "ram": 64 << 20, "profile": "2.6.27", "batch": 200_000}
+
+
 def _cmd_fuzz(args):
-    if args.jumps:
+    if args.jumps is not None:
+        _refuse(args, _LAYOUT_OPTIONS, "applies to the layout fuzzer, not to --jumps")
         return _cmd_jump_campaign(args)
+    _refuse(args, ("--workers",), "applies to --jumps only")
     from ..fuzz import check_layouts, random_layouts
-    ram = parse_size(args.ram)
+    args = argparse.Namespace(**{**vars(args), **{
+        k: v for k, v in _LAYOUT_DEFAULTS.items() if getattr(args, k) is None}})
+    ram = args.ram
     crash = parse_crashkernel(args.crashkernel, ram, args.profile) if args.crashkernel else None
     opts = dict(profile=args.profile, ram_size=ram, crashkernel=crash,
                 kexec_jump=not args.no_kexec_jump)
@@ -175,7 +205,7 @@ def _cmd_fuzz(args):
     done = 0
     total_time = 0.0          # check_layouts only
     gen_time = 0.0
-    batch = max(1, args.batch)
+    batch = args.batch
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     while done < args.n:
         n = min(batch, args.n - done)
@@ -264,10 +294,20 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _cmd_bench(args):
     path = None if args.builtin else _benchmarks_dir()
     if path is None:
-        return _builtin_bench(parse_size(args.size), args.repeat)
+        if args.pytest_args:
+            raise UsageError("pytest arguments need the benchmark suite (not --builtin, and "
+                             "a source tree with benchmarks/)")
+        return _builtin_bench(args.size or 16 << 20, args.repeat or 3)
+    _refuse(args, ("--size", "--repeat"), "applies to the built-in timing (--builtin)")
     cmd = [sys.executable, "-m", "pytest", path, "--benchmark-enable", "-p", "no:cacheprovider",
            *args.pytest_args]
     print("running:", " ".join(cmd), flush=True)
@@ -275,37 +315,59 @@ def _cmd_bench(args):
 
 
 # ---------------------------------------------------------------------------------- main
+_DESCRIPTION = ("kjcore: Linux kexec jump (2.6.27, i386) simulated. Create and inspect "
+                "persistent machines, run the demo, fuzz kexec_load, run the benchmarks. "
+                "Loading and running images on a machine: see kjexec.")
+
+
 def _parser():
     from .. import __version__
-    ap = argparse.ArgumentParser(prog="kjcore", description="kjcore: Linux kexec jump (2.6.27, "
-                                 "i386) simulated. Loading and running images: see kjexec.")
-    ap.add_argument("--version", action="version", version=f"kjcore {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    ap = Parser(prog="kjcore", description=_DESCRIPTION)
+    ap.add_argument("--version", action="version", version=f"kjcore {__version__}",
+                    help="print the version and exit")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                            help="what to do (kjcore COMMAND --help for its options)")
 
-    mach = sub.add_parser("machine", help="create persistent machines")
-    msub = mach.add_subparsers(dest="machine_command", metavar="ACTION", required=True)
-    new = msub.add_parser("new", help="create a persistent machine directory PATH")
-    new.add_argument("path", metavar="PATH")
-    new.add_argument("--ram", default="64M", help="RAM size, e.g. 256M (default 64M)")
+    mach = sub.add_parser("machine", help="create persistent machines",
+                          description="Create persistent machines.")
+    msub = mach.add_subparsers(dest="machine_command", metavar="ACTION", required=True,
+                               help="what to do with machines")
+    new = msub.add_parser("new", help="create a persistent machine directory PATH",
+                          description="Create a persistent machine directory PATH: one "
+                          "simulated i386 computer with a first kernel and empty kexec slots.")
+    new.add_argument("path", metavar="PATH", help="the machine directory to create")
+    new.add_argument("--ram", type=RAM_SIZE, default=64 << 20,
+                     help="RAM size, e.g. 256M (default 64M, at most 1G)")
     new.add_argument("--pae", action="store_true", help="PAE paging in the first kernel")
     new.add_argument("--nx", action="store_true", help="NX (needs --pae)")
-    new.add_argument("--profile", default="2.6.27", choices=PROFILES)
+    new.add_argument("--profile", default="2.6.27", choices=PROFILES,
+                     help="kernel rules to follow (default 2.6.27)")
     new.add_argument("--crashkernel", metavar="SPEC",
                      help="reserve crash kernel memory, crashkernel= syntax (64M@16M)")
-    new.add_argument("--kernel-reserved", default="4M",
+    new.add_argument("--kernel-reserved", default=4 << 20,
+                     type=number(64 << 10, MAX_RAM_SIZE, size=True, align=PAGE_SIZE),
                      help="RAM owned by the first kernel at the bottom (default 4M)")
-    new.add_argument("--engine", default="emulated", choices=("emulated", "native"))
-    new.add_argument("--alloc-seed", type=int, default=0, help="page allocator order seed")
+    new.add_argument("--engine", default="emulated", choices=("emulated", "native"),
+                     help="who swaps the pages in a jump: the relocation routine on the "
+                     "simulated CPU (emulated, default) or native code")
+    new.add_argument("--alloc-seed", type=SEED, default=0,
+                     help="page allocator order seed (default 0)")
     new.add_argument("--no-kexec-jump", action="store_true", help="CONFIG_KEXEC_JUMP=n")
     new.add_argument("--no-cap-sys-boot", action="store_true",
                      help="the caller lacks CAP_SYS_BOOT (every kexec call fails with EPERM)")
-    new.add_argument("--strict-bus", action="store_true")
-    new.add_argument("--fix-pae-return", action="store_true")
+    new.add_argument("--strict-bus", action="store_true",
+                     help="guest accesses outside RAM fault instead of reading ones")
+    new.add_argument("--fix-pae-return", action="store_true",
+                     help="let a PAE first kernel survive the return of a jump (2.6.27 "
+                     "triple-faults there)")
     new.add_argument("--force", action="store_true", help="replace an existing machine")
     new.set_defaults(func=_cmd_machine_new)
 
-    ins = sub.add_parser("inspect", help="show a machine: images, indirection list, memory map")
-    ins.add_argument("path", metavar="PATH")
+    ins = sub.add_parser("inspect", help="show a machine: images, indirection list, memory map",
+                         description="Show a machine: its configuration, each loaded image "
+                         "with the indirection list decoded from simulated RAM, and a memory "
+                         "map of RAM by owner.")
+    ins.add_argument("path", metavar="PATH", help="the machine directory")
     ins.add_argument("--json", action="store_true", help="machine-readable, complete output")
     ins.add_argument("--all", action="store_true", help="do not shorten long lists")
     ins.add_argument("--verify", action="store_true", help="check the RAM file's CRC-32")
@@ -315,28 +377,42 @@ def _parser():
                           add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)      # main() passes them verbatim
 
-    fz = sub.add_parser("fuzz", help="check random kexec_load layouts, errno histogram")
-    fz.add_argument("-n", type=int, default=1_000_000, help="layouts (default 1000000)")
-    fz.add_argument("--seed", type=int, default=0)
-    fz.add_argument("--ram", default="64M")
-    fz.add_argument("--profile", default="2.6.27", choices=PROFILES)
-    fz.add_argument("--crashkernel", metavar="SPEC")
-    fz.add_argument("--no-kexec-jump", action="store_true")
-    fz.add_argument("--batch", type=int, default=200_000, help="layouts per step")
+    fz = sub.add_parser("fuzz", help="check random kexec_load layouts, errno histogram",
+                        description="Check random kexec_load layouts against the kernel's "
+                        "rules and print the errno histogram; or, with --jumps, run an "
+                        "end-to-end campaign of checked kexec jumps.")
+    fz.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     fz.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress line on stderr (default: when stderr is a terminal)")
-    fz.add_argument("--json", action="store_true")
-    fz.add_argument("--jumps", type=int, default=0, metavar="N",
-                    help="instead: an end-to-end jump campaign of N checked round trips")
-    fz.add_argument("--workers", type=int, default=1, help="processes for --jumps (default 1)")
+    lay = fz.add_argument_group("layouts (the default mode)")
+    lay.add_argument("-n", type=COUNT, help="layouts (default 1000000)")
+    lay.add_argument("--ram", type=RAM_SIZE, help="RAM of the machine checked (default 64M)")
+    lay.add_argument("--profile", choices=PROFILES, help="kernel rules (default 2.6.27)")
+    lay.add_argument("--crashkernel", metavar="SPEC",
+                     help="crashkernel= reservation of the machine checked (64M@16M)")
+    lay.add_argument("--no-kexec-jump", action="store_true",
+                     help="the machine checked has CONFIG_KEXEC_JUMP=n")
+    lay.add_argument("--batch", type=number(1, 2_000_000),
+                     help="layouts per step (default 200000)")
+    lay.add_argument("--json", action="store_true", help="machine-readable output")
+    camp = fz.add_argument_group("jump campaign")
+    camp.add_argument("--jumps", type=COUNT, metavar="N",
+                      help="an end-to-end jump campaign of N checked round trips instead")
+    camp.add_argument("--workers", type=number(1, 256),
+                      help="processes for --jumps (default 1)")
     fz.set_defaults(func=_cmd_fuzz)
 
     be = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark, or a built-in "
-                                      "swap timing")
+                                      "swap timing",
+                        description="Run the benchmark suite (pytest benchmarks "
+                        "--benchmark-enable) when the source tree has one, else (or with "
+                        "--builtin) time one swap pass with each swap engine.")
     be.add_argument("--builtin", action="store_true", help="built-in swap timing only")
-    be.add_argument("--size", default="16M", help="built-in: image size (default 16M)")
-    be.add_argument("--repeat", type=int, default=3)
-    be.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
+    be.add_argument("--size", type=number(PAGE_SIZE, 256 << 20, size=True, align=PAGE_SIZE),
+                    help="built-in: image size (default 16M)")
+    be.add_argument("--repeat", type=number(1, 1000), help="built-in: runs (default 3)")
+    be.add_argument("pytest_args", nargs="*", metavar="PYTEST-ARGS",
+                    help="extra pytest arguments (after --)")
     be.set_defaults(func=_cmd_bench)
     return ap
 
@@ -351,7 +427,9 @@ def main(argv=None):
             return _cmd_demo(argv[1:])
         args = _parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, MachineFileError, FileNotFoundError, FileExistsError) as e:
+    except SystemExit as e:          # --help, --version or a usage error, already printed
+        return e.code
+    except (UsageError, MachineFileError, OSError) as e:
         print(f"kjcore: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
