@@ -290,8 +290,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.cpu.flush_tlb()
 
     # ------------------------------------------------------------------ reboot(2), the jump
-    def reboot(self, magic1, magic2, cmd):
-        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec`; returns 0.
+    def reboot(self, magic1, magic2, cmd, **limits):
+        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec` (with ``limits``,
+        its ``max_steps``/``timeout`` keywords); returns 0.
 
         EPERM without CAP_SYS_BOOT, EINVAL for wrong magic numbers or another command (kjcore
         models only the kexec command).  The JumpResult or ExecResult is kept in
@@ -304,7 +305,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         if cmd != LINUX_REBOOT_CMD_KEXEC:
             raise KexecError(errno.EINVAL, f"reboot command {cmd:#x} is not modelled "
                              "(only LINUX_REBOOT_CMD_KEXEC)")
-        self.kernel_kexec()
+        self.kernel_kexec(**limits)
         return 0
 
     def kernel_kexec(self, max_steps=None):

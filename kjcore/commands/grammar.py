@@ -134,12 +134,13 @@ def strtoul(text):
     return value if not rest and value <= U32 else None
 
 
-def number(minimum, maximum=None, *, size=False, align=1):
+def number(minimum, maximum=None, *, size=False, align=1, real=False):
     """An argparse ``type=`` for a numeric option: a whole number (``size=True``: a size in the
-    ``memparse`` syntax) from ``minimum`` to ``maximum`` (None: no upper bound), a multiple of
-    ``align``. Anything else is refused with one line naming the rule."""
+    ``memparse`` syntax; ``real=True``: a decimal number such as ``2.5``) from ``minimum`` to
+    ``maximum`` (None: no upper bound), a multiple of ``align``. Anything else is refused
+    with one line naming the rule."""
     unit = format_size if size else str
-    rule = "a size" if size else "a whole number"
+    rule = "a size" if size else "a number" if real else "a whole number"
     rule += f" of at least {unit(minimum)}" if maximum is None else \
         f" from {unit(minimum)} to {unit(maximum)}"
     if align > 1:
@@ -147,11 +148,12 @@ def number(minimum, maximum=None, *, size=False, align=1):
 
     def convert(text):
         try:
-            value = parse_size(text) if size else _whole_number(text)
+            value = parse_size(text) if size else _decimal(text) if real else \
+                _whole_number(text)
         except UsageError:
             value = None
         if value is None or value < minimum or (maximum is not None and value > maximum) \
-                or value % align:
+                or (align > 1 and value % align):
             raise argparse.ArgumentTypeError(f"{text!r} is not {rule}")
         return value
     return convert
@@ -160,6 +162,14 @@ def number(minimum, maximum=None, *, size=False, align=1):
 def _whole_number(text):
     value, rest = _parse_number(text)
     return None if rest else value
+
+
+def _decimal(text):
+    """Digits with at most one decimal point (no sign, exponent, inf or nan), or None."""
+    whole, _, fraction = text.strip().partition(".")
+    if not (whole + fraction).isdigit() or not (whole + fraction).isascii():
+        return None
+    return float(f"{whole or 0}.{fraction or 0}")
 
 
 #: RAM of a simulated machine: what ``Machine(ram_size=...)`` accepts
