@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import kjcore
 from kjcore.commands import main as cli
 from kjcore.commands.grammar import UsageError, parse_crashkernel, parse_size
-from kjcore.inspect import memory_map
+from kjcore.inspect import KINDS, memory_map, memory_strip, page_kinds
 from kjcore.persist import open_machine, save_machine
 
 MiB = 1 << 20
@@ -312,3 +313,20 @@ def test_console_scripts(tmp_path):
 def test_memory_map_of_fresh_machine():
     m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)
     assert memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
+
+
+def test_page_kinds_account_for_every_frame_the_image_owns():
+    m = kjcore.Machine(ram_size=16 * MiB)
+    m.kexec_load(4 * MiB, [kjcore.Segment.zero(0, 4 * MiB, 11 * MiB)],
+                 kjcore.KEXEC_PRESERVE_CONTEXT)
+    kinds = page_kinds(m)
+    owned = np.isin(kinds, [KINDS.index(k) for k in
+                            ("indirection", "source", "parked", "control", "swap")])
+    assert np.array_equal(np.flatnonzero(owned), np.sort(m.kexec_image.frames_to_free()))
+    assert (kinds == KINDS.index("free")).sum() == m.free_frames
+    with_dest = page_kinds(m, destinations=True)
+    assert set(np.flatnonzero(with_dest == KINDS.index("destination"))) <= \
+        set((m.kexec_image.destination_pages() >> 12).tolist())
+    strip, cell = memory_strip(m, width=16)
+    assert (strip, cell) == ("K" * 4 + strip[4:], MiB) and len(strip) == 16
+    assert "W" in strip and "." not in strip[4:15]
