@@ -12,6 +12,7 @@ import pytest
 import kjcore
 from kjcore import persist
 from kjcore.commands import kjexec
+from kjcore.commands.kjexec_options import LONG_OPTIONS, SHORT_OPTIONS
 from kjcore.loader import load_elf32
 from kjcore.persist import open_machine
 
@@ -244,6 +245,9 @@ def test_help_and_version(capsys):
     assert kjexec.main(["-h"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Usage: kjexec --machine PATH") and "--load-jump-back-helper" in out
+    options = ["--" + o.rstrip("=") for o in LONG_OPTIONS]
+    options += [f"-{c}" for c in SHORT_OPTIONS.replace(":", "")]
+    assert [o for o in options if o not in out] == []          # every option is explained
     assert kjexec.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("kjexec (kjcore ")
 

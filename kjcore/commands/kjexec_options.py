@@ -22,8 +22,9 @@ EXIT_INTERRUPTED = 130
 
 ENV_MACHINE = "KJEXEC_MACHINE"
 
-_SHORT = "hvflpuet:dxyicsaS"
-_LONG = ["help", "version", "force", "load", "load-panic", "unload", "exec", "type=",
+#: the options getopt accepts (kexec-tools' list, plus kjexec's own at the end)
+SHORT_OPTIONS = "hvflpuet:dxyicsaS"
+LONG_OPTIONS = ["help", "version", "force", "load", "load-panic", "unload", "exec", "type=",
          "debug", "no-ifdown", "no-sync", "no-checks", "kexec-syscall", "kexec-file-syscall",
          "kexec-syscall-auto", "status", "mem-min=", "mem-max=", "load-preserve-context",
          "load-jump-back-helper", "entry=", "reuseinitrd", "print-ckr-size",
@@ -71,11 +72,17 @@ Run kexec-tools' kexec against a kjcore persistent machine (see 'kjcore machine 
                       jump back address; 0 means not given).
  -d, --debug          Print the segments passed to kexec_load.
  -S, --status         Return 0 if the image (by default the crash image) is loaded.
- -c, -x, -y, -i       Accepted and ignored (nothing to sync or bring down).
+ -c, --kexec-syscall, -x, --no-ifdown, -y, --no-sync, -i, --no-checks
+                      Accepted and ignored (nothing to sync or bring down).
+ -s, --kexec-file-syscall, -a, --kexec-syscall-auto
+                      Refused: kexec_file_load is not simulated.
 
 Supported image types and options:
 elf-x86 (aliases elf32, elf): an i386 ELF32 file, each PT_LOAD at its p_paddr
      --args-none      Jump directly to e_entry (required: kjexec has no purgatory).
+     --args-elf, --args-linux, --command-line=, --append=, --reuse-cmdline,
+     --initrd=, --ramdisk=, --reuseinitrd
+                      Refused: they need purgatory and Linux boot parameters.
 raw: a flat binary loaded at --entry=ADDR (page aligned) and entered there
 """
 
@@ -115,7 +122,7 @@ def parse(argv):
     """Options in kexec-tools' order and semantics; returns (Options, exit status or None)."""
     o = Options()
     try:
-        opts, o.files = getopt.gnu_getopt(argv, _SHORT, _LONG)
+        opts, o.files = getopt.gnu_getopt(argv, SHORT_OPTIONS, LONG_OPTIONS)
     except getopt.GetoptError as e:
         print(f"kjexec: {e}", file=sys.stderr)
         print(USAGE, end="")
