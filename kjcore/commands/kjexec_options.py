@@ -24,15 +24,16 @@ ENV_MACHINE = "KJEXEC_MACHINE"
 
 #: the options getopt accepts (kexec-tools' list, plus kjexec's own at the end)
 SHORT_OPTIONS = "hvflpuet:dxyicsaS"
-LONG_OPTIONS = ["help", "version", "force", "load", "load-panic", "unload", "exec", "type=",
-         "debug", "no-ifdown", "no-sync", "no-checks", "kexec-syscall", "kexec-file-syscall",
-         "kexec-syscall-auto", "status", "mem-min=", "mem-max=", "load-preserve-context",
-         "load-jump-back-helper", "entry=", "reuseinitrd", "print-ckr-size",
-         # elf-x86 file type options
-         "args-none", "args-elf", "args-linux", "command-line=", "append=", "reuse-cmdline",
-         "initrd=", "ramdisk=",
-         # kjexec's own
-         "machine=", "max-steps=", "timeout="]
+LONG_OPTIONS = [
+    "help", "version", "force", "load", "load-panic", "unload", "exec", "type=", "debug",
+    "no-ifdown", "no-sync", "no-checks", "kexec-syscall", "kexec-file-syscall",
+    "kexec-syscall-auto", "status", "mem-min=", "mem-max=", "load-preserve-context",
+    "load-jump-back-helper", "entry=", "reuseinitrd", "print-ckr-size",
+    # elf-x86 file type options
+    "args-none", "args-elf", "args-linux", "command-line=", "append=", "reuse-cmdline", "initrd=",
+    "ramdisk=",
+    # kjexec's own
+    "machine=", "max-steps=", "timeout="]
 
 #: short options by their long name (messages use the long one)
 _LONG_NAME = {"-f": "--force", "-l": "--load", "-p": "--load-panic", "-u": "--unload",
