@@ -175,6 +175,17 @@ def test_oserror_is_one_line(tmp_path, capsys):
     assert "Not a directory" in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--ram", "4M"], "kernel_reserved=0x400000 must be page-aligned, at least 64 KiB and "
+                      "below ram_size"),
+    (["--ram", "8M", "--image-size", "8M"], "[Errno 12] Cannot allocate memory"),
+])
+def test_demo_errors_are_one_line(capsys, argv, message):
+    assert cli.main(["demo", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"kjcore: error: {message}") and err.count("\n") == 1
+
+
 def test_interrupt_is_one_line_and_130(monkeypatch, capsys):
     from kjcore.commands import demo
 
