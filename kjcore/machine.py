@@ -229,8 +229,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.cpu.flush_tlb()
 
     # ------------------------------------------------------------------ reboot(2), the jump
-    def reboot(self, magic1, magic2, cmd):
-        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec`; returns 0.
+    def reboot(self, magic1, magic2, cmd, **limits):
+        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec` (with ``limits``,
+        its ``max_steps``/``timeout`` keywords); returns 0.
 
         EPERM without CAP_SYS_BOOT; EINVAL for wrong magic numbers or another command (kjcore
         models only the kexec command), and for any of the three that is not an integer (a
@@ -248,7 +249,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             shown = f"{cmd:#x}" if _is_int(cmd) else repr(cmd)
             raise KexecError(errno.EINVAL, f"reboot command {shown} is not modelled "
                              "(only LINUX_REBOOT_CMD_KEXEC)")
-        self.kernel_kexec()
+        self.kernel_kexec(**limits)
         return 0
 
     def kernel_kexec(self, max_steps=None):

@@ -1,14 +1,16 @@
-"""The ``kjcore`` command (kjcore.cli): machine new, inspect, fuzz, bench, demo."""
+"""The ``kjcore`` command (kjcore.commands.main): machine new, inspect, fuzz, bench, demo."""
 import errno
 import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import kjcore
-from kjcore import cli
-from kjcore.cli import UsageError, parse_crashkernel, parse_size
+from kjcore.commands import main as cli
+from kjcore.commands.grammar import UsageError, parse_crashkernel, parse_size
+from kjcore.inspect import KINDS, memory_map, memory_strip, page_kinds
 from kjcore.persist import open_machine, save_machine
 
 MiB = 1 << 20
@@ -70,24 +72,128 @@ def test_machine_new_refuses_existing(tmp_path, capsys):
     assert cli.main(["machine", "new", str(tmp_path / "f"), "--force"]) == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ram", "3000"], "multiple of PAGE_SIZE"),
-    (["--ram", "16M", "--nx"], "nx=True needs pae=True"),
-    (["--ram", "64M", "--crashkernel", "16M"], "needs a base address"),
-    (["--ram", "64M", "--crashkernel", "16M@60M"], "inside RAM"),
-    (["--ram", "lots"], "not a number"),
+@pytest.mark.parametrize("args, status, message", [
+    (["--ram", "3000"], 2, "'3000' is not a size from 4K to 1G in multiples of 4K"),
+    (["--ram", "lots"], 2, "'lots' is not a size"),
+    (["--ram", "16M", "--kernel-reserved", "16M"], 1, "below ram_size"),
+    (["--ram", "16M", "--nx"], 1, "nx=True needs pae=True"),
+    (["--ram", "64M", "--crashkernel", "16M"], 1, "needs a base address"),
+    (["--ram", "64M", "--crashkernel", "16M@60M"], 1, "inside RAM"),
+    (["--profile", "2.4"], 2, "invalid choice: '2.4'"),
 ])
-def test_machine_new_errors(tmp_path, capsys, args, message):
-    assert cli.main(["machine", "new", str(tmp_path / "m")] + args) == 1
+def test_machine_new_errors(tmp_path, capsys, args, status, message):
+    assert cli.main(["machine", "new", str(tmp_path / "m")] + args) == status
     err = capsys.readouterr().err
-    assert err.startswith("kjcore: error:") and message in err
+    assert err.startswith("kjcore: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "m").exists()
 
 
-def test_machine_new_usage_error(tmp_path):
-    with pytest.raises(SystemExit) as info:
-        cli.main(["machine", "new", str(tmp_path / "m"), "--profile", "2.4"])
-    assert info.value.code == 2
+# ------------------------------------------------------------------ every command's options
+@pytest.mark.parametrize("argv, message", [
+    (["machine", "new", "M", "--ram", "100G"], "argument --ram: '100G' is not a size from 4K "
+                                               "to 1G in multiples of 4K"),
+    (["fuzz", "--ram", "100G"], "argument --ram: '100G' is not a size from 4K to 1G in "
+                                "multiples of 4K"),
+    (["demo", "--ram", "3G"], "argument --ram: '3G' is not a size from 4K to 1G in multiples "
+                              "of 4K"),
+    (["fuzz", "-n", "-5"], "argument -n: '-5' is not a whole number of at least 1"),
+    (["fuzz", "--batch", "0"], "argument --batch: '0' is not a whole number from 1 to 2000000"),
+    (["fuzz", "--jumps", "-5"], "argument --jumps: '-5' is not a whole number of at least 1"),
+    (["fuzz", "--jumps", "5", "--workers", "0"], "argument --workers: '0' is not a whole "
+                                                 "number from 1 to 256"),
+    (["fuzz", "--seed", "1.5"], "argument --seed: '1.5' is not a whole number from 0 to "
+                                "4294967295"),
+    (["demo", "--jumps", "0"], "argument --jumps: '0' is not a whole number of at least 1"),
+    (["demo", "--image-size", "0"], "argument --image-size: '0' is not a size from 4K to 1G"),
+    (["machine", "new", "M", "--alloc-seed", "-1"], "argument --alloc-seed: '-1' is not a "
+                                                    "whole number from 0 to 4294967295"),
+    (["machine", "new", "M", "--kernel-reserved", "1K"], "argument --kernel-reserved: '1K' is "
+                                                         "not a size from 64K to 1G"),
+    (["bench", "--builtin", "--size", "0"], "argument --size: '0' is not a size from 4K to 256M"),
+    (["bench", "--builtin", "--repeat", "0"], "argument --repeat: '0' is not a whole number "
+                                              "from 1 to 1000"),
+])
+def test_numeric_options_are_validated(tmp_path, monkeypatch, capsys, argv, message):
+    """One rule per option, one line of error, exit status 2, nothing run."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith(f"kjcore: error: {message}")
+    assert not (tmp_path / "M").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fuzz", "--workers", "2"], "--workers applies to --jumps only"),
+    (["fuzz", "--jumps", "5", "-n", "100"], "-n applies to the layout fuzzer, not to --jumps"),
+    (["fuzz", "--jumps", "5", "--ram", "16M"], "--ram applies to the layout fuzzer"),
+    (["fuzz", "--jumps", "5", "--json"], "--json applies to the layout fuzzer"),
+    (["inspect", "M", "--json", "--all"], "--all has no effect with --json"),
+    (["bench", "--builtin", "--", "-k", "swap"], "pytest arguments need the benchmark suite"),
+    (["bench", "--size", "1M"], "--size applies to the built-in timing (--builtin)"),
+])
+def test_options_a_mode_ignores_are_refused(capsys, argv, message):
+    assert cli.main(argv) == 1
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err == f"kjcore: error: {message}\n" or \
+        cap.err.startswith(f"kjcore: error: {message}") and cap.err.count("\n") == 1
+
+
+def _options_without_help(text):
+    """Option lines of argparse's --help output that carry no help text."""
+    lines = text.splitlines()
+    bad = []
+    for i, line in enumerate(lines):
+        if line.startswith("  ") and line[2] != " ":         # an option or positional
+            same_line = "  " in line.strip()
+            next_line = i + 1 < len(lines) and lines[i + 1].startswith(" " * 8) \
+                and lines[i + 1].strip()
+            if not (same_line or next_line):
+                bad.append(line.strip())
+    return bad
+
+
+@pytest.mark.parametrize("argv", [[], ["machine"], ["machine", "new"], ["inspect"], ["fuzz"],
+                                  ["bench"], ["demo"]])
+def test_help_is_plain_text_and_complete(capsys, argv):
+    try:
+        status = cli.main(argv + ["--help"])
+    except SystemExit as e:                 # argparse's own exit, before main() returned it
+        status = e.code
+    assert status == 0
+    out = capsys.readouterr().out
+    for rst in ("``", ":mod:", ":func:", ":class:", "::", ".. "):
+        assert rst not in out
+    assert _options_without_help(out) == []
+
+
+def test_oserror_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    assert cli.main(["machine", "new", str(tmp_path / "f" / "m"), "--ram", "16M"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("kjcore: error: ") and err.count("\n") == 1
+    assert "Not a directory" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ram", "4M"], "kernel_reserved=0x400000 must be page-aligned, at least 64 KiB and "
+                      "below ram_size"),
+    (["--ram", "8M", "--image-size", "8M"], "[Errno 12] Cannot allocate memory"),
+])
+def test_demo_errors_are_one_line(capsys, argv, message):
+    assert cli.main(["demo", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"kjcore: error: {message}") and err.count("\n") == 1
+
+
+def test_interrupt_is_one_line_and_130(monkeypatch, capsys):
+    from kjcore.commands import demo
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(demo, "main", interrupted)
+    assert cli.main(["demo"]) == 130
+    assert capsys.readouterr().err == "kjcore: interrupted\n"
 
 
 # ------------------------------------------------------------------ inspect
@@ -190,22 +296,48 @@ def test_bench_builtin(capsys):
         assert f"  {name}" in out
 
 
+def test_bench_collects_the_benchmarks(capfd):
+    """``kjcore bench`` (``pytest benchmarks --benchmark-enable``) finds the bench_*.py files
+    (the default run does not: benchmarks/ is outside testpaths)."""
+    assert cli.main(["bench", "--", "--collect-only", "-q"]) == 0
+    out = capfd.readouterr().out
+    assert "bench_fuzz.py::test_check_layouts_throughput" in out
+    assert "bench_jump.py::test_round_trip" in out
+
+
 def test_demo_is_dispatched(monkeypatch):
-    import kjcore.demo
+    import kjcore.commands.demo
     seen = []
-    monkeypatch.setattr(kjcore.demo, "main", lambda argv: seen.append(argv) or 3)
+    monkeypatch.setattr(kjcore.commands.demo, "main", lambda argv: seen.append(argv) or 3)
     assert cli.main(["demo", "--ram", "32M", "-x"]) == 3
     assert seen == [["--ram", "32M", "-x"]]
 
 
 def test_console_scripts(tmp_path):
     """The installed entry points run (pip install -e declares them)."""
-    out = subprocess.run([sys.executable, "-c", "import sys, kjcore.cli; "
-                          "sys.exit(kjcore.cli.main(['--version']))"],
+    out = subprocess.run([sys.executable, "-c", "import sys, kjcore.commands.main as m; "
+                          "sys.exit(m.main(['--version']))"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("kjcore ")
 
 
 def test_memory_map_of_fresh_machine():
     m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)
-    assert cli.memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
+    assert memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
+
+
+def test_page_kinds_account_for_every_frame_the_image_owns():
+    m = kjcore.Machine(ram_size=16 * MiB)
+    m.kexec_load(4 * MiB, [kjcore.Segment.zero(0, 4 * MiB, 11 * MiB)],
+                 kjcore.KEXEC_PRESERVE_CONTEXT)
+    kinds = page_kinds(m)
+    owned = np.isin(kinds, [KINDS.index(k) for k in
+                            ("indirection", "source", "parked", "control", "swap")])
+    assert np.array_equal(np.flatnonzero(owned), np.sort(m.kexec_image.frames_to_free()))
+    assert (kinds == KINDS.index("free")).sum() == m.free_frames
+    with_dest = page_kinds(m, destinations=True)
+    assert set(np.flatnonzero(with_dest == KINDS.index("destination"))) <= \
+        set((m.kexec_image.destination_pages() >> 12).tolist())
+    strip, cell = memory_strip(m, width=16)
+    assert (strip, cell) == ("K" * 4 + strip[4:], MiB) and len(strip) == 16
+    assert "W" in strip and "." not in strip[4:15]

@@ -1,5 +1,5 @@
 """``kjcore fuzz --jumps``: the end-to-end campaign from the shell."""
-from kjcore.cli import main
+from kjcore.commands.main import main
 
 
 def test_fuzz_jumps(capsys):

@@ -1,13 +1,18 @@
-"""``kjexec``: kexec-tools' command line on a persistent machine (kjcore.kjexec)."""
+"""``kjexec``: kexec-tools' command line on a persistent machine (kjcore.commands.kjexec)."""
+import errno
+import inspect
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import kjcore
-from kjcore import kjexec, persist
+from kjcore import persist
+from kjcore.commands import kjexec
+from kjcore.commands.kjexec_options import LONG_OPTIONS, SHORT_OPTIONS
 from kjcore.loader import load_elf32
 from kjcore.persist import open_machine
 
@@ -240,6 +245,9 @@ def test_help_and_version(capsys):
     assert kjexec.main(["-h"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Usage: kjexec --machine PATH") and "--load-jump-back-helper" in out
+    options = ["--" + o.rstrip("=") for o in LONG_OPTIONS]
+    options += [f"-{c}" for c in SHORT_OPTIONS.replace(":", "")]
+    assert [o for o in options if o not in out] == []          # every option is explained
     assert kjexec.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("kjexec (kjcore ")
 
@@ -254,9 +262,9 @@ def test_option_order_like_getopt_long(capsys, tmp_path, mpath):
 
 
 def test_console_script_runs(tmp_path, mpath):
-    """``python -m kjcore.kjexec`` behaves like the installed ``kjexec``."""
+    """``python -m kjcore.commands.kjexec`` behaves like the installed ``kjexec``."""
     env = dict(os.environ, NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", "/tmp/nbc-cli"))
-    out = subprocess.run([sys.executable, "-m", "kjcore.kjexec", "--machine", mpath,
+    out = subprocess.run([sys.executable, "-m", "kjcore.commands.kjexec", "--machine", mpath,
                           *SEED_EXAMPLE, PHY_MODE], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert open_machine(mpath).kexec_image.preserve_context
@@ -389,3 +397,127 @@ def test_seed_usage_example_exec(capsys, mpath, elf, message):
     code = load_elf32(open(elf, "rb").read()).segments[0]
     src = int(img.source_pages()[0])
     assert bytes(m.ram[src:src + code.bufsz]) == bytes(code.buf)
+
+
+# ------------------------------------------------------------------ hostile command lines
+def test_no_lock_file_outside_a_machine(capsys, tmp_path):
+    """A plain directory or a missing path is not a machine: kjexec leaves nothing in it."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in (plain, tmp_path / "missing"):
+        assert kjexec.main(["--machine", str(path), "-u"]) == 1
+        assert "cannot open machine" in capsys.readouterr().err
+    assert not (plain / kjexec.SESSION_LOCK).exists()
+    assert not (tmp_path / "missing").exists()
+
+
+def test_exec_refuses_a_damaged_ram_file(capsys, mpath, monkeypatch):
+    """-e runs what the RAM file holds: a file that is not what was saved is refused."""
+    ran = []
+    monkeypatch.setattr(kjcore.Machine, "reboot", lambda self, *a, **k: ran.append(1) or 0)
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+    ram_file, = [n for n in os.listdir(mpath) if n.startswith("ram-")]
+    with open(os.path.join(mpath, ram_file), "r+b") as f:
+        f.seek(0x1000000)
+        f.write(b"\xcc")                         # the image's first byte, checksum kept
+    status, out, err = run(capsys, mpath, "-e")
+    assert status == 1 and "cannot open machine" in err and "CRC-32 mismatch" in err
+    assert ran == [] and out == ""
+
+
+def test_stays_loaded_only_after_the_save(capsys, mpath, monkeypatch):
+    monkeypatch.setattr(kjcore.Machine, "reboot", _fake_reboot(b"hi\n"))
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+
+    def full_disk(machine, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(persist, "save_machine", full_disk)
+    status, out, err = run(capsys, mpath, "-e")
+    assert status == 255 and "back in the first kernel" in out
+    assert "stays loaded" not in out
+    assert err == f"kjexec: cannot save machine {mpath}: [Errno 28] No space left on device\n"
+
+
+def test_interrupt_and_oserror_are_one_line(capsys, mpath, monkeypatch):
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+
+    def interrupted(self, *args, **limits):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(kjcore.Machine, "reboot", interrupted)
+    status, out, err = run(capsys, mpath, "-e")
+    assert (status, err) == (130, "kjexec: interrupted\n")
+
+    def eio(self, *args, **limits):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    monkeypatch.setattr(kjcore.Machine, "reboot", eio)
+    status, out, err = run(capsys, mpath, "-e")
+    assert (status, err) == (255, "kjexec: [Errno 5] Input/output error\n")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "--mem-max=0x1ffffff"], "--mem-max has no effect with --exec"),
+    (["-e", PHY_MODE], f"the image {PHY_MODE} has no effect with --exec"),
+    (["-u", "--args-none"], "--args-none has no effect with --unload"),
+    (["-u", PHY_MODE], f"the image {PHY_MODE} has no effect with --unload"),
+    (["-l", "--args-none", "--max-steps=5", PHY_MODE], "--max-steps has no effect with --load"),
+    (["-p", "-u", "--timeout=1"], "--timeout has no effect with --unload"),
+    (["--load-jump-back-helper", "--entry=0x1000", "--type=raw"],
+     "--type has no effect with --load-jump-back-helper"),
+    (["-u", "--entry=0x1000"], "--entry has no effect with --unload"),
+    (["-S", "-e"], "--exec has no effect with --status"),
+    (["-S", "--mem-max=0x1ffffff"], "--mem-max has no effect with --status"),
+    (["--print-ckr-size", "-l", "--args-none", PHY_MODE],
+     "--load has no effect with --print-ckr-size"),
+])
+def test_options_the_action_ignores_are_refused(capsys, mpath, args, message):
+    status, out, err = run(capsys, mpath, *args)
+    assert (status, out, err) == (1, "", f"kjexec: {message}\n")
+    assert open_machine(mpath).kexec_image is None
+
+
+def test_exec_limits_reach_reboot(capsys, mpath, monkeypatch):
+    seen = []
+
+    def reboot(self, magic1, magic2, cmd, **limits):
+        seen.append(limits)
+        return 0
+    monkeypatch.setattr(kjcore.Machine, "reboot", reboot)
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+    assert run(capsys, mpath, "-e", "--max-steps=1000", "--timeout", "2.5")[0] == 0
+    assert run(capsys, mpath, "-e")[0] == 0
+    assert seen == [{"max_steps": 1000, "timeout": 2.5}, {}]
+
+
+@pytest.mark.parametrize("option, why", [
+    ("--max-steps=0", "'0' is not a whole number from 1 to 1000000000000000"),
+    ("--max-steps=1e9", "'1e9' is not a whole number from 1 to 1000000000000000"),
+    ("--timeout=-1", "'-1' is not a number from 0.001 to 1000000"),
+    ("--timeout=nan", "'nan' is not a number from 0.001 to 1000000"),
+    ("--timeout=0", "'0' is not a number from 0.001 to 1000000"),
+])
+def test_exec_limits_are_validated(capsys, mpath, option, why):
+    status, out, err = run(capsys, mpath, "-e", option)
+    assert status == 1 and err == f"Bad option value in {option}: {why}\n"
+    assert out.startswith("Usage: kjexec")
+
+
+@needs_jump
+def test_exec_max_steps_stops_the_guest(capsys, mpath):
+    """A guest that runs out of --max-steps loses the first kernel; the file is not saved."""
+    assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
+    status, out, err = run(capsys, mpath, "-e", "--max-steps=50")
+    assert status == 255 and "the first kernel is lost: StepLimit" in err
+    assert open_machine(mpath).kexec_image.start == 0x1000000
+
+
+@pytest.mark.skipif("timeout" not in inspect.signature(kjcore.Machine.kernel_kexec).parameters,
+                    reason="kernel_kexec(timeout=) comes with the guest-time budget (B3)")
+def test_exec_timeout_stops_a_spinning_guest(capsys, tmp_path, mpath):
+    spin = tmp_path / "spin.bin"
+    spin.write_bytes(b"\xeb\xfe")                 # jmp . (forever)
+    assert run(capsys, mpath, "--load-preserve-context", "--mem-min=0x1000000",
+               "--mem-max=0x1ffffff", "--type=raw", "--entry=0x1000000", str(spin))[0] == 0
+    t0 = time.monotonic()
+    status, out, err = run(capsys, mpath, "-e", "--timeout=0.5")
+    assert status == 255 and time.monotonic() - t0 < 10
+    assert open_machine(mpath).kexec_image.start == 0x1000000

@@ -2,8 +2,7 @@
 import pytest
 
 import kjcore
-from kjcore.cli import parse_size
-from kjcore.demo import PAYLOAD, PAYLOAD_AT, main, restored_region
+from kjcore.commands.demo import PAYLOAD, PAYLOAD_AT, main, restored_region
 
 
 @pytest.mark.parametrize("argv", [["--jumps", "3", "--ram", "16M", "--image-size", "64K"],
@@ -24,6 +23,3 @@ def test_restored_region_catches_a_changed_byte():
     assert not keep[m.kexec_image.swap_page] and keep[PAYLOAD_AT] and keep[0x2000]
     assert not keep[m.first_kernel.kexec_pgd]
 
-
-def test_parse_size():
-    assert parse_size("64M") == 64 << 20 and parse_size("4096") == 4096 and parse_size("1g") == 1 << 30

@@ -8,17 +8,24 @@ physical mode, the program prints a line on the debug console (port 0xE9) and ca
 jump-back entry, and the routine swaps the first kernel's memory back.  After every return the
 demo checks that every byte of the first kernel's memory is restored (SPEC §12 invariant 8).
 """
-import argparse
 import time
 
 import numpy as np
 
-from .cli import parse_size
-from .constants import (KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1,
-                        LINUX_REBOOT_MAGIC2, PAGE_OFFSET, PAGE_SIZE)
-from .kimage import flag_name
-from .machine import Machine
-from .segment import Segment
+from ..constants import (
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+    MAX_RAM_SIZE,
+    PAGE_OFFSET,
+    PAGE_SIZE,
+)
+from ..inspect import STRIP_CHARS, memory_strip
+from ..kimage import flag_name
+from ..machine import Machine
+from ..segment import Segment
+from .grammar import COUNT, RAM_SIZE, Parser, UsageError, number
 
 # The physical-mode program, a peer of the first kernel (SPEC §7.8-7.9).  On entry [ESP] is
 # the jump-back entry; it prints its message, then calls the jump-back entry, so its own
@@ -53,36 +60,30 @@ def restored_region(m, img):
     return keep
 
 
-def memory_map(m, img):
-    """A compact map of the machine's RAM: one character per ``cell`` bytes."""
-    cell = max(PAGE_SIZE, m.ram_size // 64)
-    legend = np.full(m.ram_size // cell, ".", dtype="<U1")
-    legend[: m.kernel_reserved // cell] = "K"
-    for s in img.segments:
-        legend[s.mem // cell:(s.mem + s.memsz + cell - 1) // cell] = "D"
-    for p in img.source_pages().tolist():
-        if legend[p // cell] not in "D":
-            legend[p // cell] = "s"
-    for p in img.indirection_pages().tolist():
-        legend[p // cell] = "i"
-    legend[img.control_page // cell] = "C"
-    legend[img.swap_page // cell] = "W"
-    return "".join(legend), cell
+#: ``kjcore demo --help``'s description (plain text: argparse prints it as it is)
+_DESCRIPTION = ("Kexec jump end to end on a simulated i386 machine: load a physical-mode "
+                "program with KEXEC_PRESERVE_CONTEXT, show the kimage as the kernel stored it, "
+                "then jump into it and back, checking after every return that the first "
+                "kernel's memory is restored.")
 
 
 def main(argv=None):
     """Run the demo; returns a process exit code (0 when every check passed)."""
-    ap = argparse.ArgumentParser(prog="kjcore demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--ram", default="64M", help="RAM size (default 64M)")
-    ap.add_argument("--image-size", default="1M", help="image memsz (default 1M)")
-    ap.add_argument("--jumps", type=int, default=5, help="round trips (default 5)")
+    ap = Parser(prog="kjcore demo", description=_DESCRIPTION)
+    ap.add_argument("--ram", type=RAM_SIZE, default=64 << 20,
+                    help="RAM size (default 64M, at most 1G)")
+    ap.add_argument("--image-size", type=number(PAGE_SIZE, MAX_RAM_SIZE, size=True),
+                    default=1 << 20, help="image memsz, rounded up to pages (default 1M)")
+    ap.add_argument("--jumps", type=COUNT, default=5, help="round trips (default 5)")
     ap.add_argument("--engine", default="emulated", choices=["emulated", "native"],
                     help="swap on the CPU (emulated, default) or by _swap.pyx (native)")
     ap.add_argument("--pae", action="store_true", help="PAE first kernel (with fix_pae_return)")
     args = ap.parse_args(argv)
-    ram_size, image_size = parse_size(args.ram), parse_size(args.image_size)
-
-    m = Machine(ram_size, engine=args.engine, pae=args.pae, fix_pae_return=args.pae)
+    ram_size, image_size = args.ram, args.image_size
+    try:
+        m = Machine(ram_size, engine=args.engine, pae=args.pae, fix_pae_return=args.pae)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     rng = np.random.default_rng(0)
     lo = m.kernel_reserved
     m.ram[lo:] = rng.integers(0, 256, m.ram_size - lo, dtype=np.uint8)   # the kernel's data
@@ -100,9 +101,9 @@ def main(argv=None):
         print(f"  ... {len(entries) - 7} more ...")
     for flag, addr in entries[-2:] if len(entries) > 5 else []:
         print(f"  {flag_name(flag):<12} {addr:#010x}")
-    mmap, cell = memory_map(m, img)
-    print(f"memory map ({cell // 1024} KiB per cell; K kernel, D destinations, s sources, "
-          f"i indirection, C control, W swap):\n  {mmap}")
+    strip, cell = memory_strip(m)
+    legend = ", ".join(f"{char} {kind}" for kind, char in STRIP_CHARS.items())
+    print(f"memory map ({cell // 1024} KiB per cell; {legend}):\n  {strip}")
 
     keep = restored_region(m, img)
     before = m.ram.copy()

@@ -9,15 +9,9 @@
     kjcore fuzz --jumps N [--workers W] [--seed S]
     kjcore bench [--builtin] [--size 16M]
 
-``kjexec`` (:mod:`kjcore.kjexec`) loads and runs images on a machine made here. Sizes take the
-kernel's ``memparse`` syntax (``256M``, ``0x1000000``, ``4G``) and ``--crashkernel`` the
-``crashkernel=`` boot parameter's (``64M@16M``, ``512M-2G:64M,2G-:128M@16M``). See
-``docs/cli.rst``.
-
->>> parse_size("64M"), parse_size("0x1000"), parse_size("1g")
-(67108864, 4096, 1073741824)
->>> [hex(v) for v in parse_crashkernel("64M@16M", ram_size=256 << 20)]
-['0x1000000', '0x4000000']
+``kjexec`` (:mod:`kjcore.commands.kjexec`) loads and runs images on a machine made here. The
+size and ``crashkernel=`` grammars are :mod:`kjcore.commands.grammar`'s, the memory map
+:mod:`kjcore.inspect`'s. See ``docs/cli.rst``.
 """
 import argparse
 import errno
@@ -29,180 +23,18 @@ import time
 
 import numpy as np
 
-from .constants import IND_DESTINATION, IND_SOURCE, PAGE_SHIFT, PAGE_SIZE, PROFILES
-
-_SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
-#: 32-bit kernels reserve the crash kernel below this when crashkernel= gives no base (x86)
-_CRASH_ADDR_MAX = 512 << 20
-_CRASH_ALIGN = 16 << 20
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot be used; printed as ``kjcore: error: ...``."""
-
-
-# ---------------------------------------------------------------------------------- parsing
-def _parse_number(text):
-    """``simple_strtoull(text, base 0)``: 0x hex, leading-0 octal, else decimal; (value, rest)."""
-    s = text.strip()
-    low = s.lower()
-    if low.startswith("0x"):
-        digits, base, i = "0123456789abcdef", 16, 2
-    elif low.startswith("0") and len(low) > 1 and low[1].isdigit():
-        digits, base, i = "01234567", 8, 1
-    else:
-        digits, base, i = "0123456789", 10, 0
-    j = i
-    while j < len(low) and low[j] in digits:
-        j += 1
-    if j == i and not (base == 10 and s[:1] == "0"):
-        raise UsageError(f"{text!r} is not a number")
-    return int(s[i:j] or "0", base), s[j:]
-
-
-def parse_size(text):
-    """A size or address in the kernel's ``memparse`` syntax: a number and an optional
-    K/M/G/T/P/E suffix (powers of 1024, either case)."""
-    value, rest = _parse_number(text)
-    if rest[:1].upper() in _SUFFIX:
-        value <<= _SUFFIX[rest[0].upper()]
-        rest = rest[1:]
-    if rest:
-        raise UsageError(f"{text!r} is not a size (trailing {rest!r})")
-    return value
-
-
-def parse_crashkernel(text, ram_size, profile="2.6.27"):
-    """``crashkernel=`` syntax to ``(start, size)`` for a machine of ``ram_size`` bytes.
-
-    ``size[@offset]`` or ``range1:size1[,range2:size2,...][@offset]`` where a range is
-    ``start-[end]`` (end exclusive) matched against ``ram_size``. Without ``@offset``,
-    2.6.27 on i386 reserves nothing and says "you have to specify a base address"; the
-    mainline profile picks the highest 16 MiB-aligned base below 512 MiB, like today's x86.
-    """
-    spec, _, base = text.partition("@")
-    if ":" in spec:
-        size = None
-        for part in spec.split(","):
-            rng, colon, sz = part.partition(":")
-            lo, dash, hi = rng.partition("-")
-            if not colon or not dash:
-                raise UsageError(f"crashkernel={text}: bad range {part!r} (want start-[end]:size)")
-            lo = parse_size(lo)
-            hi = parse_size(hi) if hi else None
-            if lo <= ram_size and (hi is None or ram_size < hi):
-                size = parse_size(sz)
-                break
-        if size is None:
-            raise UsageError(f"crashkernel={text}: no range matches {ram_size >> 20} MiB of RAM")
-    else:
-        size = parse_size(spec)
-    if size <= 0:
-        raise UsageError(f"crashkernel={text}: empty reservation")
-    if base:
-        return parse_size(base), size
-    if profile == "2.6.27":
-        raise UsageError(f"crashkernel={text}: 2.6.27 on i386 needs a base address "
-                         "(crashkernel=size@offset)")
-    top = min(ram_size, _CRASH_ADDR_MAX)
-    start = (top - size) & ~(_CRASH_ALIGN - 1)
-    if start < _CRASH_ALIGN or top < size:
-        raise UsageError(f"crashkernel={text}: no {_CRASH_ALIGN >> 20} MiB-aligned room for "
-                         f"{size:#x} bytes below {top:#x}")
-    return start, size
-
-
-def format_size(n):
-    """``67108864`` -> ``'64M'``; exact values only, else hex."""
-    for suffix, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n and n % (1 << shift) == 0:
-            return f"{n >> shift}{suffix}"
-    return f"{n:#x}"
-
-
-# ---------------------------------------------------------------------------------- inspect
-#: labels of the compact memory map, by priority (later labels overwrite earlier ones)
-_KINDS = ("free", "kernel", "crashkernel", "crash-image", "control", "swap", "indirection",
-          "source", "parked", "allocated")
-
-
-def _image_info(image):
-    entries = []
-    dest = 0
-    runs = []          # (flag name, count, first addr, last addr, first dest)
-    from .kimage import flag_name
-    for flag, addr in image.entries():
-        name = flag_name(flag)
-        entries.append([name, addr])
-        if flag == IND_DESTINATION:
-            dest = addr
-        d = dest if flag == IND_SOURCE else None
-        if runs and runs[-1][0] == name == "SOURCE":
-            r = runs[-1]
-            runs[-1] = (name, r[1] + 1, r[2], addr, r[4])
-        else:
-            runs.append((name, 1, addr, addr, d))
-        if flag == IND_SOURCE:
-            dest = (dest + PAGE_SIZE) & 0xFFFFFFFF
-    return {
-        "type": image.type, "start": image.start, "head": image.head,
-        "preserve_context": image.preserve_context, "control_page": image.control_page,
-        "swap_page": image.swap_page,
-        "segments": [{"mem": s.mem, "memsz": s.memsz, "bufsz": s.bufsz,
-                      "zero": s.buf is None} for s in image.segments],
-        "nr_source_pages": int(len(image.source_pages())) if image.type != "crash" else 0,
-        "nr_indirection_pages": int(len(image.indirection_pages()))
-        if image.type != "crash" else 0,
-        "entries": entries,
-        "_runs": runs,
-    }
-
-
-def memory_map(machine):
-    """The compact memory map: a list of ``(start, end, kind)`` (end exclusive) covering RAM.
-
-    Kinds: ``free`` (the allocator may hand it out), ``kernel`` (below ``kernel_reserved``),
-    ``crashkernel`` (the reserved region), ``crash-image`` (a loaded crash segment),
-    ``control``/``swap``/``indirection``/``source``/``parked`` (frames of a loaded image) and
-    ``allocated`` (not free and not accounted for by any image).
-    """
-    nr = machine.ram_size >> PAGE_SHIFT
-    code = {k: i for i, k in enumerate(_KINDS)}
-    label = np.full(nr, code["allocated"], dtype=np.uint8)
-    label[machine.allocator.state()] = code["free"]
-    label[:machine.kernel_reserved >> PAGE_SHIFT] = code["kernel"]
-    if machine.crashkernel is not None:
-        start, size = machine.crashkernel
-        label[start >> PAGE_SHIFT:(start + size) >> PAGE_SHIFT] = code["crashkernel"]
-    crash = machine.kexec_crash_image
-    if crash is not None:
-        for s in crash.segments:
-            label[s.mem >> PAGE_SHIFT:(s.mem + s.memsz) >> PAGE_SHIFT] = code["crash-image"]
-        label[crash.control_page >> PAGE_SHIFT] = code["control"]
-    image = machine.kexec_image
-    if image is not None:
-        label[image.indirection_pages() >> PAGE_SHIFT] = code["indirection"]
-        label[image.source_pages() >> PAGE_SHIFT] = code["source"]
-        label[np.asarray(image._parked_frames, dtype=np.int64)] = code["parked"]
-        label[image.control_page >> PAGE_SHIFT] = code["control"]
-        label[image.swap_page >> PAGE_SHIFT] = code["swap"]
-    cuts = np.flatnonzero(np.diff(label)) + 1
-    starts = np.concatenate(([0], cuts))
-    ends = np.concatenate((cuts, [nr]))
-    return [(int(s) << PAGE_SHIFT, int(e) << PAGE_SHIFT, _KINDS[label[s]])
-            for s, e in zip(starts, ends)]
-
-
-def describe_machine(machine, path=None):
-    """Everything ``kjcore inspect`` shows, as JSON-ready values."""
-    from .persist import machine_config
-    images = {}
-    for slot in ("kexec_image", "kexec_crash_image"):
-        img = getattr(machine, slot)
-        images[slot] = None if img is None else _image_info(img)
-    return {"path": path, "config": machine_config(machine),
-            "free_frames": machine.free_frames, "images": images,
-            "memory_map": [{"start": s, "end": e, "kind": k} for s, e, k in memory_map(machine)]}
+from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
+from ..inspect import describe_machine, entry_runs
+from .grammar import (
+    COUNT,
+    RAM_SIZE,
+    SEED,
+    Parser,
+    UsageError,
+    format_size,
+    number,
+    parse_crashkernel,
+)
 
 
 def _print_image(slot, info, out, max_lines):
@@ -227,7 +59,7 @@ def _print_image(slot, info, out, max_lines):
     print(f"  entries       {len(info['entries'])} words read from RAM: "
           f"{info['nr_source_pages']} source, {info['nr_indirection_pages']} indirection pages",
           file=out)
-    runs = info["_runs"]
+    runs = entry_runs(info["entries"])
     for name, count, first, last, dest in runs[:max_lines]:
         if name == "SOURCE" and count > 1:
             print(f"    SOURCE       x{count} {first:#010x} ... {last:#010x}  "
@@ -271,10 +103,18 @@ def print_description(desc, out=None, max_lines=40):
 
 
 # ---------------------------------------------------------------------------------- commands
+def _refuse(args, options, reason):
+    """UsageError for the first of ``options`` (as spelt on the command line) that was given:
+    the mode chosen ignores it, and an ignored option is a mistake worth a message."""
+    for option in options:
+        if getattr(args, option.lstrip("-").replace("-", "_")) not in (None, False, []):
+            raise UsageError(f"{option} {reason}")
+
+
 def _cmd_machine_new(args):
-    from .machine import Machine
-    from .persist import is_machine_dir, save_machine
-    ram = parse_size(args.ram)
+    from ..machine import Machine
+    from ..persist import is_machine_dir, save_machine
+    ram = args.ram
     crash = None
     if args.crashkernel:
         crash = parse_crashkernel(args.crashkernel, ram, args.profile)
@@ -285,7 +125,7 @@ def _cmd_machine_new(args):
     try:
         m = Machine(ram, pae=args.pae, nx=args.nx, profile=args.profile, crashkernel=crash,
                     kexec_jump=not args.no_kexec_jump, cap_sys_boot=not args.no_cap_sys_boot,
-                    kernel_reserved=parse_size(args.kernel_reserved), engine=args.engine,
+                    kernel_reserved=args.kernel_reserved, engine=args.engine,
                     strict_bus=args.strict_bus, fix_pae_return=args.fix_pae_return,
                     alloc_seed=args.alloc_seed)
     except ValueError as e:
@@ -298,13 +138,12 @@ def _cmd_machine_new(args):
 
 
 def _cmd_inspect(args):
-    from .persist import open_machine
+    from ..persist import open_machine
+    if args.json:
+        _refuse(args, ("--all",), "has no effect with --json (it is always complete)")
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
     if args.json:
-        for info in desc["images"].values():
-            if info is not None:
-                del info["_runs"]
         json.dump(desc, sys.stdout, indent=1)
         print()
     else:
@@ -313,24 +152,22 @@ def _cmd_inspect(args):
 
 
 def _cmd_demo(argv):
-    try:
-        from . import demo
-    except ImportError as e:
-        raise UsageError(f"the demo is not available in this build ({e})") from None
+    from . import demo
     return demo.main(list(argv))
 
 
 def _cmd_jump_campaign(args):
     from concurrent.futures import ProcessPoolExecutor
 
-    from .fuzz import jump_campaign
+    from ..fuzz import jump_campaign
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    if args.workers > 1:
+    workers = args.workers or 1
+    if workers > 1:
         # Compile the CPU here first (on two cores, kjcore.cpu.warmup): from a cold cache every
         # worker would otherwise compile it for itself.
-        from .cpu import CPU
+        from ..cpu import CPU
         CPU(np.zeros(4096, np.uint8)).run(1)
-        with ProcessPoolExecutor(args.workers) as ex:
+        with ProcessPoolExecutor(workers) as ex:
             result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
     else:
         result = jump_campaign(args.jumps, args.seed, progress=progress or None)
@@ -344,11 +181,21 @@ def _cmd_jump_campaign(args):
     return 0 if result.ok else 1
 
 
+#: ``kjcore fuzz`` options of the layout fuzzer (refused with --jumps), and their defaults
+_LAYOUT_OPTIONS = ("-n", "--ram", "--profile", "--crashkernel", "--no-kexec-jump", "--batch",
+                   "--json")
+_LAYOUT_DEFAULTS = {"n": 1_000_000, "ram": 64 << 20, "profile": "2.6.27", "batch": 200_000}
+
+
 def _cmd_fuzz(args):
-    if args.jumps:
+    if args.jumps is not None:
+        _refuse(args, _LAYOUT_OPTIONS, "applies to the layout fuzzer, not to --jumps")
         return _cmd_jump_campaign(args)
-    from .fuzz import check_layouts, random_layouts
-    ram = parse_size(args.ram)
+    _refuse(args, ("--workers",), "applies to --jumps only")
+    from ..fuzz import check_layouts, random_layouts
+    args = argparse.Namespace(**{**vars(args), **{
+        k: v for k, v in _LAYOUT_DEFAULTS.items() if getattr(args, k) is None}})
+    ram = args.ram
     crash = parse_crashkernel(args.crashkernel, ram, args.profile) if args.crashkernel else None
     opts = dict(profile=args.profile, ram_size=ram, crashkernel=crash,
                 kexec_jump=not args.no_kexec_jump)
@@ -358,7 +205,7 @@ def _cmd_fuzz(args):
     done = 0
     total_time = 0.0          # check_layouts only
     gen_time = 0.0
-    batch = max(1, args.batch)
+    batch = args.batch
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     while done < args.n:
         n = min(batch, args.n - done)
@@ -400,7 +247,8 @@ def _cmd_fuzz(args):
 
 
 def _benchmarks_dir():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.abspath(__file__)          # SOURCE/kjcore/commands/main.py
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     path = os.path.join(root, "benchmarks")
     if os.path.isdir(path) and any(n.endswith(".py") and (n.startswith("test_")
                                    or n.startswith("bench_")) for n in os.listdir(path)):
@@ -409,9 +257,9 @@ def _benchmarks_dir():
 
 
 def _builtin_bench(size, repeat):
-    from . import KEXEC_PRESERVE_CONTEXT, Segment
-    from .machine import Machine
-    from .swap import ENGINES, swap_pages
+    from .. import KEXEC_PRESERVE_CONTEXT, Segment
+    from ..machine import Machine
+    from ..swap import ENGINES, swap_pages
     ram = max(64 << 20, 4 * size)
     m = Machine(ram)
     m.kexec_load(16 << 20, [Segment.zero(0, 16 << 20, size)], KEXEC_PRESERVE_CONTEXT)
@@ -446,47 +294,80 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _cmd_bench(args):
     path = None if args.builtin else _benchmarks_dir()
     if path is None:
-        return _builtin_bench(parse_size(args.size), args.repeat)
-    cmd = [sys.executable, "-m", "pytest", path, "--benchmark-enable", "-p", "no:cacheprovider"]
+        if args.pytest_args:
+            raise UsageError("pytest arguments need the benchmark suite (not --builtin, and "
+                             "a source tree with benchmarks/)")
+        return _builtin_bench(args.size or 16 << 20, args.repeat or 3)
+    _refuse(args, ("--size", "--repeat"), "applies to the built-in timing (--builtin)")
+    cmd = [sys.executable, "-m", "pytest", path, "--benchmark-enable", "-p", "no:cacheprovider",
+           *args.pytest_args]
     print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd + list(args.pytest_args))
+    return subprocess.call(cmd)
 
 
 # ---------------------------------------------------------------------------------- main
-def _parser():
-    from . import __version__
-    ap = argparse.ArgumentParser(prog="kjcore", description="kjcore: Linux kexec jump (2.6.27, "
-                                 "i386) simulated. Loading and running images: see kjexec.")
-    ap.add_argument("--version", action="version", version=f"kjcore {__version__}")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+_DESCRIPTION = ("kjcore: Linux kexec jump (2.6.27, i386) simulated. Create and inspect "
+                "persistent machines, run the demo, fuzz kexec_load, run the benchmarks. "
+                "Loading and running images on a machine: see kjexec.")
 
-    mach = sub.add_parser("machine", help="create persistent machines")
-    msub = mach.add_subparsers(dest="machine_command", metavar="ACTION", required=True)
-    new = msub.add_parser("new", help="create a persistent machine directory PATH")
-    new.add_argument("path", metavar="PATH")
-    new.add_argument("--ram", default="64M", help="RAM size, e.g. 256M (default 64M)")
+
+def _parser():
+    from .. import __version__
+    ap = Parser(prog="kjcore", description=_DESCRIPTION)
+    ap.add_argument("--version", action="version", version=f"kjcore {__version__}",
+                    help="print the version and exit")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                            help="what to do (kjcore COMMAND --help for its options)")
+
+    mach = sub.add_parser("machine", help="create persistent machines",
+                          description="Create persistent machines.")
+    msub = mach.add_subparsers(dest="machine_command", metavar="ACTION", required=True,
+                               help="what to do with machines")
+    new = msub.add_parser("new", help="create a persistent machine directory PATH",
+                          description="Create a persistent machine directory PATH: one "
+                          "simulated i386 computer with a first kernel and empty kexec slots.")
+    new.add_argument("path", metavar="PATH", help="the machine directory to create")
+    new.add_argument("--ram", type=RAM_SIZE, default=64 << 20,
+                     help="RAM size, e.g. 256M (default 64M, at most 1G)")
     new.add_argument("--pae", action="store_true", help="PAE paging in the first kernel")
     new.add_argument("--nx", action="store_true", help="NX (needs --pae)")
-    new.add_argument("--profile", default="2.6.27", choices=PROFILES)
+    new.add_argument("--profile", default="2.6.27", choices=PROFILES,
+                     help="kernel rules to follow (default 2.6.27)")
     new.add_argument("--crashkernel", metavar="SPEC",
                      help="reserve crash kernel memory, crashkernel= syntax (64M@16M)")
-    new.add_argument("--kernel-reserved", default="4M",
+    new.add_argument("--kernel-reserved", default=4 << 20,
+                     type=number(64 << 10, MAX_RAM_SIZE, size=True, align=PAGE_SIZE),
                      help="RAM owned by the first kernel at the bottom (default 4M)")
-    new.add_argument("--engine", default="emulated", choices=("emulated", "native"))
-    new.add_argument("--alloc-seed", type=int, default=0, help="page allocator order seed")
+    new.add_argument("--engine", default="emulated", choices=("emulated", "native"),
+                     help="who swaps the pages in a jump: the relocation routine on the "
+                     "simulated CPU (emulated, default) or native code")
+    new.add_argument("--alloc-seed", type=SEED, default=0,
+                     help="page allocator order seed (default 0)")
     new.add_argument("--no-kexec-jump", action="store_true", help="CONFIG_KEXEC_JUMP=n")
     new.add_argument("--no-cap-sys-boot", action="store_true",
                      help="the caller lacks CAP_SYS_BOOT (every kexec call fails with EPERM)")
-    new.add_argument("--strict-bus", action="store_true")
-    new.add_argument("--fix-pae-return", action="store_true")
+    new.add_argument("--strict-bus", action="store_true",
+                     help="guest accesses outside RAM fault instead of reading ones")
+    new.add_argument("--fix-pae-return", action="store_true",
+                     help="let a PAE first kernel survive the return of a jump (2.6.27 "
+                     "triple-faults there)")
     new.add_argument("--force", action="store_true", help="replace an existing machine")
     new.set_defaults(func=_cmd_machine_new)
 
-    ins = sub.add_parser("inspect", help="show a machine: images, indirection list, memory map")
-    ins.add_argument("path", metavar="PATH")
+    ins = sub.add_parser("inspect", help="show a machine: images, indirection list, memory map",
+                         description="Show a machine: its configuration, each loaded image "
+                         "with the indirection list decoded from simulated RAM, and a memory "
+                         "map of RAM by owner.")
+    ins.add_argument("path", metavar="PATH", help="the machine directory")
     ins.add_argument("--json", action="store_true", help="machine-readable, complete output")
     ins.add_argument("--all", action="store_true", help="do not shorten long lists")
     ins.add_argument("--verify", action="store_true", help="check the RAM file's CRC-32")
@@ -496,35 +377,49 @@ def _parser():
                           add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)      # main() passes them verbatim
 
-    fz = sub.add_parser("fuzz", help="check random kexec_load layouts, errno histogram")
-    fz.add_argument("-n", type=int, default=1_000_000, help="layouts (default 1000000)")
-    fz.add_argument("--seed", type=int, default=0)
-    fz.add_argument("--ram", default="64M")
-    fz.add_argument("--profile", default="2.6.27", choices=PROFILES)
-    fz.add_argument("--crashkernel", metavar="SPEC")
-    fz.add_argument("--no-kexec-jump", action="store_true")
-    fz.add_argument("--batch", type=int, default=200_000, help="layouts per step")
+    fz = sub.add_parser("fuzz", help="check random kexec_load layouts, errno histogram",
+                        description="Check random kexec_load layouts against the kernel's "
+                        "rules and print the errno histogram; or, with --jumps, run an "
+                        "end-to-end campaign of checked kexec jumps.")
+    fz.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     fz.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress line on stderr (default: when stderr is a terminal)")
-    fz.add_argument("--json", action="store_true")
-    fz.add_argument("--jumps", type=int, default=0, metavar="N",
-                    help="instead: an end-to-end jump campaign of N checked round trips")
-    fz.add_argument("--workers", type=int, default=1, help="processes for --jumps (default 1)")
+    lay = fz.add_argument_group("layouts (the default mode)")
+    lay.add_argument("-n", type=COUNT, help="layouts (default 1000000)")
+    lay.add_argument("--ram", type=RAM_SIZE, help="RAM of the machine checked (default 64M)")
+    lay.add_argument("--profile", choices=PROFILES, help="kernel rules (default 2.6.27)")
+    lay.add_argument("--crashkernel", metavar="SPEC",
+                     help="crashkernel= reservation of the machine checked (64M@16M)")
+    lay.add_argument("--no-kexec-jump", action="store_true",
+                     help="the machine checked has CONFIG_KEXEC_JUMP=n")
+    lay.add_argument("--batch", type=number(1, 2_000_000),
+                     help="layouts per step (default 200000)")
+    lay.add_argument("--json", action="store_true", help="machine-readable output")
+    camp = fz.add_argument_group("jump campaign")
+    camp.add_argument("--jumps", type=COUNT, metavar="N",
+                      help="an end-to-end jump campaign of N checked round trips instead")
+    camp.add_argument("--workers", type=number(1, 256),
+                      help="processes for --jumps (default 1)")
     fz.set_defaults(func=_cmd_fuzz)
 
     be = sub.add_parser("bench", help="run benchmarks/ with pytest-benchmark, or a built-in "
-                                      "swap timing")
+                                      "swap timing",
+                        description="Run the benchmark suite (pytest benchmarks "
+                        "--benchmark-enable) when the source tree has one, else (or with "
+                        "--builtin) time one swap pass with each swap engine.")
     be.add_argument("--builtin", action="store_true", help="built-in swap timing only")
-    be.add_argument("--size", default="16M", help="built-in: image size (default 16M)")
-    be.add_argument("--repeat", type=int, default=3)
-    be.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
+    be.add_argument("--size", type=number(PAGE_SIZE, 256 << 20, size=True, align=PAGE_SIZE),
+                    help="built-in: image size (default 16M)")
+    be.add_argument("--repeat", type=number(1, 1000), help="built-in: runs (default 3)")
+    be.add_argument("pytest_args", nargs="*", metavar="PYTEST-ARGS",
+                    help="extra pytest arguments (after --)")
     be.set_defaults(func=_cmd_bench)
     return ap
 
 
 def main(argv=None):
     """Entry point of the ``kjcore`` command; returns the exit status."""
-    from .persist import MachineFileError
+    from ..persist import MachineFileError
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["demo"]:
@@ -532,7 +427,9 @@ def main(argv=None):
             return _cmd_demo(argv[1:])
         args = _parser().parse_args(argv)
         return args.func(args)
-    except (UsageError, MachineFileError, FileNotFoundError, FileExistsError) as e:
+    except SystemExit as e:          # --help, --version or a usage error, already printed
+        return e.code
+    except (UsageError, MachineFileError, OSError) as e:
         print(f"kjcore: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

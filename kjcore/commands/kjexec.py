@@ -7,80 +7,40 @@
            --mem-min=0x1000000 --mem-max=0x1ffffff examples/phy_mode.elf
     kjexec --machine M -e
 
-Options are parsed in order like kexec-tools' ``getopt_long`` loop (later options override
-earlier ones the same way: ``-p`` and ``--load-preserve-context`` each *set* the flags), the
-actions run in kexec-tools' order (unload, load, exec, jump-back helper) and the messages and
-exit statuses are kexec-tools' (255 when an action fails, 1 for usage errors and fatal
-checks). The machine is saved after any action. Differences from kexec-tools are listed in
-``docs/cli.rst``; the main one: ``-e`` tells the truth when a preserve-context image returns
-instead of printing "kexec failed".
+Options are parsed like kexec-tools' ``getopt_long`` loop
+(:mod:`kjcore.commands.kjexec_options`), the actions run in kexec-tools' order (unload, load,
+exec, jump-back helper) and the messages and exit statuses are kexec-tools' (255 when an
+action fails, 1 for usage errors and fatal checks, 130 when interrupted). The machine is
+saved after any action. Differences from kexec-tools are listed in ``docs/cli.rst``; the
+main one: ``-e`` tells the truth when a preserve-context image returns instead of printing
+"kexec failed".
 """
 import contextlib
 import errno
-import getopt
 import os
 import sys
 
-from .constants import (KEXEC_ARCH_386, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT,
-                        LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, U32)
-from .errors import KexecError
-
-#: exit status of a failed action (kexec-tools returns -1 from main)
-EXIT_FAILED = 255
-#: exit status of usage errors and of kexec-tools' die()
-EXIT_USAGE = 1
-
-ENV_MACHINE = "KJEXEC_MACHINE"
-
-_SHORT = "hvflpuet:dxyicsaS"
-_LONG = ["help", "version", "force", "load", "load-panic", "unload", "exec", "type=",
-         "debug", "no-ifdown", "no-sync", "no-checks", "kexec-syscall", "kexec-file-syscall",
-         "kexec-syscall-auto", "status", "mem-min=", "mem-max=", "load-preserve-context",
-         "load-jump-back-helper", "entry=", "reuseinitrd", "print-ckr-size",
-         # elf-x86 file type options
-         "args-none", "args-elf", "args-linux", "command-line=", "append=", "reuse-cmdline",
-         "initrd=", "ramdisk=",
-         # kjexec's own
-         "machine="]
+from ..constants import (
+    KEXEC_ARCH_386,
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+    U32,
+)
+from ..errors import KexecError
+from .kjexec_options import (
+    ENV_MACHINE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    USAGE,
+    parse,
+)
 
 #: file types: kexec-tools' i386 ELF loader name (and aliases), plus kjcore's flat loader
 _TYPES = {"elf-x86": "elf", "elf32": "elf", "elf": "elf", "raw": "raw"}
-
-_NEEDS_PURGATORY = ("--args-elf", "--args-linux", "--command-line", "--append",
-                    "--reuse-cmdline", "--initrd", "--ramdisk", "--reuseinitrd")
-
-USAGE = """\
-Usage: kjexec --machine PATH [OPTION]... [image]
-Run kexec-tools' kexec against a kjcore persistent machine (see 'kjcore machine new').
-
-     --machine=PATH   The machine to act on (default: ${KJEXEC_MACHINE}).
- -h, --help           Print this help.
- -v, --version        Print the version of kjexec.
- -f, --force          Load the image and execute it at once.
- -l, --load           Load the new image into the current kernel.
- -p, --load-panic     Load the new image for use on panic.
- -u, --unload         Unload the current kexec target image.
-                      If the crash image is being unloaded specify -p with -u.
- -e, --exec           Execute the currently loaded image.
- -t, --type=TYPE      Specify the image is of this type (elf-x86, raw).
-     --mem-min=<addr> Specify the lowest memory address to load code into.
-     --mem-max=<addr> Specify the highest memory address to load code into.
-     --print-ckr-size Print crash kernel region size.
-     --load-preserve-context Load the new image and preserve the
-                      context of the current kernel during kexec.
-     --load-jump-back-helper Load a helper image to jump back
-                      to the original kernel.
-     --entry=<addr>   Specify the entry (with --load-jump-back-helper: the
-                      jump back address; 0 means not given).
- -d, --debug          Print the segments passed to kexec_load.
- -S, --status         Return 0 if the image (by default the crash image) is loaded.
- -c, -x, -y, -i       Accepted and ignored (nothing to sync or bring down).
-
-Supported image types and options:
-elf-x86 (aliases elf32, elf): an i386 ELF32 file, each PT_LOAD at its p_paddr
-     --args-none      Jump directly to e_entry (required: kjexec has no purgatory).
-raw: a flat binary loaded at --entry=ADDR (page aligned) and entered there
-"""
 
 
 class _Fatal(Exception):
@@ -90,109 +50,6 @@ class _Fatal(Exception):
 def _err(*lines):
     for line in lines:
         print(line, file=sys.stderr)
-
-
-def _strtoul(text):
-    """``strtoul(text, &end, 0)`` with ``*end`` required to be the end; None if not."""
-    s = text.strip()
-    try:
-        if s.lower().startswith("0x"):
-            value = int(s[2:], 16)
-        elif len(s) > 1 and s.startswith("0"):
-            value = int(s[1:], 8)
-        else:
-            value = int(s, 10)
-    except ValueError:
-        return None
-    return value if 0 <= value <= U32 and not s.startswith(("+", "-")) else None
-
-
-class _Options:
-    def __init__(self):
-        self.do_load, self.do_exec, self.do_shutdown = True, False, True
-        self.do_unload = self.do_jump_back_helper = self.do_status = False
-        self.print_ckr_size = False
-        self.kexec_flags = 0
-        self.entry = 0
-        self.type = None
-        self.mem_min, self.mem_max = 0, None
-        self.debug = False
-        self.args_none = False
-        self.machine = os.environ.get(ENV_MACHINE)
-        self.purgatory_opts = []
-        self.file_syscall = False
-        self.files = []
-
-
-def _parse(argv):
-    """Options in kexec-tools' order and semantics; returns (_Options, exit status or None)."""
-    o = _Options()
-    try:
-        opts, o.files = getopt.gnu_getopt(argv, _SHORT, _LONG)
-    except getopt.GetoptError as e:
-        _err(f"kjexec: {e}")
-        print(USAGE, end="")
-        return o, EXIT_USAGE
-    for opt, val in opts:
-        if opt in ("-h", "--help"):
-            print(USAGE, end="")
-            return o, 0
-        if opt in ("-v", "--version"):
-            _version()
-            return o, 0
-        if opt in ("-f", "--force"):
-            o.do_load, o.do_shutdown, o.do_exec = True, False, True
-        elif opt in ("-l", "--load"):
-            o.do_load, o.do_exec, o.do_shutdown = True, False, False
-        elif opt in ("-u", "--unload"):
-            o.do_load, o.do_shutdown, o.do_unload = False, False, True
-        elif opt in ("-e", "--exec"):
-            o.do_load, o.do_shutdown, o.do_exec = False, False, True
-        elif opt == "--load-jump-back-helper":
-            o.do_load, o.do_shutdown, o.do_exec = False, False, False
-            o.do_jump_back_helper = True
-            o.kexec_flags = KEXEC_PRESERVE_CONTEXT
-        elif opt == "--load-preserve-context":
-            o.do_load, o.do_exec, o.do_shutdown = True, False, False
-            o.kexec_flags = KEXEC_PRESERVE_CONTEXT
-        elif opt in ("-p", "--load-panic"):
-            o.do_load, o.do_exec, o.do_shutdown = True, False, False
-            o.kexec_flags = KEXEC_ON_CRASH
-        elif opt in ("--entry", "--mem-min", "--mem-max"):
-            value = _strtoul(val)
-            if value is None:
-                _err(f"Bad option value in {opt}={val}")
-                print(USAGE, end="")
-                return o, EXIT_USAGE
-            setattr(o, opt[2:].replace("-", "_"), value)
-        elif opt in ("-t", "--type"):
-            o.type = val
-        elif opt in ("-d", "--debug"):
-            o.debug = True
-        elif opt in ("-S", "--status"):
-            o.do_status = True
-        elif opt == "--print-ckr-size":
-            o.print_ckr_size = True
-        elif opt == "--args-none":
-            o.args_none = True
-        elif opt in _NEEDS_PURGATORY:
-            o.purgatory_opts.append(opt)
-        elif opt in ("-s", "-a", "--kexec-file-syscall", "--kexec-syscall-auto"):
-            o.file_syscall = True
-        elif opt == "--machine":
-            o.machine = val
-        # -c, -x, -y, -i and their long forms: nothing to do in a simulation
-    if o.do_status:
-        if o.kexec_flags == 0:
-            o.kexec_flags = KEXEC_ON_CRASH
-        o.do_load = o.do_unload = o.do_shutdown = o.do_exec = False
-        o.do_jump_back_helper = False
-    return o, None
-
-
-def _version():
-    from . import __version__
-    print(f"kjexec (kjcore {__version__}): kexec-tools' kexec for simulated i386 machines")
 
 
 def _print_segments(entry, flags, segments):
@@ -215,7 +72,7 @@ def _kexec_error(prefix, e, dump=None):
 
 def _read_image(o):
     """(segments, entry) of the image file, kexec-tools' my_load() up to the backups."""
-    from .loader import load_elf32, load_flat
+    from ..loader import load_elf32, load_flat
     if not o.files:
         _err("No kernel specified")
         print(USAGE, end="")
@@ -242,7 +99,7 @@ def _read_image(o):
         _err(f"Cannot determine the file type of {name}",
              "kjexec: not an ELF file; use --type=raw --entry=ADDR for a flat binary")
         return None
-    from .elf32 import LoaderError
+    from ..elf32 import LoaderError
     try:
         if kind == "elf":
             if o.purgatory_opts or not o.args_none:
@@ -265,8 +122,8 @@ def _read_image(o):
 
 
 def _load(machine, o):
-    from .elf32 import LoaderError
-    from .loader import check_placement, preserve_context_backup_segments, sort_segments
+    from ..elf32 import LoaderError
+    from ..loader import check_placement, preserve_context_backup_segments, sort_segments
     read = _read_image(o)
     if read is None:
         return -1
@@ -309,7 +166,7 @@ def _unload(machine, o):
 
 
 def _jump_back_helper(machine, o):
-    from .loader import jump_back_helper
+    from ..loader import jump_back_helper
     if machine.kexec_image is not None:
         _err("There is kexec kernel loaded, make sure you are in kexeced kernel.")
         return -1
@@ -335,8 +192,10 @@ class _MachineLost(Exception):
     """The exec ended in a way that leaves no first kernel to save (triple fault...)."""
 
 
-def _exec(machine):
-    """``kexec -e``: reboot(LINUX_REBOOT_CMD_KEXEC), then say what happened."""
+def _exec(machine, limits, after_save):
+    """``kexec -e``: reboot(LINUX_REBOOT_CMD_KEXEC) within ``limits`` (``max_steps``,
+    ``timeout``), then say what happened; what is only true once the machine is saved goes
+    to ``after_save``."""
     if not hasattr(machine, "reboot"):
         raise _Fatal("kjexec: this kjcore cannot execute images yet (Machine.reboot is "
                      "missing)")
@@ -348,7 +207,8 @@ def _exec(machine):
         "no preserve context: the first kernel is replaced"
     print(f"kjexec: executing the image at {start:#010x} ({mode})", flush=True)
     try:
-        ret = machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC)
+        ret = machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
+                             **limits)
     except KexecError as e:
         _kexec_error("kexec failed", e)
         return -1
@@ -382,14 +242,15 @@ def _exec(machine):
     print("kjexec: back in the first kernel: the image returned (kexec jump); reboot() "
           "returned 0" + (f" ({', '.join(parts)})" if parts else "") + ".")
     if new_start is not None:
-        print(f"kjexec: the image stays loaded; the next 'kjexec -e' enters it at "
-              f"{new_start:#010x}, the re-entry point it left on the stack.")
+        after_save.append(f"kjexec: the image stays loaded; the next 'kjexec -e' enters it at "
+                          f"{new_start:#010x}, the re-entry point it left on the stack.")
         swap = machine.kexec_image.swap_page
         if swap is not None and new_start == _word(machine.ram, swap + 4096):
-            print(f"kjexec: note: {new_start:#010x} is the word just above the swap page: the "
-                  "image came back with a plain 'ret', so it left no re-entry point and the "
-                  "next -e would jump there (2.6.27 behaviour). Reload the image to run it "
-                  "from its entry again.")
+            after_save.append(
+                f"kjexec: note: {new_start:#010x} is the word just above the swap page: the "
+                "image came back with a plain 'ret', so it left no re-entry point and the "
+                "next -e would jump there (2.6.27 behaviour). Reload the image to run it "
+                "from its entry again.")
     return 0
 
 
@@ -409,7 +270,7 @@ def _show_console(machine, result, before):
 def main(argv=None):
     """Entry point of the ``kjexec`` command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    o, status = _parse(argv)
+    o, status = parse(argv)
     if status is not None:
         return status
     try:
@@ -417,6 +278,12 @@ def main(argv=None):
     except _Fatal as e:
         _err(str(e))
         return EXIT_USAGE
+    except OSError as e:
+        _err(f"kjexec: {e}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _err("kjexec: interrupted")
+        return EXIT_INTERRUPTED
 
 
 #: lock file held for a whole kjexec run, so two runs cannot interleave open and save
@@ -454,8 +321,9 @@ def _run(o):
     if not o.machine:
         raise _Fatal(f"kjexec: no machine: give --machine=PATH or set {ENV_MACHINE} "
                      "(create one with 'kjcore machine new PATH')")
-    if not os.path.isdir(o.machine):
-        return _run_locked(o)      # open_machine explains what is wrong with the path
+    from ..persist import is_machine_dir
+    if not is_machine_dir(o.machine):
+        return _run_locked(o)      # open_machine explains what is wrong (and leaves no lock)
     with _session(o.machine) as free:
         if not free:
             _err(f"kjexec: {o.machine}: {os.strerror(errno.EBUSY)}: another kjexec is "
@@ -465,9 +333,10 @@ def _run(o):
 
 
 def _run_locked(o):
-    from .persist import MachineFileError, open_machine, save_machine
+    from ..persist import MachineFileError, open_machine, save_machine
     try:
-        machine = open_machine(o.machine)
+        # -e runs what the RAM file holds: check it is what was saved (CRC-32) first
+        machine = open_machine(o.machine, verify=o.do_exec or o.do_shutdown)
     except (MachineFileError, OSError) as e:
         raise _Fatal(f"kjexec: cannot open machine: {e}") from None
     if o.print_ckr_size:
@@ -488,6 +357,7 @@ def _run_locked(o):
                      "\"--mem-max\" parameter")
     result = 0
     acted = False
+    after_save = []
     try:
         if o.do_unload:
             acted = True
@@ -506,7 +376,7 @@ def _run_locked(o):
             o.do_exec = True
         if result == 0 and o.do_exec:
             acted = True
-            result = _exec(machine)
+            result = _exec(machine, o.limits, after_save)
         if result == 0 and o.do_jump_back_helper:
             acted = True
             result = _jump_back_helper(machine, o)
@@ -518,7 +388,13 @@ def _run_locked(o):
         _err(f"kjexec: {o.machine}: {e}")
         return EXIT_FAILED
     if acted:
-        save_machine(machine, o.machine)
+        try:
+            save_machine(machine, o.machine)
+        except OSError as e:
+            _err(f"kjexec: cannot save machine {o.machine}: {e}")
+            return EXIT_FAILED
+    for line in after_save:
+        print(line)
     return 0 if result == 0 else EXIT_FAILED
 
 
