@@ -5,7 +5,7 @@ paging modes of the first kernel, and checks:
 
 * invariant 7 -- at its first instruction the payload finds its pages as it left them, and
   before it exits they hold what the model says (a checkpoint port handler looks at them);
-* invariant 8 and SPEC 8 -- :class:`kjcore.testing.payloads.JumpOracle`: every first-kernel
+* invariant 8 and SPEC 8 -- :class:`kjcore.fuzz.oracle.JumpOracle`: every first-kernel
   byte outside the pages the jump may use is unchanged, processor state is restored;
 * invariant 9 -- every source page holds what the image left in its destination (the
   payload's model, and untouched passive segments);
@@ -20,10 +20,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from kjcore.campaign import CHECKPOINT_PORT
 from kjcore.fuzz import jump_campaign, run_unit
-from kjcore.testing.payloads import random_payload
-
+from kjcore.fuzz.jumps import CHECKPOINT_PORT
+from kjcore.fuzz.oracle import JumpOracle
+from kjcore.fuzz.payloads import random_payload
 
 
 def run_campaign(seed, round_trips):
@@ -56,11 +56,9 @@ def test_campaign_api_with_an_executor_and_progress():
 
 
 def test_campaign_reports_a_violation_instead_of_stopping(monkeypatch):
-    import kjcore.campaign as campaign
-
     def broken_check(self, image_pages=None):
         raise AssertionError("invariant 8: injected")
-    monkeypatch.setattr(campaign.JumpOracle, "check", broken_check)
+    monkeypatch.setattr(JumpOracle, "check", broken_check)
     result = jump_campaign(20, seed=1, units=2)
     assert not result.ok and len(result.failures) == 2
     assert "invariant 8: injected" in result.failures[0][2]

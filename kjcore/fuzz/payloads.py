@@ -12,14 +12,14 @@ so a test can check SPEC §12 invariants 7-9 and 11 byte for byte without trusti
 
 Layout of the ``npages`` destination pages at ``dest`` (``npages >= 2``):
 
-==================  ===================================================================
-``dest + 0x000``    code: ``entry`` (the checkpoint ``out``, the prologue, the random
-                    operations, the exit) and ``reentry`` (``jmp entry``)
-``dest + 0xF00``    ``SLOT_JUMP_BACK``: the jump-back entry read at [ESP] on entry
-``dest + 0xF04``    ``SLOT_ESP``: ESP on entry (restored before a ``ret`` exit)
-``dest + 0xF08``    ``SLOT_COUNTER``: rounds run so far (incremented first thing)
-``dest + 0x1000..`` data pages: the random stores land here
-==================  ===================================================================
+====================  ===================================================================
+``dest + 0x000``      code: ``entry`` (the checkpoint ``out``, the prologue, the random
+                      operations, the exit) and ``reentry`` (``jmp entry``)
+``dest + 0xF00``      ``SLOT_JUMP_BACK``: the jump-back entry read at [ESP] on entry
+``dest + 0xF04``      ``SLOT_ESP``: ESP on entry (restored before a ``ret`` exit)
+``dest + 0xF08``      ``SLOT_COUNTER``: rounds run so far (incremented first thing)
+``dest + 0x1000..``    data pages: the random stores land here
+====================  ===================================================================
 
 ``exit="call"`` always uses the jump-back protocol (the next exec enters at ``reentry``),
 ``exit="ret"`` always returns (the first kernel then reads the re-entry point from the word
@@ -29,7 +29,7 @@ handler registered with ``cpu.on_port`` then sees the destination pages as the p
 them (invariant 7).
 
 >>> import numpy as np, kjcore
->>> from kjcore.testing.payloads import random_payload
+>>> from kjcore.fuzz.payloads import random_payload
 >>> m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10)
 >>> p = random_payload(np.random.default_rng(1), dest=0x80000, npages=2, exit="call")
 >>> m.kexec_load(p.entry, p.segments(), kjcore.KEXEC_PRESERVE_CONTEXT)
@@ -47,10 +47,7 @@ them (invariant 7).
 import struct
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .. import relocate
-from ..constants import PAGE_OFFSET, PAGE_SIZE
+from ..constants import PAGE_SIZE
 from ..relocate import jump_back_entry
 from ..segment import Segment
 
@@ -114,7 +111,8 @@ class Payload:
         return _get32(pages, SLOT_COUNTER)
 
     def image_pages(self, pages):
-        """``{destination page: bytes}`` of a model copy, for :meth:`JumpOracle.check`."""
+        """``{destination page: bytes}`` of a model copy, for
+        :meth:`kjcore.fuzz.oracle.JumpOracle.check`."""
         return {self.dest + k: bytes(pages[k:k + PAGE_SIZE]) for k in range(0, self.size,
                                                                             PAGE_SIZE)}
 
@@ -298,106 +296,3 @@ def random_payload(rng, dest, npages=2, *, n_ops=16, exit="call", checkpoint_por
     image[len(a.code):min(bufsz, PAGE_SIZE)] = bytes(max(0, min(bufsz, PAGE_SIZE) - len(a.code)))
     return Payload(dest=dest, npages=npages, image=bytes(image), entry=dest, reentry=reentry,
                    exit=exit, ops=ops, exit_regs=regs)
-
-
-#: CPU state fields the first kernel gets back unchanged from a round trip (SPEC §8)
-PRESERVED_STATE = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit", "cr0", "cr2", "cr3",
-                   "cr4", "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
-    f"{seg}_{f}" for seg in ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
-    for f in ("sel", "base", "limit", "attr"))
-
-
-class JumpOracle:
-    """Checks one preserve-context round trip of ``machine`` against SPEC §8 and §12 (7-9, 11).
-
-    Create it after the image is loaded, call :meth:`before` right before the jump and
-    :meth:`check` after it.  ``image_pages`` maps a destination page address to the 4096 bytes
-    the image left there; destinations not in it are expected to hold what their source page
-    held before the jump.  Failures raise ``AssertionError`` naming the first differing byte.
-
-    RAM that may change (SPEC §12 invariant 8): the control page, the swap page, the source
-    and indirection pages, the kexec page tables and the first kernel's stack below the ESP
-    the routine saved -- and the five words the routine pushed at that ESP (SPEC 7.1), which
-    are checked to hold the caller's EFLAGS, EBP, EDI, ESI and EBX.  Everything else must equal the RAM before the jump, where "before"
-    includes the call frame ``machine_kexec`` writes (``page_list`` and the five arguments).
-    """
-
-    def __init__(self, machine):
-        m = self.m = machine
-        img = self.image = m.kexec_image
-        self.sources = [int(a) for a in img.source_pages()]
-        self.dests = [int(a) for a in img.destination_pages()]
-        self.dest_of = dict(zip(self.sources, self.dests))
-        self.source_of = dict(zip(self.dests, self.sources))
-        layout = m.first_kernel
-        mask = np.ones(len(m.ram), dtype=bool)
-        for page in ([img.control_page, img.swap_page] + self.sources
-                     + [int(a) for a in img.indirection_pages()] + list(layout.kexec_tables())):
-            mask[page:page + PAGE_SIZE] = False
-        self.mask = mask
-        self.ram_before = self.state_before = self.call_esp = self.call_regs = None
-
-    def before(self):
-        """Record RAM and CPU state; returns self."""
-        m, img = self.m, self.image
-        self.ram_before = m.ram.copy()
-        regs = relocate.prepare_call(self.ram_before, m.first_kernel, img.head, img.start,
-                                     img.control_page, img.swap_page, m.pae, True,
-                                     m.fix_pae_return)
-        self.call_esp = regs["esp"]
-        self.call_regs = regs
-        self.state_before = m.cpu.get_state()
-        return self
-
-    def image_before(self, dest_page):
-        """The image's bytes at ``dest_page`` before the jump (held by its source page)."""
-        s = self.source_of[dest_page]
-        return self.ram_before[s:s + PAGE_SIZE].tobytes()
-
-    def expected_ret_start(self, image_pages=None):
-        """The re-entry point a plain ``ret`` produces: the word after the swap page, as it
-        is at re-entry time -- image bytes if that page is a destination (SPEC §7.9)."""
-        addr = relocate.return_point_after_ret(self.image.swap_page)
-        page, off = addr & ~(PAGE_SIZE - 1), addr & (PAGE_SIZE - 1)
-        if addr + 4 > len(self.m.ram):
-            return 0xFFFFFFFF                   # empty bus
-        if page in self.source_of:              # a destination holds the image now
-            data = (image_pages or {}).get(page) or self.image_before(page)
-            return _get32(data, off)
-        if page in self.dest_of:                # a source holds its destination's old bytes
-            addr = self.dest_of[page] + off
-        if page == self.image.control_page:
-            return _get32(relocate.ROUTINE, off)
-        return _get32(self.ram_before, addr)
-
-    def check(self, image_pages=None):
-        """Invariants 8 and 9 and the processor state of SPEC §8 after the round trip."""
-        m, before = self.m, self.ram_before
-        image_pages = image_pages or {}
-        saved_esp = relocate.read_data_area(m.ram, self.image.control_page)["esp"]
-        assert saved_esp == self.call_esp - 20, \
-            f"saved ESP {saved_esp:#x}, expected {self.call_esp - 20:#x} (five pushes)"
-        # The five words at the saved ESP are the routine's own pushes (SPEC 7.1): they hold
-        # the caller's EFLAGS, EBP, EDI, ESI, EBX; the stack below them is scratch.
-        at = saved_esp - PAGE_OFFSET
-        pushed = struct.unpack("<5I", m.ram[at:at + 20].tobytes())
-        regs = self.call_regs
-        want = tuple(regs[r] for r in ("eflags", "ebp", "edi", "esi", "ebx"))
-        assert pushed == want, f"saved registers on the stack {pushed}, expected {want}"
-        mask = self.mask.copy()
-        mask[m.first_kernel.stack_bottom:at + 20] = False
-        diff = np.flatnonzero((m.ram != before) & mask)
-        assert diff.size == 0, (f"invariant 8: {diff.size} first-kernel bytes changed, first at "
-                                f"{int(diff[0]):#x}: {int(before[diff[0]]):#04x} -> "
-                                f"{int(m.ram[diff[0]]):#04x}")
-        for s, d in zip(self.sources, self.dests):
-            want = image_pages.get(d) or self.image_before(d)
-            got = m.ram[s:s + PAGE_SIZE].tobytes()
-            if got != want:
-                i = next(k for k in range(PAGE_SIZE) if got[k] != want[k])
-                raise AssertionError(f"invariant 9: source {s:#x} (destination {d:#x}) differs "
-                                     f"at +{i:#x}: {got[i]:#04x}, image left {want[i]:#04x}")
-        now = m.cpu.get_state()
-        bad = [f for f in PRESERVED_STATE if now[f] != self.state_before[f]]
-        assert not bad, "SPEC 8: processor state not restored: " + ", ".join(
-            f"{f} {int(self.state_before[f]):#x} -> {int(now[f]):#x}" for f in bad)

@@ -2,12 +2,12 @@
 
 A campaign is split into *units*, each reproducible from ``(seed, unit)`` alone: a unit builds
 three pairs of machines (2-level, PAE, PAE+NX paging; one machine per swap engine), then
-repeatedly loads a random image -- a random physical-mode payload (:mod:`kjcore.testing.payloads`)
+repeatedly loads a random image -- a random physical-mode payload (:mod:`kjcore.fuzz.payloads`)
 plus passive segments of random bytes, sometimes over the first kernel's own memory -- and jumps
 into it 1-24 times, checking after every round trip:
 
 * invariant 7: at its first instruction the payload finds its pages as it left them;
-* invariants 8, 9 and SPEC §8 (:class:`kjcore.testing.payloads.JumpOracle`): every first-kernel
+* invariants 8, 9 and SPEC §8 (:class:`kjcore.fuzz.oracle.JumpOracle`): every first-kernel
   byte outside the pages a jump may use is unchanged, every source page holds what the image
   left, processor state is restored;
 * invariants 11/12: the new start is the re-entry point, and the next exec enters there;
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
-from .machine import Machine
-from .segment import Segment
-from .testing.payloads import JumpOracle, random_payload
+from ..constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
+from ..machine import Machine
+from ..segment import Segment
+from .oracle import JumpOracle
+from .payloads import random_payload
 
 RAM = 1 << 20
 RESERVED = 64 << 10
