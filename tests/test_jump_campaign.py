@@ -15,11 +15,20 @@ paging modes of the first kernel, and checks:
 
 The default run makes 10 000 round trips; ``-m slow`` adds a run ten times as long.
 """
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import kjcore
 from kjcore.fuzz import jump_campaign, run_unit
 from kjcore.fuzz.jumps import CHECKPOINT_PORT
 from kjcore.fuzz.oracle import JumpOracle
@@ -44,7 +53,6 @@ def test_campaign_100000_round_trips():
 
 
 def test_campaign_api_with_an_executor_and_progress():
-    from concurrent.futures import ThreadPoolExecutor
     seen = []
     with ThreadPoolExecutor(2) as ex:
         result = jump_campaign(60, seed=5, units=3, executor=ex,
@@ -53,6 +61,74 @@ def test_campaign_api_with_an_executor_and_progress():
     assert sorted(seen) == [(1, 3), (2, 3), (3, 3)]
     again = jump_campaign(60, seed=5, units=3)
     assert again.stats == result.stats                  # reproducible from the seed
+
+
+def test_campaign_on_its_own_pool_matches_the_serial_run():
+    result = jump_campaign(60, seed=5, units=3, workers=2)
+    assert result.ok and result.stats == jump_campaign(60, seed=5, units=3).stats
+    assert not multiprocessing.active_children()        # the pool is shut down
+
+
+def test_ctrl_c_cancels_the_units_submitted_to_a_callers_executor():
+    submitted = []
+
+    class Recording(ThreadPoolExecutor):
+        def submit(self, *args):
+            submitted.append(super().submit(*args))
+            return submitted[-1]
+
+    def interrupt(done, total, result):
+        raise KeyboardInterrupt
+
+    with Recording(1) as ex:
+        with pytest.raises(KeyboardInterrupt):
+            jump_campaign(100, seed=5, units=10, executor=ex, progress=interrupt)
+        # one unit finished, at most one had started: the other eight never run
+        assert sum(f.cancelled() for f in submitted) >= 8
+        assert ex.submit(int, 7).result() == 7          # the caller's executor stays usable
+
+
+def _process_group(pgid):
+    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except (OSError, ValueError):
+            continue                                    # not a process, or it just ended
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_ctrl_c_stops_kjcore_fuzz_jumps_and_its_workers():
+    # Ctrl-C in a terminal sends SIGINT to the whole foreground process group.
+    env = dict(os.environ, PYTHONPATH=str(Path(kjcore.__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, "-m", "kjcore.cli", "fuzz", "--jumps", "1000000",
+                             "--workers", "2", "--no-progress"], env=env,
+                            start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_process_group(proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)                             # the parent and its two workers
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(1.0)                                 # the workers are running units
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == "kjcore: interrupted\n" and out == ""
+    assert elapsed < 3.0, f"took {elapsed:.1f} s to stop"   # ~0.8 s on two busy cores
+    assert _process_group(proc.pid) == []               # no worker left behind
 
 
 def test_campaign_reports_a_violation_instead_of_stopping(monkeypatch):
