@@ -184,31 +184,36 @@ def _data_range(rng, dest, npages, max_len):
     return int(rng.integers(lo, hi - n + 1)), n
 
 
-def random_payload(rng, dest, npages=2, *, n_ops=16, exit="call", checkpoint_port=None,
-                   bufsz=None):
-    """Generate a :class:`Payload` at physical ``dest`` (page-aligned) using ``rng``.
+_KINDS = ("store32", "add32", "xor8", "ctr32", "out", "stos", "movs", "reg", "push", "lea_esp",
+          "popf")
 
-    ``rng`` is a ``numpy.random.Generator``; the same seed gives the same payload.
-    ``n_ops`` random operations form the body; ``exit`` is ``"call"``, ``"ret"`` or
-    ``"mixed"``; ``bufsz`` (default: random, at least the code) is how many bytes the
-    segment's buffer holds -- the data pages start with random bytes up to it.
+
+class PayloadBuilder:
+    """A payload assembled one random operation at a time (what :func:`random_payload` does).
+
+    ``rng`` answers ``integers(...)`` as a ``numpy.random.Generator`` does.  Build with
+    :meth:`add_random_op` as often as wanted, then :meth:`finish`; a hypothesis strategy asks
+    before each operation whether to add another, so that a failing example shrinks to the
+    operations that matter (:func:`kjcore.testing.strategies.payloads`).
     """
-    if dest % PAGE_SIZE or npages < 2:
-        raise ValueError("dest must be page-aligned and npages >= 2")
-    if exit not in ("call", "ret", "mixed"):
-        raise ValueError(f"exit must be 'call', 'ret' or 'mixed', not {exit!r}")
-    a = _Asm(dest)
-    ops = []
-    if checkpoint_port is not None:
-        a.emit(0xE6, checkpoint_port)                       # out %al, $port
-    a.emit(b"\x8b\x04\x24", 0xA3, _d(dest + SLOT_JUMP_BACK))  # mov (%esp),%eax; mov %eax,jb
-    a.emit(b"\x89\x25", _d(dest + SLOT_ESP))                # mov %esp, esp slot
-    a.emit(b"\xff\x05", _d(dest + SLOT_COUNTER))            # incl counter
-    depth = 0
-    kinds = ("store32", "add32", "xor8", "ctr32", "out", "stos", "movs", "reg", "push",
-             "lea_esp", "popf")
-    for _ in range(n_ops):
-        kind = kinds[int(rng.integers(len(kinds)))]
+
+    def __init__(self, dest, npages=2, *, checkpoint_port=None):
+        if dest % PAGE_SIZE or npages < 2:
+            raise ValueError("dest must be page-aligned and npages >= 2")
+        self.dest, self.npages, self.checkpoint_port = dest, npages, checkpoint_port
+        self.ops = []
+        self.depth = 0                  # bytes of the swap page the pushes so far use
+        a = self.asm = _Asm(dest)
+        if checkpoint_port is not None:
+            a.emit(0xE6, checkpoint_port)                       # out %al, $port
+        a.emit(b"\x8b\x04\x24", 0xA3, _d(dest + SLOT_JUMP_BACK))  # mov (%esp),%eax; mov %eax,jb
+        a.emit(b"\x89\x25", _d(dest + SLOT_ESP))                # mov %esp, esp slot
+        a.emit(b"\xff\x05", _d(dest + SLOT_COUNTER))            # incl counter
+
+    def add_random_op(self, rng):
+        """Append one random operation of the body (an over-budget stack one adds nothing)."""
+        a, dest, npages, ops = self.asm, self.dest, self.npages, self.ops
+        kind = _KINDS[int(rng.integers(len(_KINDS)))]
         v = int(rng.integers(0, 1 << 32))
         if kind in ("store32", "add32", "ctr32"):
             addr, _n = _data_range(rng, dest, npages, 1)
@@ -248,51 +253,74 @@ def random_payload(rng, dest, npages=2, *, n_ops=16, exit="call", checkpoint_por
             ops.append((kind, (src, dst, n, down)))
         elif kind == "reg":
             a.mov_imm(_FREE_REGS[v % len(_FREE_REGS)], int(rng.integers(0, 1 << 32)))
-        elif kind == "push" and depth + 8 <= STACK_BUDGET:
+        elif kind == "push" and self.depth + 8 <= STACK_BUDGET:
             a.emit(0x68, _d(v), 0x58 + _FREE_REGS[v % 7], 0x68, _d(~v))  # push; pop; push
-            depth += 4
-        elif kind == "lea_esp" and depth + 256 <= STACK_BUDGET:
+            self.depth += 4
+        elif kind == "lea_esp" and self.depth + 256 <= STACK_BUDGET:
             k = 4 * int(rng.integers(1, 64))
             a.emit(b"\x8d\xa4\x24", _d(-k))                 # lea -k(%esp), %esp
-            depth += k
+            self.depth += k
         elif kind == "popf":
             a.emit(0x68, _d(v & _POPF_MASK | 0x2), 0x9D)    # push $flags; popf
-    regs = {r: int(rng.integers(0, 1 << 32)) for r in (_EBX, _EBP, _ESI, _EDI)}
 
-    def scramble_and_std():
-        for r, val in regs.items():
-            a.mov_imm(r, val)
-        a.emit(0xFD)                                        # the first kernel must cope: DF=1
+    def finish(self, rng, exit="call", bufsz=None):
+        """The :class:`Payload`: the exit (see :func:`random_payload`), then the buffer."""
+        if exit not in ("call", "ret", "mixed"):
+            raise ValueError(f"exit must be 'call', 'ret' or 'mixed', not {exit!r}")
+        a, dest, npages = self.asm, self.dest, self.npages
+        regs = {r: int(rng.integers(0, 1 << 32)) for r in (_EBX, _EBP, _ESI, _EDI)}
 
-    if checkpoint_port is not None:
-        a.emit(0xE6, checkpoint_port)                       # the pages as the payload leaves them
-    call_exit = []
-    if exit == "mixed":
-        a.emit(0xF6, 0x05, _d(dest + SLOT_COUNTER), 0x01)   # testb $1, counter
-        a.emit(0x0F, 0x85)                                  # jnz call_exit (odd round)
-        call_exit.append(len(a.code))
-        a.emit(_d(0))
-    if exit in ("ret", "mixed"):
-        scramble_and_std()
-        a.emit(0x8B, 0x25, _d(dest + SLOT_ESP), 0xC3)       # mov esp slot,%esp; ret
-    if call_exit:
-        _put32(a.code, call_exit[0], a.here - (a.origin + call_exit[0] + 4))
-    reentry = None
-    if exit in ("call", "mixed"):
-        a.emit(0xA1, _d(dest + SLOT_JUMP_BACK))             # mov jb,%eax
-        scramble_and_std()
-        a.emit(0xFF, 0xD0)                                  # call *%eax
-        reentry = a.here
-        a.jmp(dest)                                         # entered again: run the body again
-    if len(a.code) > CODE_LIMIT:
-        raise ValueError(f"n_ops={n_ops} gives {len(a.code)} bytes of code, more than "
-                         f"{CODE_LIMIT}")
-    size = npages * PAGE_SIZE
-    if bufsz is None:
-        bufsz = int(rng.integers(PAGE_SIZE, size + 1))
-    bufsz = max(bufsz, len(a.code))
-    image = bytearray(rng.integers(0, 256, bufsz, dtype="u1").tobytes())
-    image[:len(a.code)] = a.code
-    image[len(a.code):min(bufsz, PAGE_SIZE)] = bytes(max(0, min(bufsz, PAGE_SIZE) - len(a.code)))
-    return Payload(dest=dest, npages=npages, image=bytes(image), entry=dest, reentry=reentry,
-                   exit=exit, ops=ops, exit_regs=regs)
+        def scramble_and_std():
+            for r, val in regs.items():
+                a.mov_imm(r, val)
+            a.emit(0xFD)                                    # the first kernel must cope: DF=1
+
+        if self.checkpoint_port is not None:
+            a.emit(0xE6, self.checkpoint_port)              # the pages as the payload leaves them
+        call_exit = []
+        if exit == "mixed":
+            a.emit(0xF6, 0x05, _d(dest + SLOT_COUNTER), 0x01)   # testb $1, counter
+            a.emit(0x0F, 0x85)                                  # jnz call_exit (odd round)
+            call_exit.append(len(a.code))
+            a.emit(_d(0))
+        if exit in ("ret", "mixed"):
+            scramble_and_std()
+            a.emit(0x8B, 0x25, _d(dest + SLOT_ESP), 0xC3)       # mov esp slot,%esp; ret
+        if call_exit:
+            _put32(a.code, call_exit[0], a.here - (a.origin + call_exit[0] + 4))
+        reentry = None
+        if exit in ("call", "mixed"):
+            a.emit(0xA1, _d(dest + SLOT_JUMP_BACK))             # mov jb,%eax
+            scramble_and_std()
+            a.emit(0xFF, 0xD0)                                  # call *%eax
+            reentry = a.here
+            a.jmp(dest)                                     # entered again: run the body again
+        if len(a.code) > CODE_LIMIT:
+            raise ValueError(f"{len(self.ops)} operations give {len(a.code)} bytes of code, "
+                             f"more than {CODE_LIMIT}")
+        size = npages * PAGE_SIZE
+        if bufsz is None:
+            bufsz = int(rng.integers(PAGE_SIZE, size + 1))
+        bufsz = max(bufsz, len(a.code))
+        image = bytearray(rng.integers(0, 256, bufsz, dtype="u1").tobytes())
+        image[:len(a.code)] = a.code
+        code_page = min(bufsz, PAGE_SIZE)
+        image[len(a.code):code_page] = bytes(max(0, code_page - len(a.code)))
+        return Payload(dest=dest, npages=npages, image=bytes(image), entry=dest, reentry=reentry,
+                       exit=exit, ops=self.ops, exit_regs=regs)
+
+
+def random_payload(rng, dest, npages=2, *, n_ops=16, exit="call", checkpoint_port=None,
+                   bufsz=None):
+    """Generate a :class:`Payload` at physical ``dest`` (page-aligned) using ``rng``.
+
+    ``rng`` is a ``numpy.random.Generator`` (the same seed gives the same payload), or any
+    object whose ``integers`` answers the same calls.  ``n_ops`` random operations form the
+    body; ``exit`` is ``"call"``, ``"ret"`` or ``"mixed"``; ``bufsz`` (default: random, at
+    least the code) is how many bytes the segment's buffer holds -- the data pages start with
+    random bytes up to it.
+    """
+    builder = PayloadBuilder(dest, npages, checkpoint_port=checkpoint_port)
+    for _ in range(n_ops):
+        builder.add_random_op(rng)
+    return builder.finish(rng, exit, bufsz)
