@@ -81,6 +81,7 @@ class JumpOracle:
         self.dest_of = dict(zip(self.sources, self.dests))
         self.source_of = dict(zip(self.dests, self.sources))
         self.ram_before = self.state_before = self.call_esp = self.call_regs = None
+        self.mask = None                # preserved_mask up to the call's ESP, once known
 
     def before(self):
         """Record RAM and CPU state; returns self."""
@@ -91,6 +92,8 @@ class JumpOracle:
                                      m.fix_pae_return)
         self.call_esp = regs["esp"]
         self.call_regs = regs
+        if self.mask is None:
+            self.mask = preserved_mask(m, img, stack_top=self.call_esp - PAGE_OFFSET)
         self.state_before = m.cpu.get_state()
         return self
 
@@ -129,8 +132,7 @@ class JumpOracle:
         regs = self.call_regs
         want = tuple(regs[r] for r in ("eflags", "ebp", "edi", "esi", "ebx"))
         assert pushed == want, f"saved registers on the stack {pushed}, expected {want}"
-        mask = preserved_mask(m, self.image, stack_top=at + 20)
-        diff = np.flatnonzero((m.ram != before) & mask)
+        diff = np.flatnonzero((m.ram != before) & self.mask)
         assert diff.size == 0, (f"invariant 8: {diff.size} first-kernel bytes changed, first at "
                                 f"{int(diff[0]):#x}: {int(before[diff[0]]):#04x} -> "
                                 f"{int(m.ram[diff[0]]):#04x}")
