@@ -17,6 +17,7 @@ The default run makes 10 000 round trips; ``-m slow`` adds a run ten times as lo
 """
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,11 +107,15 @@ def _process_group(pgid):
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
 def test_ctrl_c_stops_kjcore_fuzz_jumps_and_its_workers():
     # Ctrl-C in a terminal sends SIGINT to the whole foreground process group.
-    env = dict(os.environ, PYTHONPATH=str(Path(kjcore.__file__).parent.parent))
-    proc = subprocess.Popen([sys.executable, "-m", "kjcore.cli", "fuzz", "--jumps", "1000000",
-                             "--workers", "2", "--no-progress"], env=env,
-                            start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    root = Path(kjcore.__file__).parent.parent
+    # the `kjcore` console script, wherever [project.scripts] points it
+    module, func = re.search(r'^kjcore = "([\w.]+):(\w+)"$',
+                             (root / "pyproject.toml").read_text(), re.M).groups()
+    command = f"import sys; from {module} import {func}; sys.exit({func}())"
+    proc = subprocess.Popen([sys.executable, "-c", command, "fuzz", "--jumps", "1000000",
+                             "--workers", "2", "--no-progress"],
+                            env=dict(os.environ, PYTHONPATH=str(root)), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while len(_process_group(proc.pid)) < 3 and time.monotonic() < deadline:
