@@ -34,6 +34,11 @@ def test_a_failing_payload_property_shrinks_to_one_operation():
     assert len(p.image) == PAGE_SIZE        # the shortest buffer: code, then zeros
 
 
+def test_a_payload_needing_data_shrinks_to_one_byte_of_it():
+    p = find(payloads(dest=DEST), lambda p: any(p.image[PAGE_SIZE:]))
+    assert (p.ops, p.image[PAGE_SIZE:]) == ([], b"\x01")
+
+
 def test_segment_contents_shrink_to_the_address_pattern():
     seg = find(segments(hi=1 << 20), lambda seg: seg.bufsz > PAGE_SIZE)
     assert (seg.mem, seg.bufsz, seg.memsz) == (0, PAGE_SIZE + 1, 2 * PAGE_SIZE)

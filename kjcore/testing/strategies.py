@@ -27,9 +27,9 @@ from ..fuzz.payloads import PayloadBuilder
 from ..machine import Machine
 from ..segment import Segment
 
-#: the longest drawn prefix of a payload's data pages (the rest is zero): hypothesis draws at
-#: most a few KiB per example
-PAYLOAD_DATA_MAX = 64
+#: at most this many drawn bytes in a payload's buffer (the rest is zero): hypothesis draws a
+#: few KiB per example at most, and a shrunk example shows only the bytes that matter
+PAYLOAD_DATA_MARKS = 16
 
 
 def address_pattern(mem, nbytes, salt=0):
@@ -116,8 +116,8 @@ class _DrawnChoices:
     answered by hypothesis draws.
 
     ``integers(low, high)`` is a drawn integer in ``[low, high)`` (``integers(high)``: in
-    ``[0, high)``); ``integers(0, 256, size)`` (the data pages' initial bytes) a drawn prefix
-    of at most :data:`PAYLOAD_DATA_MAX` bytes, then zeros.
+    ``[0, high)``); ``integers(0, 256, size)`` (the buffer's initial bytes) zeros but for at
+    most :data:`PAYLOAD_DATA_MARKS` drawn bytes at drawn offsets.
     """
 
     def __init__(self, draw):
@@ -130,8 +130,11 @@ class _DrawnChoices:
             return self._draw(st.integers(low, high - 1))
         if (low, high) != (0, 256):
             raise ValueError("only bytes (integers(0, 256, size)) are drawn as arrays")
-        head = self._draw(st.binary(max_size=min(size, PAYLOAD_DATA_MAX)))
-        return np.frombuffer(head.ljust(size, b"\0"), dtype=np.uint8)
+        data = np.zeros(size, dtype=np.uint8)
+        marks = st.tuples(st.integers(0, size - 1), st.integers(1, 255))
+        for offset, value in self._draw(st.lists(marks, max_size=PAYLOAD_DATA_MARKS)):
+            data[offset] = value
+        return data
 
 
 @st.composite
