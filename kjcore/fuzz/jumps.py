@@ -228,8 +228,10 @@ def jump_campaign(round_trips, seed, *, units=None, workers=1, executor=None, pr
     :class:`CampaignResult`.
 
     Ctrl-C (``KeyboardInterrupt``) propagates after the campaign has cancelled the units it
-    has not started and, with ``workers``, stopped its pool; a caller's ``executor`` stays
-    open, only the campaign's own units are cancelled.
+    has not started and, with ``workers``, stopped its pool: Ctrl-C in a terminal signals the
+    workers too and their units stop at once (a SIGINT sent to this process alone lets each
+    worker finish its unit first); a caller's ``executor`` stays open, only the campaign's
+    own units are cancelled.
     """
     round_trips = int(round_trips)
     if round_trips <= 0:
