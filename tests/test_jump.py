@@ -10,15 +10,23 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import (KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC,
-                    LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, KexecError, Segment)
-from kjcore import relocate
+from kjcore import (
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+    KexecError,
+    Segment,
+    relocate,
+)
 from kjcore.constants import LINUX_REBOOT_MAGIC2_ALL, PAGE_OFFSET
 from kjcore.cpu import CPUFault, Status, StepLimit, TripleFault
+from kjcore.fuzz.jumps import NOT_ARCHITECTURAL
+from kjcore.fuzz.oracle import PRESERVED_STATE, JumpOracle, preserved_mask
+from kjcore.fuzz.payloads import random_payload
 from kjcore.machine_kexec import ExecResult, JumpResult
 from kjcore.pm import RecordingDevice
-from kjcore.campaign import NOT_ARCHITECTURAL
-from kjcore.testing.payloads import PRESERVED_STATE, JumpOracle, random_payload
 
 RAM = 1 << 20
 RESERVED = 64 << 10
@@ -272,8 +280,7 @@ def test_pae_faithful_routine_triple_faults_on_the_way_back(nx, engine):
     assert tf.state["cr3"] == m.first_kernel.kexec_pgd
     assert m.state == "lost" and m.debugcon == b"p"
     # The swap back happened before paging was turned on: RAM is the first kernel's again.
-    mask = oracle.mask.copy()
-    mask[m.first_kernel.stack_bottom:oracle.call_esp - PAGE_OFFSET] = False   # + the pushes
+    mask = preserved_mask(m, img, stack_top=oracle.call_esp - PAGE_OFFSET)    # + the pushes
     assert np.array_equal(m.ram[mask], oracle.ram_before[mask])
     with pytest.raises(RuntimeError, match="restore"):
         m.kernel_kexec()

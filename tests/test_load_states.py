@@ -48,7 +48,7 @@ def test_no_system_call_after_a_plain_exec(call):
 
 
 def test_kjexec_load_after_a_plain_exec_is_one_line(tmp_path, capsys):
-    from kjcore import kjexec
+    from kjcore.commands import kjexec
     m = _after_plain_exec()
     path = str(tmp_path / "m")
     m.save(path)

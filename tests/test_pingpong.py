@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, \
-    LINUX_REBOOT_MAGIC2
+from kjcore import (
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2,
+)
+from kjcore.fuzz.oracle import JumpOracle
 from kjcore.loader import load_elf32
 from kjcore.relocate import jump_back_entry
-from kjcore.testing.payloads import JumpOracle
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 PEER = os.path.join(EXAMPLES, "pingpong.elf")

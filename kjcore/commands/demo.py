@@ -18,9 +18,9 @@ from ..constants import (
     LINUX_REBOOT_MAGIC1,
     LINUX_REBOOT_MAGIC2,
     MAX_RAM_SIZE,
-    PAGE_OFFSET,
     PAGE_SIZE,
 )
+from ..fuzz.oracle import preserved_mask
 from ..inspect import STRIP_CHARS, memory_strip
 from ..kimage import flag_name
 from ..machine import Machine
@@ -43,21 +43,6 @@ _CODE = (bytes([0x8B, 0x1C, 0x24, 0xBE]) + (PAYLOAD_AT + _MSG_AT).to_bytes(4, "l
          + bytes([0xAC, 0x84, 0xC0, 0x74, 0x04, 0xE6, 0xE9, 0xEB, 0xF7, 0xFF, 0xD3,
                   0x8B, 0x1C, 0x24, 0xEB, 0xEB]))
 PAYLOAD = _CODE.ljust(_MSG_AT, b"\x90") + b"hello from physical mode\n\0"
-
-
-def restored_region(m, img):
-    """Boolean mask of the RAM bytes a round trip must leave unchanged (SPEC §12 invariant 8).
-
-    Everything except the control and swap pages, the source and indirection pages, the kexec
-    page tables and the first kernel's stack below the ESP it saved.
-    """
-    keep = np.ones(m.ram_size, dtype=bool)
-    pages = [img.control_page, img.swap_page, *img.source_pages().tolist(),
-             *img.indirection_pages().tolist(), *m.first_kernel.kexec_tables()]
-    for p in pages:
-        keep[p:p + PAGE_SIZE] = False
-    keep[m.first_kernel.stack_bottom:m.first_kernel.kernel_esp - PAGE_OFFSET] = False
-    return keep
 
 
 #: ``kjcore demo --help``'s description (plain text: argparse prints it as it is)
@@ -105,7 +90,7 @@ def main(argv=None):
     legend = ", ".join(f"{char} {kind}" for kind, char in STRIP_CHARS.items())
     print(f"memory map ({cell // 1024} KiB per cell; {legend}):\n  {strip}")
 
-    keep = restored_region(m, img)
+    keep = preserved_mask(m, img)
     before = m.ram.copy()
     ok = True
     times, steps, pages = [], 0, 0

@@ -157,20 +157,10 @@ def _cmd_demo(argv):
 
 
 def _cmd_jump_campaign(args):
-    from concurrent.futures import ProcessPoolExecutor
-
     from ..fuzz import jump_campaign
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    workers = args.workers or 1
-    if workers > 1:
-        # Compile the CPU here first (on two cores, kjcore.cpu.warmup): from a cold cache every
-        # worker would otherwise compile it for itself.
-        from ..cpu import CPU
-        CPU(np.zeros(4096, np.uint8)).run(1)
-        with ProcessPoolExecutor(workers) as ex:
-            result = jump_campaign(args.jumps, args.seed, executor=ex, progress=progress or None)
-    else:
-        result = jump_campaign(args.jumps, args.seed, progress=progress or None)
+    result = jump_campaign(args.jumps, args.seed, workers=args.workers or 1,
+                           progress=progress or None)
     rt = result.stats["round trips"]
     print(f"jump campaign (seed {args.seed}): {rt} round trips over {result.stats['images']} "
           f"images in {result.seconds:.1f} s ({rt / max(result.seconds, 1e-9):.0f} jumps/s), "

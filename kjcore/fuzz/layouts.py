@@ -1,4 +1,4 @@
-"""Bulk kexec_load layout fuzzing (SPEC §11).
+"""Bulk kexec_load layout fuzzing (SPEC §11): random layouts and their errno, compiled.
 
 A *layout* is one kexec_load call's arguments as a numpy record (:data:`LAYOUT_DTYPE`), so
 millions of them fit in one array.  :func:`random_layouts` makes them, biased toward the edges
@@ -28,14 +28,30 @@ on mainline (only an empty segment at address 0 wraps, marking every frame).
 import numpy as np
 from numba import njit, prange
 
-from .constants import (IND_ENTRIES_PER_PAGE, KEXEC_ARCH_386, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH,
-                        KEXEC_PRESERVE_CONTEXT, KEXEC_SEGMENT_MAX, PAGE_SHIFT, PAGE_SIZE, PROFILES)
-from .load_checks import (ENOMEM, PROFILE_2627, PROFILE_MAINLINE, check_header, check_segments,
-                          find_crash_control_page)
+from ..constants import (
+    IND_ENTRIES_PER_PAGE,
+    KEXEC_ARCH_386,
+    KEXEC_ARCH_X86_64,
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    KEXEC_SEGMENT_MAX,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PROFILES,
+)
+from ..load_checks import (
+    ENOMEM,
+    PROFILE_2627,
+    PROFILE_MAINLINE,
+    check_header,
+    check_segments,
+    find_crash_control_page,
+)
 
 #: one kexec_load call: flags, entry, number of segments and struct kexec_segment fields
 LAYOUT_DTYPE = np.dtype([("flags", "<u4"), ("entry", "<u4"), ("nr_segments", "<u4"),
-                         ("bufsz", "<u4", (KEXEC_SEGMENT_MAX,)), ("mem", "<u4", (KEXEC_SEGMENT_MAX,)),
+                         ("bufsz", "<u4", (KEXEC_SEGMENT_MAX,)),
+                         ("mem", "<u4", (KEXEC_SEGMENT_MAX,)),
                          ("memsz", "<u4", (KEXEC_SEGMENT_MAX,))])
 
 _U32 = 0xFFFFFFFF
@@ -286,7 +302,7 @@ def random_layouts(n, seed, *, ram_size=64 << 20, crashkernel=None, kernel_reser
 
 def layout_segments(layout):
     """``(entry, [Segment.zero ...], flags)`` of one layout, ready for ``Machine.kexec_load``."""
-    from .segment import Segment
+    from ..segment import Segment
     nr = min(int(layout["nr_segments"]), KEXEC_SEGMENT_MAX)
     segs = [Segment.zero(int(layout["bufsz"][i]), int(layout["mem"][i]), int(layout["memsz"][i]))
             for i in range(nr)]
@@ -294,5 +310,3 @@ def layout_segments(layout):
     segs += [Segment.zero(0, 0, 0)] * max(extra, 0)
     return int(layout["entry"]), segs, int(layout["flags"])
 
-
-from .campaign import CampaignResult, jump_campaign, run_unit  # noqa: E402  (SPEC §11 names)

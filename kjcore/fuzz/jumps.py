@@ -2,38 +2,43 @@
 
 A campaign is split into *units*, each reproducible from ``(seed, unit)`` alone: a unit builds
 three pairs of machines (2-level, PAE, PAE+NX paging; one machine per swap engine), then
-repeatedly loads a random image -- a random physical-mode payload (:mod:`kjcore.testing.payloads`)
+repeatedly loads a random image -- a random physical-mode payload (:mod:`kjcore.fuzz.payloads`)
 plus passive segments of random bytes, sometimes over the first kernel's own memory -- and jumps
 into it 1-24 times, checking after every round trip:
 
 * invariant 7: at its first instruction the payload finds its pages as it left them;
-* invariants 8, 9 and SPEC §8 (:class:`kjcore.testing.payloads.JumpOracle`): every first-kernel
+* invariants 8, 9 and SPEC §8 (:class:`kjcore.fuzz.oracle.JumpOracle`): every first-kernel
   byte outside the pages a jump may use is unchanged, every source page holds what the image
   left, processor state is restored;
 * invariants 11/12: the new start is the re-entry point, and the next exec enters there;
 * invariant 13: both engines leave identical RAM, CPU state and results.
 
-Units run in this process, or on any :class:`concurrent.futures.Executor` (a
-``ProcessPoolExecutor``, or ``dask.distributed.Client(...).get_executor()`` for a cluster).
+Units run in this process, on a pool of worker processes the campaign owns (``workers=``), or
+on any :class:`concurrent.futures.Executor` (``dask.distributed.Client(...).get_executor()``
+for a cluster).  Ctrl-C stops a campaign and its pool within about a second.
 
 >>> from kjcore.fuzz import jump_campaign
 >>> result = jump_campaign(40, seed=1, units=2)
 >>> result.ok, result.stats["round trips"] >= 40
 (True, True)
 """
+import signal
 import sys
 import time
 import traceback
 from collections import Counter
-from concurrent.futures import as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
+from itertools import islice
 
 import numpy as np
 
-from .constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
-from .machine import Machine
-from .segment import Segment
-from .testing.payloads import JumpOracle, random_payload
+from ..constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
+from ..cpu import CPU
+from ..machine import Machine
+from ..segment import Segment
+from .oracle import JumpOracle
+from .payloads import random_payload
 
 RAM = 1 << 20
 RESERVED = 64 << 10
@@ -159,17 +164,83 @@ def _unit_task(seed, unit, round_trips):
         return unit, Counter(), traceback.format_exc(limit=4)
 
 
-def jump_campaign(round_trips, seed, *, units=None, executor=None, progress=None):
+def _interruptible_unit_task(seed, unit, round_trips):
+    """Task of :func:`jump_campaign`'s own pool: :func:`_unit_task` with Ctrl-C enabled.
+
+    The pool's workers ignore SIGINT while idle (a ``KeyboardInterrupt`` in a worker's wait
+    loop kills it with a traceback); while a unit runs, SIGINT stops it, so that Ctrl-C in a
+    terminal, which signals the whole process group, ends every started unit at once.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _unit_task(seed, unit, round_trips)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_on_executor(executor, seed, units, per_unit, collect):
+    """Every unit submitted to the caller's ``executor``; on Ctrl-C (or any error) the units
+    not started yet are cancelled and the exception propagates (the executor stays open)."""
+    futures = [executor.submit(_unit_task, seed, k, per_unit) for k in range(units)]
+    try:
+        for done, fut in enumerate(as_completed(futures), 1):
+            collect(done, fut.result())
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _run_on_own_pool(workers, seed, units, per_unit, collect):
+    """The units on a pool of ``workers`` processes, shut down however the campaign ends.
+
+    At most one unit per worker is submitted at a time: on Ctrl-C no queued unit is left for
+    a worker to start, the started ones stop (see :func:`_interruptible_unit_task`), and the
+    pending ones are cancelled, so the pool is gone within about a second.
+    """
+    # Compile the CPU here first: from a cold cache every worker would compile it for itself.
+    CPU(np.zeros(PAGE_SIZE, np.uint8)).run(1)
+    pool = ProcessPoolExecutor(workers, initializer=signal.signal,
+                               initargs=(signal.SIGINT, signal.SIG_IGN))
+    todo = iter(range(units))
+    try:
+        running = {pool.submit(_interruptible_unit_task, seed, k, per_unit)
+                   for k in islice(todo, workers)}
+        done = 0
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                done += 1
+                collect(done, fut.result())
+                running |= {pool.submit(_interruptible_unit_task, seed, k, per_unit)
+                            for k in islice(todo, 1)}
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def jump_campaign(round_trips, seed, *, units=None, workers=1, executor=None, progress=None):
     """Run at least ``round_trips`` checked kexec jumps, reproducible from ``seed``.
 
     ``units`` (default: one per 2000 round trips) is how many independent units the work is
-    split into; ``executor`` any ``concurrent.futures.Executor`` to run them on (default: this
-    process, in order).  ``progress``: ``True`` for a status line on stderr, or a callable
-    ``progress(done_units, total_units, result)``.  Returns a :class:`CampaignResult`.
+    split into.  They run in this process, in order; or on ``workers`` processes of a pool
+    the campaign starts and shuts down; or on ``executor``, any
+    ``concurrent.futures.Executor`` (not both).  ``progress``: ``True`` for a status line on
+    stderr, or a callable ``progress(done_units, total_units, result)``.  Returns a
+    :class:`CampaignResult`.
+
+    Ctrl-C (``KeyboardInterrupt``) propagates after the campaign has cancelled the units it
+    has not started and, with ``workers``, stopped its pool: Ctrl-C in a terminal signals the
+    workers too and their units stop at once (a SIGINT sent to this process alone lets each
+    worker finish its unit first); a caller's ``executor`` stays open, only the campaign's
+    own units are cancelled.
     """
     round_trips = int(round_trips)
     if round_trips <= 0:
         raise ValueError("round_trips must be positive")
+    workers = int(workers)
+    if workers <= 0:
+        raise ValueError("workers must be positive")
+    if executor is not None and workers != 1:
+        raise ValueError("give workers or executor, not both")
     units = int(units or max(1, -(-round_trips // 2000)))
     per_unit = -(-round_trips // units)
     result = CampaignResult()
@@ -185,15 +256,17 @@ def jump_campaign(round_trips, seed, *, units=None, executor=None, progress=None
         if report:
             report(done, units, result)
 
-    if executor is None:
-        for k in range(units):
-            collect(k + 1, _unit_task(seed, k, per_unit))
-    else:
-        futures = [executor.submit(_unit_task, seed, k, per_unit) for k in range(units)]
-        for done, fut in enumerate(as_completed(futures), 1):
-            collect(done, fut.result())
-    if report is _stderr_progress:
-        sys.stderr.write("\n")
+    try:
+        if executor is not None:
+            _run_on_executor(executor, seed, units, per_unit, collect)
+        elif workers > 1:
+            _run_on_own_pool(workers, seed, units, per_unit, collect)
+        else:
+            for k in range(units):
+                collect(k + 1, _unit_task(seed, k, per_unit))
+    finally:
+        if report is _stderr_progress:
+            sys.stderr.write("\n")
     return result
 
 
