@@ -22,10 +22,10 @@ from unicorn import x86_const as X
 
 from kjcore.cpu import CPU, Status
 from kjcore.cpu import state as S
-from kjcore.cpu.decode import (
+from kjcore.cpu.isa import (
     F_ALU, F_ATOMIC, F_BCD, F_BITS, F_COND, F_FLAGS, F_GRP3, F_GRP5, F_INCDEC, F_INT,
-    F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_FPU, F_SYS,
-    I_B, I_ENTER, I_FAR, I_GRP3, I_MOFFS, I_W, I_Z, IMM_SHIFT, O_LOCK, O_MODRM,
+    F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING,
+    I_B, I_ENTER, I_FAR, I_GRP3, I_MOFFS, I_W, I_Z, IMM_SHIFT, LOCK_SHIFT, O_MODRM,
     OP_FAMILY, OP_FLAGS,
 )
 
@@ -134,7 +134,7 @@ def gen_case(rng, op):
         mod, reg, rm = modrm >> 6, (modrm >> 3) & 7, modrm & 7
         if mod != 3:
             body += _address(rng, regs, mod, rm, asz)
-            if (fl & O_LOCK) and lockable(op, reg) and rng.random() < 0.08:
+            if lockable(op, reg) and rng.random() < 0.08:
                 # Only legal LOCK forms: Unicorn misses several #UD cases
                 # (LOCK on a register destination or a non-RMW sub-op).
                 pre.insert(0, 0xF0)
@@ -189,19 +189,12 @@ def _tail(body):
 
 
 def lockable(op, reg):
-    if op in (0xF6, 0xF7):
-        # LOCK NEG: Unicorn computes SF/PF/AF differently from plain NEG
-        # (test_unicorn_bugs.py), so only LOCK NOT is cross-checked.
-        return reg == 2
-    if op in (0xFE, 0xFF):
-        return reg in (0, 1)
-    if op == 0x1BA:
-        return reg >= 5
-    if op == 0x1C7:
-        return reg == 1
-    if op in (0x80, 0x81, 0x82, 0x83):
-        return reg != 7
-    return True
+    """LOCK is legal on form ``op`` /``reg`` with a memory operand (the table's
+    lock column), and cross-checked: LOCK NEG is left out, as Unicorn computes
+    SF/PF/AF differently from plain NEG there (test_unicorn_bugs.py)."""
+    if op in (0xF6, 0xF7) and reg == 3:
+        return False
+    return (int(OP_FLAGS[op]) >> LOCK_SHIFT >> reg) & 1 == 1
 
 
 def _address(rng, regs, mod, rm, asz):
