@@ -15,8 +15,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .fastpath import flags_of
 from .jit import inline_kernel, kernel
+from .lazyflags import flags_of
 from .state import JIT, JIT_HOT, JIT_N, JIT_REQ, M32, NBP, NO_JIT
 
 #: loop_head's answer when Python has to compile the loop first.
