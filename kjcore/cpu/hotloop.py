@@ -25,7 +25,7 @@ REQUEST = -1
 
 @intrinsic
 def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot):
-    """Call compiled loop code at address ``fn`` (see ``loopjit._emit``)."""
+    """Call compiled loop code at address ``fn`` (see ``loopir.emit``)."""
     i64 = types.int64
 
     def codegen(context, builder, sig, args):

@@ -450,3 +450,12 @@ def decode_insn(code, o=0, code32=True):
         return None
     return Insn(form, o - start, prefixes, osz, asz, mod, reg, rm, base, index, scale, disp,
                 imm, imm2)
+
+
+def loop_compilable(insn):
+    """The hot-loop tier compiles this decoded instruction: its row's ``loop``
+    rule allows its ModRM form, and it has no prefix."""
+    rule = insn.form.loop
+    if insn.prefixes or rule is None:
+        return False
+    return rule == "any" or (rule == "reg") == (insn.mod == 3)
