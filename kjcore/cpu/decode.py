@@ -22,6 +22,7 @@ from .isa import (
     I_Z,
     IMM_SHIFT,
     LOCK_SHIFT,
+    O_MODREG,
     O_MODRM,
     OP_FAMILY,
     OP_FLAGS,
@@ -219,10 +220,10 @@ def decode(s, ram):
         if s[D_EXC] >= 0:
             return -1
         s[D_MODRM] = modrm
-        s[D_MOD] = modrm >> 6
+        s[D_MOD] = 3 if fl & O_MODREG else modrm >> 6
         s[D_REG] = (modrm >> 3) & 7
         s[D_RM] = modrm & 7
-        if (modrm >> 6) != 3:
+        if s[D_MOD] != 3:
             decode_ea(s, ram, modrm)
             if s[D_EXC] >= 0:
                 return -1

@@ -6,7 +6,9 @@ field (``/r``).  Each row (:class:`Form`) says
 
 * ``family``: the handler module that executes it (``core.py`` dispatches on
   it; the handler re-derives the operation from the opcode bits);
-* ``modrm`` and ``imm``: whether a ModRM byte follows and which immediate
+* ``modrm`` and ``imm``: whether a ModRM byte follows (``"reg"``: one whose
+  mod field is ignored, both operands being registers: MOV to and from
+  CRn/DRn, always three bytes) and which immediate
   (``b`` byte, ``w`` word, ``z`` word or dword by operand size, ``moffs``
   offset by address size, ``enter`` word and byte, ``far`` offset by operand
   size and a selector);
@@ -41,9 +43,11 @@ FAMILY_NAMES = ("ud", "alu", "incdec", "stack", "jump", "grp5", "grp3", "shift",
 #: Immediate kinds of OP_FLAGS (I_GRP3: F6/F7, an immediate for /0 and /1 only).
 IMM_KINDS = ("", "b", "w", "z", "moffs", "enter", "far", "grp3")
 I_NONE, I_B, I_W, I_Z, I_MOFFS, I_ENTER, I_FAR, I_GRP3 = range(len(IMM_KINDS))
-#: OP_FLAGS layout: bit 0 ModRM, bits 4-7 immediate kind, bits 8-15 the reg
-#: fields (bit r for /r) with which LOCK is legal.
+#: OP_FLAGS layout: bit 0 ModRM, bit 1 its mod field ignored (registers only),
+#: bits 4-7 immediate kind, bits 8-15 the reg fields (bit r for /r) with which
+#: LOCK is legal.
 O_MODRM = 1
+O_MODREG = 2
 IMM_SHIFT = 4
 LOCK_SHIFT = 8
 
@@ -65,7 +69,7 @@ class Form(NamedTuple):
     reg: object          # None, or the ModRM reg field 0-7
     name: str
     family: int
-    modrm: bool
+    modrm: object        # False, True or "reg"
     imm: str
     lock: bool
     fast: object         # None or a FAST_CLASSES name
@@ -226,7 +230,7 @@ def _forms():
     row(range(t + 0x18, t + 0x20), "NOP Ev (hint)", F_MOV, True)
     for op, n in ((0x20, "MOV Rd,Cd"), (0x21, "MOV Rd,Dd"), (0x22, "MOV Cd,Rd"),
                   (0x23, "MOV Dd,Rd")):
-        row([t + op], n, F_SYS, True)                   # mod is ignored: always registers
+        row([t + op], n, F_SYS, "reg")
     row(range(t + 0x40, t + 0x50), "CMOVcc Gv,Ev", F_COND, True)
     row(range(t + 0x80, t + 0x90), "Jcc Jz", F_JUMP, imm="z", fast="0f", loop="any")
     row(range(t + 0x90, t + 0xA0), "SETcc Eb", F_COND, True)
@@ -303,8 +307,8 @@ def _decoder_tables():
                 locks |= 0xFF if f.reg is None else 1 << f.reg
         if locks and not modrm:
             raise ValueError(f"opcode {op:#x}: LOCK without a memory operand")
-        flags[op] = (O_MODRM if modrm else 0) | (_imm_kind(rows) << IMM_SHIFT) | (
-            locks << LOCK_SHIFT)
+        flags[op] = ((O_MODRM if modrm else 0) | (O_MODREG if modrm == "reg" else 0)
+                     | (_imm_kind(rows) << IMM_SHIFT) | (locks << LOCK_SHIFT))
     return fam, flags
 
 
@@ -326,7 +330,7 @@ def _fast_tables():
         if not rows:
             continue
         k = FAST_CLASSES.index(_one(rows, "fast"))
-        length = ((2 if b == 0x0F else 1) + _one(rows, "modrm")
+        length = ((2 if b == 0x0F else 1) + bool(_one(rows, "modrm"))
                   + _imm_bytes(_one(rows, "imm"), 4, 4))
         fast[b] = k | length << FAST_LEN_SHIFT
         mem[b] = any(f.fast_mem for f in rows)
@@ -430,7 +434,9 @@ def decode_insn(code, o=0, code32=True):
         m = code[o]
         o += 1
         mod, reg, rm = m >> 6, (m >> 3) & 7, m & 7
-        if mod != 3:
+        if rows[0].modrm == "reg":
+            mod = 3
+        elif mod != 3:
             a = _address(code, o, mod, rm, asz)
             if a is None:
                 return None
