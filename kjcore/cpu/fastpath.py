@@ -31,8 +31,8 @@ kernel call (``fast_mem``), which keeps the inlined loop small.
 import numpy as np
 
 from .isa import (
-    FAST,
-    FAST_LEN_SHIFT,
+    FAST_CLASS,
+    FAST_LENGTH,
     K_0F,
     K_ALU,
     K_CALLRET,
@@ -83,6 +83,14 @@ from .state import (
     TLB_N,
     ZF,
 )
+
+# Lengths of the register forms, from the opcode table.  Module-level ints:
+# Numba compiles them as constants, so the next EIP never waits for a load
+# (a length read from a table per instruction cost the ALU loop 25%).
+(N_ALU, N_INC, N_JCC, N_0F, N_MOVI, N_81, N_83, N_TEST, N_MOVST, N_MOVLD, N_MODRM, N_F7,
+ N_NOP, N_JMP8, N_LOOP, N_JMP32, N_CALL, N_PUSH) = (
+    FAST_LENGTH[b] for b in (0x01, 0x40, 0x70, 0x0F, 0xB8, 0x81, 0x83, 0x85, 0x89, 0x8B, 0x8D,
+                             0xF7, 0x90, 0xEB, 0xE2, 0xE9, 0xE8, 0x50))
 
 
 @inline_kernel
@@ -231,7 +239,6 @@ def fast_mem(s, ram, start, p, b0, f):
     1 if the instruction wrote the arithmetic flags else 0); the caller keeps
     EIP and EFLAGS in registers and writes them back itself.
     """
-    end = start + (FAST[b0] >> FAST_LEN_SHIFT)  # the register form's end (isa.FAST)
     if b0 >= 0x50 and b0 < 0x60:
         sb = SEG + 4 * SS
         if (s[sb + 3] & A_DB) == 0:
@@ -250,20 +257,20 @@ def fast_mem(s, ram, start, p, b0, f):
             v = rd4(ram, ph)
             s[ESP] = (s[ESP] + 4) & M32
             s[b0 & 7] = v
-        return True, end, f, 0
+        return True, start + N_PUSH, f, 0
     if b0 == 0xE8 or b0 == 0xC3:
         sb = SEG + 4 * SS
         if (s[sb + 3] & A_DB) == 0:
             return False, start, f, 0
         if b0 == 0xE8:
-            t = (end + rd4(ram, p + 1)) & M32
+            t = (start + N_CALL + rd4(ram, p + 1)) & M32
             if t > s[SEG + 4 * CS + 2]:
                 return False, start, f, 0
             sp = (s[ESP] - 4) & M32
             ph = phys4(s, ram, SS, sp, True)
             if ph < 0:
                 return False, start, f, 0
-            wr4(ram, ph, end)
+            wr4(ram, ph, start + N_CALL)
             s[ESP] = sp
         else:
             ph = phys4(s, ram, SS, s[ESP], False)
@@ -278,7 +285,8 @@ def fast_mem(s, ram, start, p, b0, f):
     if m >= 0xC0:
         return False, start, f, 0
     off, seg, n = ea32(s, ram, p + 1)
-    end += n - 1                               # n bytes of ModRM, SIB, displacement for one
+    # n bytes of ModRM, SIB and displacement instead of the register form's ModRM.
+    end = start + n - 1 + (N_83 if b0 == 0x83 else N_MODRM)
     reg = (m >> 3) & 7
     if b0 == 0x8D:
         s[reg] = off
@@ -377,14 +385,13 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     ones are ``flags_of(f, lop, la, lb, lr)``.  Returns (handled, next EIP,
     f, lop, la, lb, lr) and writes neither ``s[EIP]`` nor ``s[EFLAGS]``;
     an unhandled instruction changes nothing.  One switch on the class of
-    the first byte (``isa.FAST``: its class, and the length of the register form).
+    the first byte (``isa.FAST_CLASS``).
     """
     b0 = rb(ram, p)
     m = rb(ram, p + 1)                         # ModRM or first immediate byte
-    row = FAST[b0]
-    k = row & 0xFF
-    nxt = start + (row >> FAST_LEN_SHIFT)
+    k = FAST_CLASS[b0]
     if k == K_ALU:                             # 01 03 09 0B ... 39 3B
+        nxt = start + N_ALU
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         reg = (m >> 3) & 7
@@ -393,6 +400,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
             return alu_op(s, b0 >> 3, reg, s[reg], s[rm], nxt, f, lop, la, lb, lr)
         return alu_op(s, b0 >> 3, rm, s[rm], s[reg], nxt, f, lop, la, lb, lr)
     if k == K_INC:                             # CF unchanged: keep it in f
+        nxt = start + N_INC
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
@@ -400,6 +408,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         s[r] = res
         return True, nxt, f, L_INC, a, 1, res
     if k == K_DEC:
+        nxt = start + N_INC
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
@@ -407,6 +416,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         s[r] = res
         return True, nxt, f, L_DEC, a, 1, res
     if k == K_JCC:
+        nxt = start + N_JCC
         c, f, lop = cond_lazy(f, lop, la, lb, lr, b0 & 15)
         if c:
             t = (nxt + (m - 256 if m & 0x80 else m)) & M32
@@ -421,31 +431,32 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         if b0 == 0x83:
             d = rb(ram, p + 2)
             return alu_op(s, (m >> 3) & 7, rm, s[rm], (d | 0xFFFFFF00) if d & 0x80 else d,
-                          nxt, f, lop, la, lb, lr)
-        return alu_op(s, (m >> 3) & 7, rm, s[rm], rd4(ram, p + 2), nxt, f, lop, la, lb, lr)
+                          start + N_83, f, lop, la, lb, lr)
+        return alu_op(s, (m >> 3) & 7, rm, s[rm], rd4(ram, p + 2), start + N_81, f, lop, la, lb,
+                      lr)
     if k == K_MOVI:
         s[b0 & 7] = rd4(ram, p + 1)
-        return True, nxt, f, lop, la, lb, lr
+        return True, start + N_MOVI, f, lop, la, lb, lr
     if k == K_MOVST:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         s[m & 7] = s[(m >> 3) & 7]
-        return True, nxt, f, lop, la, lb, lr
+        return True, start + N_MOVST, f, lop, la, lb, lr
     if k == K_MOVLD:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         s[(m >> 3) & 7] = s[m & 7]
-        return True, nxt, f, lop, la, lb, lr
+        return True, start + N_MOVLD, f, lop, la, lb, lr
     if k == K_TEST:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         r = s[m & 7] & s[(m >> 3) & 7]
-        return True, nxt, f, L_LOGIC, r, 0, r
+        return True, start + N_TEST, f, L_LOGIC, r, 0, r
     if k == K_F7:                              # TEST r32, imm32 (F7 /0 and its alias /1)
         if m < 0xC0 or ((m >> 3) & 7) > 1:
             return False, start, f, lop, la, lb, lr
         r = s[m & 7] & rd4(ram, p + 2)
-        return True, nxt, f, L_LOGIC, r, 0, r
+        return True, start + N_F7, f, L_LOGIC, r, 0, r
     if k == K_STACK or k == K_CALLRET:
         ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
         return ok, nxt, nf, lop, la, lb, lr
@@ -457,6 +468,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     if k == K_0F:
         if m < 0x80 or m >= 0x90:
             return False, start, f, lop, la, lb, lr
+        nxt = start + N_0F
         c, f, lop = cond_lazy(f, lop, la, lb, lr, m & 15)
         if c:
             t = (nxt + rd4(ram, p + 2)) & M32
@@ -465,13 +477,14 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
             return True, t, f, lop, la, lb, lr
         return True, nxt, f, lop, la, lb, lr
     if k == K_NOP:
-        return True, nxt, f, lop, la, lb, lr
+        return True, start + N_NOP, f, lop, la, lb, lr
     if k == K_JMP8:
-        t = (nxt + (m - 256 if m & 0x80 else m)) & M32
+        t = (start + N_JMP8 + (m - 256 if m & 0x80 else m)) & M32
         if t > climit:
             return False, start, f, lop, la, lb, lr
         return True, t, f, lop, la, lb, lr
     if k == K_LOOP:
+        nxt = start + N_LOOP
         c = (s[ECX] - 1) & M32
         if c == 0:
             s[ECX] = c
@@ -482,7 +495,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         s[ECX] = c
         return True, t, f, lop, la, lb, lr
     if k == K_JMP32:
-        t = (nxt + rd4(ram, p + 1)) & M32
+        t = (start + N_JMP32 + rd4(ram, p + 1)) & M32
         if t > climit:
             return False, start, f, lop, la, lb, lr
         return True, t, f, lop, la, lb, lr

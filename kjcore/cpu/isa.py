@@ -20,8 +20,8 @@ field (``/r``).  Each row (:class:`Form`) says
 
 Everything else is derived from the rows at import time: the compiled
 decoder's ``OP_FAMILY``/``OP_FLAGS`` (one entry per opcode: ModRM, immediate
-kind, the reg fields LOCK is legal with), the fast path's first-byte table
-``FAST`` (class and length of the register form) and ``MEMFORM``, and the
+kind, the reg fields LOCK is legal with), the fast path's first-byte tables
+``FAST_CLASS``, ``FAST_LENGTH`` (of the register form) and ``MEMFORM``, and the
 Python decoder :func:`decode_insn` that the hot-loop tier and the tests use
 for lengths and operands.  Numba freezes these arrays into the compiled code
 as constants: after editing a row, clear ``NUMBA_CACHE_DIR``.
@@ -56,8 +56,6 @@ FAST_CLASSES = ("none", "alu", "inc", "dec", "stack", "jcc", "0f", "movi", "grp1
                 "movst", "movld", "lea", "f7", "nop", "jmp8", "loop", "jmp32", "callret")
 (K_NONE, K_ALU, K_INC, K_DEC, K_STACK, K_JCC, K_0F, K_MOVI, K_GRP1, K_TEST, K_MOVST, K_MOVLD,
  K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET) = range(len(FAST_CLASSES))
-#: FAST layout: class in bits 0-7, length of the register form in bits 8-15.
-FAST_LEN_SHIFT = 8
 
 LOOP_RULES = ("reg", "mem", "any")
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
@@ -80,11 +78,11 @@ class Form(NamedTuple):
 def _forms():
     rows = []
 
-    def row(ops, name, family, modrm=False, imm="", lock=False, regs=(None,), fast=None,
-            fast_mem=False, loop=None):
+    def row(ops, name, family, modrm=False, imm="", lock=False, fast=None, fast_mem=False,
+            loop=None):
+        """One form per opcode of ``ops``, whatever the reg field."""
         for op in ops:
-            for reg in regs:
-                rows.append(Form(op, reg, name, family, modrm, imm, lock, fast, fast_mem, loop))
+            rows.append(Form(op, None, name, family, modrm, imm, lock, fast, fast_mem, loop))
 
     def group(op, names, family, imm="", lock=(), fast=None, fast_regs=range(8), fast_mem=(),
               loop=()):
@@ -322,25 +320,25 @@ def _imm_bytes(kind, osz, asz):
 
 
 def _fast_tables():
-    """FAST (class | register-form length << FAST_LEN_SHIFT) and MEMFORM, by first byte."""
-    fast = np.zeros(256, np.int32)
+    """FAST_CLASS, FAST_LENGTH and MEMFORM, by first byte."""
+    cls = np.zeros(256, np.int8)
+    length = [0] * 256
     mem = np.zeros(256, np.bool_)
     for b in range(256):
         rows = [f for f in FORMS if f.fast is not None and (f.op == b or f.op >> 8 and b == 0x0F)]
         if not rows:
             continue
-        k = FAST_CLASSES.index(_one(rows, "fast"))
-        length = ((2 if b == 0x0F else 1) + bool(_one(rows, "modrm"))
-                  + _imm_bytes(_one(rows, "imm"), 4, 4))
-        fast[b] = k | length << FAST_LEN_SHIFT
+        cls[b] = FAST_CLASSES.index(_one(rows, "fast"))
+        length[b] = ((2 if b == 0x0F else 1) + bool(_one(rows, "modrm"))
+                     + _imm_bytes(_one(rows, "imm"), 4, 4))
         mem[b] = any(f.fast_mem for f in rows)
-    return fast, mem
+    return cls, tuple(length), mem
 
 
-#: The fast path's table by first byte: class (K_*) in the low byte, the length
-#: of the register form (32-bit code, no prefix) above it; MEMFORM: the memory
-#: form of some row of that byte runs in ``fastpath.fast_mem``.
-FAST, MEMFORM = _fast_tables()
+#: The fast path's tables by first byte: its class (K_*; K_NONE: not handled),
+#: the length of the register form in 32-bit code without prefixes (0: not
+#: handled), and whether the memory form of some row runs in ``fastpath.fast_mem``.
+FAST_CLASS, FAST_LENGTH, MEMFORM = _fast_tables()
 
 
 class Insn(NamedTuple):

@@ -53,15 +53,30 @@ def test_decoder_arrays_come_from_rows():
 def test_fast_table_comes_from_rows():
     for b in range(256):
         rows = [f for f in FORMS if f.fast and (f.op == b or (f.op >> 8 and b == 0x0F))]
-        k = int(isa.FAST[b]) & 0xFF
-        assert isa.FAST_CLASSES[k] == (rows[0].fast if rows else "none"), hex(b)
+        assert isa.FAST_CLASSES[isa.FAST_CLASS[b]] == (rows[0].fast if rows else "none"), hex(b)
         assert isa.MEMFORM[b] == any(f.fast_mem for f in rows)
         if rows:
             # The register form, with room for the operand bytes the fast path
             # reads (its step loop guarantees 8 bytes of code window).
             code = bytes([b]) + bytes([0x80 if b == 0x0F else 0xC0 | (rows[0].reg or 0) << 3]) \
                 + bytes(6)
-            assert decode_insn(code).length == int(isa.FAST[b]) >> isa.FAST_LEN_SHIFT <= 8
+            assert decode_insn(code).length == isa.FAST_LENGTH[b] <= 8
+        else:
+            assert isa.FAST_LENGTH[b] == 0
+
+
+def test_fast_path_length_constants_cover_their_classes():
+    """fastpath compiles one length constant per class (per byte for 81/83 and
+    E8): every byte of the class must have that length."""
+    length = isa.FAST_LENGTH
+    by_class = {}
+    for b in range(256):
+        if isa.FAST_CLASS[b] not in (isa.K_NONE, isa.K_GRP1, isa.K_CALLRET):
+            by_class.setdefault(isa.FAST_CLASS[b], set()).add(length[b])
+    assert all(len(v) == 1 for v in by_class.values()), by_class
+    assert length[0x40] == length[0x48]                     # INC and DEC share N_INC
+    # Memory forms: the register form's ModRM replaced by the operand's bytes.
+    assert {length[b] for b in range(256) if isa.MEMFORM[b] and b != 0x83} == {length[0x8D]}
 
 
 def _encoding(rng, f, mod=None, prefixes=True):
