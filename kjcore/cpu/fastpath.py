@@ -19,10 +19,11 @@ operation (L_*), its operands and result, and ``flags_of`` computes EFLAGS
 when the step loop leaves the fast path; Jcc evaluates the common conditions
 from the record.
 
-Which first bytes it handles (its dispatch class) and how long their
-register forms are come from the opcode table (``isa.FAST``, derived from
-the rows' ``fast`` column; ``isa.MEMFORM`` from ``fast_mem``); this module
-has the semantics, the 32-bit memory operand (``ea32``) and the checks.
+Which first bytes it handles (their dispatch class) and how long their
+register forms are come from the opcode table (``isa.FAST_CLASS`` and
+``isa.FAST_LENGTH``, derived from the rows' ``fast`` column; ``isa.MEMFORM``
+from ``fast_mem``); this module has the semantics, the 32-bit memory operand
+(``ea32``) and the checks.
 
 The register forms (and their ALU/condition helpers) are inlined into the
 step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary
