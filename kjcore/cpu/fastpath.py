@@ -1,29 +1,24 @@
-"""Fast path for the commonest register-only instructions of 32-bit code.
+"""Fast path for the commonest instructions of 32-bit code.
 
 The step loop tries this before the general decoder, in an inner loop that
-keeps EIP and EFLAGS in registers.  It handles, without prefixes: INC/DEC
-r32, NOP, MOV r32,imm32, the eight ALU operations and TEST/MOV between
-32-bit registers (ModRM mod = 3, including 0x81/0x83 immediates, TEST
-r32,imm32), Jcc rel8/rel32, JMP rel8/rel32 and LOOP; and with a memory
-operand: MOV r/m32, ALU r32,m32, CMP/TEST m32, LEA, PUSH/POP r32, CALL rel32
-and RET, when the access is the plain case (usable expand-up segment, inside
-the limit and one page, TLB hit or paging off, RAM).  Everything else — and
-any instruction whose bytes are not all in the cached code page or that
-could cross the CS limit — is left unhandled (nothing changed) and goes
-through the full decoder, so the fast path can never change architectural
-results; the Unicorn oracle runs through both paths, and
+keeps EIP and EFLAGS in registers.  Which forms it runs is the opcode
+table's ``fast`` column (``isa.FAST_CLASS``, ``isa.FAST_LENGTH``; the memory
+forms: ``fast_mem``, ``isa.MEMFORM``), without prefixes: ALU, TEST, MOV,
+INC/DEC on registers and immediates, Jcc, JMP, LOOP, NOP; MOV, ALU, CMP/TEST,
+LEA with a memory operand, PUSH/POP r32, CALL rel32, RET, when the access is
+the plain case (usable expand-up segment, inside the limit and one page, TLB
+hit or paging off, RAM).  This module has their semantics, the 32-bit
+memory operand (``ea32``) and the checks.  Everything else — and any
+instruction whose bytes are not all in the cached code page or that could
+cross the CS limit — is left unhandled (nothing changed) and goes through
+the full decoder, so the fast path can never change architectural results;
+the Unicorn oracle runs through both paths, and
 tests/cpu/test_fastpath_lazy.py compares the two on random programs.
 
 Arithmetic flags are lazy (``lazyflags.py``): the register forms record the
 operation (L_*), its operands and result, and ``flags_of`` computes EFLAGS
 when the step loop leaves the fast path; Jcc evaluates the common conditions
 from the record.
-
-Which first bytes it handles (their dispatch class) and how long their
-register forms are come from the opcode table (``isa.FAST_CLASS`` and
-``isa.FAST_LENGTH``, derived from the rows' ``fast`` column; ``isa.MEMFORM``
-from ``fast_mem``); this module has the semantics, the 32-bit memory operand
-(``ea32``) and the checks.
 
 The register forms (and their ALU/condition helpers) are inlined into the
 step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary

@@ -9,8 +9,8 @@ import os
 import zlib
 
 import pytest
-
 from cpu_oracle import run_batch, user_opcodes
+
 from kjcore.cpu.isa import FAMILY_NAMES, OP_FAMILY
 
 OPS = user_opcodes()
