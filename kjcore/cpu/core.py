@@ -16,10 +16,7 @@ from .atomic import op_atomic
 from .bcd import op_bcd
 from .bits import op_bits
 from .cond import op_cond
-from .decode import (
-    F_ALU, F_ATOMIC, F_BCD, F_BITS, F_COND, F_FAR, F_FLAGS, F_FPU, F_GRP3, F_GRP5, F_INCDEC,
-    F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS, decode,
-)
+from .decode import decode
 from .far import op_far
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
@@ -27,6 +24,10 @@ from .fpu import op_fpu
 from .hotloop import REQUEST, enter_loop, loop_head
 from .interrupts import op_int, raise_exception
 from .io import op_io
+from .isa import (
+    F_ALU, F_ATOMIC, F_BCD, F_BITS, F_COND, F_FAR, F_FLAGS, F_FPU, F_GRP3, F_GRP5, F_INCDEC,
+    F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS,
+)
 from .jump import op_grp5, op_jump
 from .memory import exc
 from .mov import op_mov

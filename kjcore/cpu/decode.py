@@ -1,138 +1,71 @@
-"""Opcode table (as data) and the instruction decoder.
+"""The instruction decoder (compiled): prefixes, opcode, ModRM/SIB, immediates.
 
-The table maps each of the 512 opcodes (one-byte, then 0x0F-prefixed) to an
-instruction *family* and a small flag word saying whether a ModRM byte and
-which immediate follow.  Families are handled by one module each; a family
-handler re-derives the operation from the opcode bits, as the hardware's
-own encoding is regular (ALU op in bits 3-5, direction in bit 1, width in
-bit 0, ...).
+What follows an opcode (a ModRM byte, which immediate) and which reg fields
+LOCK is legal with come from the opcode table, ``isa.py``, through the
+arrays it derives at import time (``OP_FAMILY``, ``OP_FLAGS``); the decoder
+leaves the decoded fields in the state vector's D_* slots and returns the
+family, on which ``core.py`` dispatches.
 
-Note on Numba's cache: the table is frozen into the compiled decoder; after
-editing it clear ``NUMBA_CACHE_DIR`` (compiled callers in other modules are
-not invalidated automatically).
+Note on Numba's cache: the arrays are frozen into the compiled decoder; after
+editing the table clear ``NUMBA_CACHE_DIR`` (compiled callers in other
+modules are not invalidated automatically).
 """
 import numpy as np
-from .jit import kernel
 
+from .isa import (
+    I_B,
+    I_ENTER,
+    I_FAR,
+    I_GRP3,
+    I_MOFFS,
+    I_W,
+    I_Z,
+    IMM_SHIFT,
+    LOCK_SHIFT,
+    O_MODREG,
+    O_MODRM,
+    OP_FAMILY,
+    OP_FLAGS,
+)
+from .jit import kernel
 from .memory import ACC_FETCH, exc, phys_read, translate, user_acc
 from .state import (
-    A_DB, CS, D_ASZ, D_BASE, D_CODE32, D_EAOFF, D_EASEG, D_EXC, D_FPAGE, D_FPHYS, D_IMM, D_IMM2,
-    D_LEN, D_LOCK, D_MOD, D_MODRM, D_NEXT, D_OP, D_OSZ, D_REG, D_REP, D_RM, D_SEGOVR,
-    DS, EBP, EIP, ESP, GP_, M32, SEG, SS, S_ATTR, S_BASE, S_LIMIT, UD_,
+    A_DB,
+    CS,
+    D_ASZ,
+    D_BASE,
+    D_CODE32,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_FPAGE,
+    D_FPHYS,
+    D_IMM,
+    D_IMM2,
+    D_LEN,
+    D_LOCK,
+    D_MOD,
+    D_MODRM,
+    D_NEXT,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    D_REP,
+    D_RM,
+    D_SEGOVR,
+    DS,
+    EBP,
+    EIP,
+    ESP,
+    GP_,
+    M32,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
+    SEG,
+    SS,
+    UD_,
 )
-
-# Families.
-F_UD, F_ALU, F_INCDEC, F_STACK, F_JUMP, F_GRP5, F_GRP3, F_SHIFT, F_MOV, F_STRING = range(10)
-F_FLAGS, F_BCD, F_BITS, F_COND, F_ATOMIC, F_IO, F_INT, F_FAR, F_SYS, F_FPU = range(10, 20)
-F_MULDIV = 20
-FAMILY_NAMES = ("ud", "alu", "incdec", "stack", "jump", "grp5", "grp3", "shift", "mov",
-                "string", "flags", "bcd", "bits", "cond", "atomic", "io", "int", "far",
-                "sys", "fpu", "muldiv")
-
-# Flag word.
-O_MODRM = 1
-O_LOCK = 2          # LOCK allowed (memory destination only)
-I_NONE, I_B, I_W, I_Z, I_MOFFS, I_ENTER, I_FAR, I_GRP3 = range(8)
-IMM_SHIFT = 4
-
-
-def _build():
-    fam = np.zeros(512, np.int64)
-    flags = np.zeros(512, np.int64)
-
-    def put(ops, f, modrm=False, imm=I_NONE, lock=False):
-        for op in ops:
-            fam[op] = f
-            flags[op] = (O_MODRM if modrm else 0) | (O_LOCK if lock else 0) | (imm << IMM_SHIFT)
-
-    for base in range(0, 0x40, 8):
-        put([base, base + 1], F_ALU, True, lock=base != 0x38)
-        put([base + 2, base + 3], F_ALU, True)
-        put([base + 4], F_ALU, imm=I_B)
-        put([base + 5], F_ALU, imm=I_Z)
-    put([0x80, 0x82], F_ALU, True, I_B, lock=True)
-    put([0x81], F_ALU, True, I_Z, lock=True)
-    put([0x83], F_ALU, True, I_B, lock=True)
-    put([0x84, 0x85], F_ALU, True)
-    put([0xA8], F_ALU, imm=I_B)
-    put([0xA9], F_ALU, imm=I_Z)
-    put([0x06, 0x07, 0x0E, 0x16, 0x17, 0x1E, 0x1F], F_STACK)
-    put([0x27, 0x2F, 0x37, 0x3F], F_BCD)
-    put([0xD4, 0xD5], F_BCD, imm=I_B)
-    put(range(0x40, 0x50), F_INCDEC)
-    put(range(0x50, 0x62), F_STACK)
-    put([0x62], F_INT, True)
-    put([0x63], F_SYS, True)
-    put([0x68], F_STACK, imm=I_Z)
-    put([0x69], F_MULDIV, True, I_Z)
-    put([0x6A], F_STACK, imm=I_B)
-    put([0x6B], F_MULDIV, True, I_B)
-    put(range(0x6C, 0x70), F_STRING)
-    put(range(0x70, 0x80), F_JUMP, imm=I_B)
-    put([0x86, 0x87], F_MOV, True, lock=True)
-    put(range(0x88, 0x8F), F_MOV, True)
-    put([0x8F], F_STACK, True)
-    put(range(0x90, 0xA0), F_MOV)
-    put([0x9A], F_FAR, imm=I_FAR)
-    put([0x9B], F_FPU)
-    put([0x9C, 0x9D], F_STACK)
-    put(range(0xA0, 0xA4), F_MOV, imm=I_MOFFS)
-    put([0xA4, 0xA5, 0xA6, 0xA7, 0xAA, 0xAB, 0xAC, 0xAD, 0xAE, 0xAF], F_STRING)
-    put(range(0xB0, 0xB8), F_MOV, imm=I_B)
-    put(range(0xB8, 0xC0), F_MOV, imm=I_Z)
-    put([0xC0, 0xC1], F_SHIFT, True, I_B)
-    put([0xC2], F_JUMP, imm=I_W)
-    put([0xC3], F_JUMP)
-    put([0xC4, 0xC5], F_FAR, True)
-    put([0xC6], F_MOV, True, I_B)
-    put([0xC7], F_MOV, True, I_Z)
-    put([0xC8], F_STACK, imm=I_ENTER)
-    put([0xC9], F_STACK)
-    put([0xCA], F_FAR, imm=I_W)
-    put([0xCB], F_FAR)
-    put([0xCC, 0xCE, 0xCF], F_INT)
-    put([0xCD], F_INT, imm=I_B)
-    put(range(0xD0, 0xD4), F_SHIFT, True)
-    put([0xD7], F_MOV)
-    put(range(0xD8, 0xE0), F_FPU, True)
-    put(range(0xE0, 0xE4), F_JUMP, imm=I_B)
-    put([0xE4, 0xE5, 0xE6, 0xE7], F_IO, imm=I_B)
-    put([0xE8, 0xE9], F_JUMP, imm=I_Z)
-    put([0xEA], F_FAR, imm=I_FAR)
-    put([0xEB], F_JUMP, imm=I_B)
-    put(range(0xEC, 0xF0), F_IO)
-    put([0xF4], F_SYS)
-    put([0xF5], F_FLAGS)
-    put([0xF6], F_GRP3, True, I_GRP3, lock=True)
-    put([0xF7], F_GRP3, True, I_GRP3, lock=True)
-    put(range(0xF8, 0xFE), F_FLAGS)
-    put([0xFE, 0xFF], F_GRP5, True, lock=True)
-    # Two-byte opcodes.
-    t = 0x100
-    put([t + 0x00, t + 0x01, t + 0x02, t + 0x03], F_SYS, True)
-    put([t + 0x06, t + 0x08, t + 0x09, t + 0x0B, t + 0x30, t + 0x31, t + 0x32, t + 0xA2],
-        F_SYS)
-    put(range(t + 0x18, t + 0x20), F_MOV, True)       # hint NOPs, NOP Ev
-    put(range(t + 0x20, t + 0x24), F_SYS, True)       # MOV CRn/DRn (mod ignored)
-    put(range(t + 0x40, t + 0x50), F_COND, True)
-    put(range(t + 0x80, t + 0x90), F_JUMP, imm=I_Z)
-    put(range(t + 0x90, t + 0xA0), F_COND, True)
-    put([t + 0xA0, t + 0xA1, t + 0xA8, t + 0xA9], F_STACK)
-    put([t + 0xA3], F_BITS, True)
-    put([t + 0xAB, t + 0xB3, t + 0xBB], F_BITS, True, lock=True)
-    put([t + 0xBA], F_BITS, True, I_B, lock=True)
-    put([t + 0xBC, t + 0xBD], F_BITS, True)
-    put(range(t + 0xC8, t + 0xD0), F_BITS)
-    put([t + 0xA4, t + 0xAC], F_SHIFT, True, I_B)
-    put([t + 0xA5, t + 0xAD], F_SHIFT, True)
-    put([t + 0xAF], F_MULDIV, True)
-    put([t + 0xB0, t + 0xB1, t + 0xC0, t + 0xC1, t + 0xC7], F_ATOMIC, True, lock=True)
-    put([t + 0xB2, t + 0xB4, t + 0xB5], F_FAR, True)
-    put([t + 0xB6, t + 0xB7, t + 0xBE, t + 0xBF], F_MOV, True)
-    return fam, flags
-
-
-OP_FAMILY, OP_FLAGS = _build()
 
 
 @kernel("i", "sr")
@@ -287,10 +220,10 @@ def decode(s, ram):
         if s[D_EXC] >= 0:
             return -1
         s[D_MODRM] = modrm
-        s[D_MOD] = modrm >> 6
+        s[D_MOD] = 3 if fl & O_MODREG else modrm >> 6
         s[D_REG] = (modrm >> 3) & 7
         s[D_RM] = modrm & 7
-        if (modrm >> 6) != 3:
+        if s[D_MOD] != 3:
             decode_ea(s, ram, modrm)
             if s[D_EXC] >= 0:
                 return -1
@@ -318,21 +251,9 @@ def decode(s, ram):
         return -1
     if lock:
         # LOCK is legal only on read-modify-write forms with a memory
-        # destination (SDM vol. 2, LOCK); anything else is #UD.
-        ok = (fl & O_LOCK) != 0 and s[D_MOD] != 3
-        if ok:
-            r = s[D_REG]
-            if op == 0xF6 or op == 0xF7:
-                ok = r == 2 or r == 3
-            elif op == 0xFE or op == 0xFF:
-                ok = r < 2
-            elif op == 0x1BA:
-                ok = r >= 5
-            elif op == 0x1C7:
-                ok = r == 1
-            elif op >= 0x80 and op <= 0x83:
-                ok = r != 7
-        if not ok:
+        # destination (SDM vol. 2, LOCK), the table's lock column; anything
+        # else is #UD.
+        if s[D_MOD] == 3 or ((fl >> LOCK_SHIFT) >> s[D_REG]) & 1 == 0:
             exc(s, UD_, -1)
             return -1
     return OP_FAMILY[op]

@@ -1,99 +1,92 @@
-"""Fast path for the commonest register-only instructions of 32-bit code.
+"""Fast path for the commonest instructions of 32-bit code.
 
 The step loop tries this before the general decoder, in an inner loop that
-keeps EIP and EFLAGS in registers.  It handles, without prefixes: INC/DEC
-r32, NOP, MOV r32,imm32, the eight ALU operations and TEST/MOV between
-32-bit registers (ModRM mod = 3, including 0x81/0x83 immediates, TEST
-r32,imm32), Jcc rel8/rel32, JMP rel8/rel32 and LOOP; and with a memory
-operand: MOV r/m32, ALU r32,m32, CMP/TEST m32, LEA, PUSH/POP r32, CALL rel32
-and RET, when the access is the plain case (usable expand-up segment, inside
-the limit and one page, TLB hit or paging off, RAM).  Everything else — and
-any instruction whose bytes are not all in the cached code page or that
-could cross the CS limit — is left unhandled (nothing changed) and goes
-through the full decoder, so the fast path can never change architectural
-results; the Unicorn oracle runs through both paths, and
+keeps EIP and EFLAGS in registers.  Which forms it runs is the opcode
+table's ``fast`` column (``isa.FAST_CLASS``, ``isa.FAST_LENGTH``; the memory
+forms: ``fast_mem``, ``isa.MEMFORM``), without prefixes: ALU, TEST, MOV,
+INC/DEC on registers and immediates, Jcc, JMP, LOOP, NOP; MOV, ALU, CMP/TEST,
+LEA with a memory operand, PUSH/POP r32, CALL rel32, RET, when the access is
+the plain case (usable expand-up segment, inside the limit and one page, TLB
+hit or paging off, RAM).  This module has their semantics, the 32-bit
+memory operand (``ea32``) and the checks.  Everything else — and any
+instruction whose bytes are not all in the cached code page or that could
+cross the CS limit — is left unhandled (nothing changed) and goes through
+the full decoder, so the fast path can never change architectural results;
+the Unicorn oracle runs through both paths, and
 tests/cpu/test_fastpath_lazy.py compares the two on random programs.
 
-Arithmetic flags are lazy: the register forms record the operation (L_*),
-its operands and result, and ``flags_of`` computes EFLAGS when the step loop
-leaves the fast path; Jcc evaluates the common conditions from the record.
+Arithmetic flags are lazy (``lazyflags.py``): the register forms record the
+operation (L_*), its operands and result, and ``flags_of`` computes EFLAGS
+when the step loop leaves the fast path; Jcc evaluates the common conditions
+from the record.
 
 The register forms (and their ALU/condition helpers) are inlined into the
 step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary
 kernel call (``fast_mem``), which keeps the inlined loop small.
 """
 import numpy as np
-from .jit import inline_kernel, kernel
 
-from .operands import PARITY
+from .isa import (
+    FAST_CLASS,
+    FAST_LENGTH,
+    K_0F,
+    K_ALU,
+    K_CALLRET,
+    K_DEC,
+    K_F7,
+    K_GRP1,
+    K_INC,
+    K_JCC,
+    K_JMP8,
+    K_JMP32,
+    K_LEA,
+    K_LOOP,
+    K_MOVI,
+    K_MOVLD,
+    K_MOVST,
+    K_NOP,
+    K_STACK,
+    K_TEST,
+    MEMFORM,
+)
+from .jit import inline_kernel, kernel
+from .lazyflags import L_ADD, L_DEC, L_INC, L_LOGIC, L_NONE, L_SUB, carry_now, cond_lazy, flags_of
 from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
+from .operands import PARITY
 from .state import (
-    A_CODE, A_DB, A_E, A_USABLE, A_W, AF, CF, CPL, CR0, CR0_PG, CS, DS,
-    EBP, ECX, ESP, M32, OF, PF, SEG, SF, SS, TLB, TLB_N, ZF,
+    A_CODE,
+    A_DB,
+    A_E,
+    A_USABLE,
+    A_W,
+    AF,
+    CF,
+    CPL,
+    CR0,
+    CR0_PG,
+    CS,
+    DS,
+    EBP,
+    ECX,
+    ESP,
+    M32,
+    OF,
+    PF,
+    SEG,
+    SF,
+    SS,
+    TLB,
+    TLB_N,
+    ZF,
 )
 
-
-def _cond_table():
-    t = np.zeros(16 * 32, np.bool_)
-    for cc in range(16):
-        for idx in range(32):
-            cf, pf, zf, sf, of = (idx & 1, idx >> 1 & 1, idx >> 2 & 1, idx >> 3 & 1, idx >> 4 & 1)
-            r = (of, cf, zf, cf or zf, sf, pf, sf != of, zf or (sf != of))[cc >> 1]
-            t[cc * 32 + idx] = bool(r) != bool(cc & 1)
-    return t
-
-
-#: COND[cc * 32 + (CF | PF<<1 | ZF<<2 | SF<<3 | OF<<4)]: Jcc condition cc holds.
-COND = _cond_table()
-
-#: First bytes handled by fast_mem (memory ModRM forms, PUSH/POP r32, CALL, RET).
-MEMFORM = np.zeros(256, np.bool_)
-for _op in (0x03, 0x0B, 0x13, 0x1B, 0x23, 0x2B, 0x33, 0x3B, 0x39, 0x85, 0x89, 0x8B, 0x8D,
-            0x83, 0xE8, 0xC3, *range(0x50, 0x60)):
-    MEMFORM[_op] = True
-del _op
-
-# Lazy flags: the step loop's fast path records the last flag-writing
-# operation instead of computing EFLAGS (``flags_of`` does that on demand).
-L_NONE, L_ADD, L_SUB, L_LOGIC, L_INC, L_DEC = range(6)
-
-# Dispatch classes of the first byte (one switch in fast_exec).
-(K_NONE, K_ALU, K_INC, K_DEC, K_STACK, K_JCC, K_0F, K_MOVI, K_GRP1, K_TEST, K_MOVST, K_MOVLD,
- K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET) = range(19)
-
-
-def _kind_table():
-    t = np.zeros(256, np.int8)
-    for b in range(0x40):
-        if (b & 5) == 1 and (b & 7) <= 3:              # 01 03 09 0B ... 39 3B: Ev,Gv / Gv,Ev
-            t[b] = K_ALU
-    t[0x40:0x48] = K_INC
-    t[0x48:0x50] = K_DEC
-    t[0x50:0x60] = K_STACK
-    t[0x70:0x80] = K_JCC
-    t[0x0F] = K_0F
-    t[0xB8:0xC0] = K_MOVI
-    t[0x81] = t[0x83] = K_GRP1
-    t[0x85] = K_TEST
-    t[0x89] = K_MOVST
-    t[0x8B] = K_MOVLD
-    t[0x8D] = K_LEA
-    t[0xF7] = K_F7
-    t[0x90] = K_NOP
-    t[0xEB] = K_JMP8
-    t[0xE2] = K_LOOP
-    t[0xE9] = K_JMP32
-    t[0xE8] = t[0xC3] = K_CALLRET
-    return t
-
-
-KIND = _kind_table()
-
-
-@inline_kernel
-def cond_fast(f, cc):
-    idx = (f & 1) | ((f >> 1) & 2) | ((f >> 4) & 4) | ((f >> 4) & 8) | ((f >> 7) & 16)
-    return COND[cc * 32 + idx]
+# Lengths of the register forms, from the opcode table.  Module-level ints:
+# Numba compiles them as constants, so the next EIP never waits for a load
+# (a length read from a table per instruction cost the ALU loop 25%).
+(N_ALU, N_INC, N_JCC, N_0F, N_MOVI, N_81, N_83, N_TEST, N_MOVST, N_MOVLD, N_MODRM, N_F7,
+ N_NOP, N_JMP8, N_LOOP, N_JMP32, N_CALL, N_PUSH) = (
+    FAST_LENGTH[b] for b in (0x01, 0x40, 0x70, 0x0F, 0xB8, 0x81, 0x83, 0x85, 0x89, 0x8B, 0x8D,
+                             0xF7, 0x90, 0xEB, 0xE2, 0xE9, 0xE8, 0x50))
 
 
 @inline_kernel
@@ -260,20 +253,20 @@ def fast_mem(s, ram, start, p, b0, f):
             v = rd4(ram, ph)
             s[ESP] = (s[ESP] + 4) & M32
             s[b0 & 7] = v
-        return True, start + 1, f, 0
+        return True, start + N_PUSH, f, 0
     if b0 == 0xE8 or b0 == 0xC3:
         sb = SEG + 4 * SS
         if (s[sb + 3] & A_DB) == 0:
             return False, start, f, 0
         if b0 == 0xE8:
-            t = (start + 5 + rd4(ram, p + 1)) & M32
+            t = (start + N_CALL + rd4(ram, p + 1)) & M32
             if t > s[SEG + 4 * CS + 2]:
                 return False, start, f, 0
             sp = (s[ESP] - 4) & M32
             ph = phys4(s, ram, SS, sp, True)
             if ph < 0:
                 return False, start, f, 0
-            wr4(ram, ph, start + 5)
+            wr4(ram, ph, start + N_CALL)
             s[ESP] = sp
         else:
             ph = phys4(s, ram, SS, s[ESP], False)
@@ -288,30 +281,31 @@ def fast_mem(s, ram, start, p, b0, f):
     if m >= 0xC0:
         return False, start, f, 0
     off, seg, n = ea32(s, ram, p + 1)
+    # n bytes of ModRM, SIB and displacement instead of the register form's ModRM.
+    end = start + n - 1 + (N_83 if b0 == 0x83 else N_MODRM)
     reg = (m >> 3) & 7
     if b0 == 0x8D:
         s[reg] = off
-        return True, start + 1 + n, f, 0
+        return True, end, f, 0
     if b0 == 0x89:
         ph = phys4(s, ram, seg, off, True)
         if ph < 0:
             return False, start, f, 0
         wr4(ram, ph, s[reg])
-        return True, start + 1 + n, f, 0
+        return True, end, f, 0
     ph = phys4(s, ram, seg, off, False)
     if ph < 0:
         return False, start, f, 0
     v = rd4(ram, ph)
     if b0 == 0x8B:
         s[reg] = v
-        return True, start + 1 + n, f, 0
+        return True, end, f, 0
     if b0 == 0x83:
         if reg != 7:
             return False, start, f, 0
         d = rb(ram, p + 1 + n)
         _, nf = alu32(7, v, (d | 0xFFFFFF00) if d & 0x80 else d, f)
         f = nf
-        n += 1
     elif b0 == 0x85:
         _, nf = alu32(4, v, s[reg], f)
         f = nf
@@ -323,76 +317,7 @@ def fast_mem(s, ram, start, p, b0, f):
         if b0 != 0x3B:
             s[reg] = r
         f = nf
-    return True, start + 1 + n, f, 1
-
-
-@inline_kernel
-def flags_of(f, lop, la, lb, lr):
-    """EFLAGS ``f`` with the arithmetic flags of the recorded operation.
-
-    ``lop``: L_* kind; ``la``/``lb``: operands, ``lr``: 32-bit result (INC/DEC
-    record lb = 1 and keep CF in ``f``).  L_NONE: ``f`` is exact.
-    """
-    if lop == L_NONE:
-        return f
-    if lop == L_LOGIC:
-        nf = 0
-    else:
-        if lop == L_ADD or lop == L_INC:
-            cf = (1 if lr < la else 0) if lop == L_ADD else (f & CF)
-            ov = (la ^ lr) & (lb ^ lr) & 0x80000000
-        else:
-            cf = (1 if la < lb else 0) if lop == L_SUB else (f & CF)
-            ov = (la ^ lb) & (la ^ lr) & 0x80000000
-        nf = cf | ((la ^ lb ^ lr) & AF)
-        if ov:
-            nf |= OF
-    nf |= PARITY[lr & 0xFF]
-    if lr == 0:
-        nf |= ZF
-    if lr & 0x80000000:
-        nf |= SF
-    return (f & ~(CF | PF | AF | ZF | SF | OF)) | nf
-
-
-@inline_kernel
-def cond_lazy(f, lop, la, lb, lr, cc):
-    """Jcc condition ``cc`` from the lazy flags: (holds, EFLAGS, lop).
-
-    ZF, SF and the unsigned/signed comparisons after SUB/CMP come straight
-    from the recorded operands; anything else materialises EFLAGS first.
-    """
-    k = cc >> 1
-    if lop != L_NONE:
-        if k == 2:
-            return (lr == 0) != ((cc & 1) != 0), f, lop
-        if k == 4:
-            return (lr >= 0x80000000) != ((cc & 1) != 0), f, lop
-        if lop == L_SUB:
-            if k == 1:
-                return (la < lb) != ((cc & 1) != 0), f, lop
-            if k == 3:
-                return (la <= lb) != ((cc & 1) != 0), f, lop
-            sa = la - ((la & 0x80000000) << 1)
-            sb = lb - ((lb & 0x80000000) << 1)
-            if k == 6:
-                return (sa < sb) != ((cc & 1) != 0), f, lop
-            if k == 7:
-                return (sa <= sb) != ((cc & 1) != 0), f, lop
-        f = flags_of(f, lop, la, lb, lr)
-    return cond_fast(f, cc), f, L_NONE
-
-
-@inline_kernel
-def carry_now(f, lop, la, lb, lr):
-    """CF of the lazy flags (for INC/DEC, which keep it)."""
-    if lop == L_ADD:
-        return 1 if lr < la else 0
-    if lop == L_SUB:
-        return 1 if la < lb else 0
-    if lop == L_LOGIC:
-        return 0
-    return f & CF
+    return True, end, f, 1
 
 
 @inline_kernel
@@ -456,35 +381,38 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     ones are ``flags_of(f, lop, la, lb, lr)``.  Returns (handled, next EIP,
     f, lop, la, lb, lr) and writes neither ``s[EIP]`` nor ``s[EFLAGS]``;
     an unhandled instruction changes nothing.  One switch on the class of
-    the first byte (``KIND``).
+    the first byte (``isa.FAST_CLASS``).
     """
     b0 = rb(ram, p)
     m = rb(ram, p + 1)                         # ModRM or first immediate byte
-    k = KIND[b0]
+    k = FAST_CLASS[b0]
     if k == K_ALU:                             # 01 03 09 0B ... 39 3B
+        nxt = start + N_ALU
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         reg = (m >> 3) & 7
         rm = m & 7
         if b0 & 2:
-            return alu_op(s, b0 >> 3, reg, s[reg], s[rm], start + 2, f, lop, la, lb, lr)
-        return alu_op(s, b0 >> 3, rm, s[rm], s[reg], start + 2, f, lop, la, lb, lr)
+            return alu_op(s, b0 >> 3, reg, s[reg], s[rm], nxt, f, lop, la, lb, lr)
+        return alu_op(s, b0 >> 3, rm, s[rm], s[reg], nxt, f, lop, la, lb, lr)
     if k == K_INC:                             # CF unchanged: keep it in f
+        nxt = start + N_INC
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
         res = (a + 1) & M32
         s[r] = res
-        return True, start + 1, f, L_INC, a, 1, res
+        return True, nxt, f, L_INC, a, 1, res
     if k == K_DEC:
+        nxt = start + N_INC
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         r = b0 & 7
         a = s[r]
         res = (a - 1) & M32
         s[r] = res
-        return True, start + 1, f, L_DEC, a, 1, res
+        return True, nxt, f, L_DEC, a, 1, res
     if k == K_JCC:
-        nxt = start + 2
+        nxt = start + N_JCC
         c, f, lop = cond_lazy(f, lop, la, lb, lr, b0 & 15)
         if c:
             t = (nxt + (m - 256 if m & 0x80 else m)) & M32
@@ -499,31 +427,32 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         if b0 == 0x83:
             d = rb(ram, p + 2)
             return alu_op(s, (m >> 3) & 7, rm, s[rm], (d | 0xFFFFFF00) if d & 0x80 else d,
-                          start + 3, f, lop, la, lb, lr)
-        return alu_op(s, (m >> 3) & 7, rm, s[rm], rd4(ram, p + 2), start + 6, f, lop, la, lb, lr)
+                          start + N_83, f, lop, la, lb, lr)
+        return alu_op(s, (m >> 3) & 7, rm, s[rm], rd4(ram, p + 2), start + N_81, f, lop, la, lb,
+                      lr)
     if k == K_MOVI:
         s[b0 & 7] = rd4(ram, p + 1)
-        return True, start + 5, f, lop, la, lb, lr
+        return True, start + N_MOVI, f, lop, la, lb, lr
     if k == K_MOVST:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         s[m & 7] = s[(m >> 3) & 7]
-        return True, start + 2, f, lop, la, lb, lr
+        return True, start + N_MOVST, f, lop, la, lb, lr
     if k == K_MOVLD:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         s[(m >> 3) & 7] = s[m & 7]
-        return True, start + 2, f, lop, la, lb, lr
+        return True, start + N_MOVLD, f, lop, la, lb, lr
     if k == K_TEST:
         if m < 0xC0:
             return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
         r = s[m & 7] & s[(m >> 3) & 7]
-        return True, start + 2, f, L_LOGIC, r, 0, r
+        return True, start + N_TEST, f, L_LOGIC, r, 0, r
     if k == K_F7:                              # TEST r32, imm32 (F7 /0 and its alias /1)
         if m < 0xC0 or ((m >> 3) & 7) > 1:
             return False, start, f, lop, la, lb, lr
         r = s[m & 7] & rd4(ram, p + 2)
-        return True, start + 6, f, L_LOGIC, r, 0, r
+        return True, start + N_F7, f, L_LOGIC, r, 0, r
     if k == K_STACK or k == K_CALLRET:
         ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
         return ok, nxt, nf, lop, la, lb, lr
@@ -535,7 +464,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     if k == K_0F:
         if m < 0x80 or m >= 0x90:
             return False, start, f, lop, la, lb, lr
-        nxt = start + 6
+        nxt = start + N_0F
         c, f, lop = cond_lazy(f, lop, la, lb, lr, m & 15)
         if c:
             t = (nxt + rd4(ram, p + 2)) & M32
@@ -544,24 +473,25 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
             return True, t, f, lop, la, lb, lr
         return True, nxt, f, lop, la, lb, lr
     if k == K_NOP:
-        return True, start + 1, f, lop, la, lb, lr
+        return True, start + N_NOP, f, lop, la, lb, lr
     if k == K_JMP8:
-        t = (start + 2 + (m - 256 if m & 0x80 else m)) & M32
+        t = (start + N_JMP8 + (m - 256 if m & 0x80 else m)) & M32
         if t > climit:
             return False, start, f, lop, la, lb, lr
         return True, t, f, lop, la, lb, lr
     if k == K_LOOP:
+        nxt = start + N_LOOP
         c = (s[ECX] - 1) & M32
         if c == 0:
             s[ECX] = c
-            return True, start + 2, f, lop, la, lb, lr
-        t = (start + 2 + (m - 256 if m & 0x80 else m)) & M32
+            return True, nxt, f, lop, la, lb, lr
+        t = (nxt + (m - 256 if m & 0x80 else m)) & M32
         if t > climit:
             return False, start, f, lop, la, lb, lr
         s[ECX] = c
         return True, t, f, lop, la, lb, lr
     if k == K_JMP32:
-        t = (start + 5 + rd4(ram, p + 1)) & M32
+        t = (start + N_JMP32 + rd4(ram, p + 1)) & M32
         if t > climit:
             return False, start, f, lop, la, lb, lr
         return True, t, f, lop, la, lb, lr

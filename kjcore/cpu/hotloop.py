@@ -15,8 +15,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .fastpath import flags_of
 from .jit import inline_kernel, kernel
+from .lazyflags import flags_of
 from .state import JIT, JIT_HOT, JIT_N, JIT_REQ, M32, NBP, NO_JIT
 
 #: loop_head's answer when Python has to compile the loop first.
@@ -25,7 +25,7 @@ REQUEST = -1
 
 @intrinsic
 def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot):
-    """Call compiled loop code at address ``fn`` (see ``loopjit._emit``)."""
+    """Call compiled loop code at address ``fn`` (see ``loopir.emit``)."""
     i64 = types.int64
 
     def codegen(context, builder, sig, args):

@@ -69,7 +69,8 @@ def instr(rng, allow_jump=True):
         if op == 0x83:
             return b"\x83" + bytes([0x40 | 7 << 3 | 6]) + d + bytes([rng.getrandbits(8)])
         if op == 0x8D and rng.random() < 0.5:                   # LEA with SIB
-            return b"\x8d" + bytes([0x44 | reg << 3, rng.randrange(4) << 6 | rng.choice(WRITABLE) << 3 | 6]) + d
+            sib = rng.randrange(4) << 6 | rng.choice(WRITABLE) << 3 | 6
+            return b"\x8d" + bytes([0x44 | reg << 3, sib]) + d
         return bytes([op, 0x40 | reg << 3 | 6]) + d
     if k == 16:                                        # PUSH r; POP w
         return bytes([0x50 + r, 0x58 + w])
@@ -78,7 +79,8 @@ def instr(rng, allow_jump=True):
     if k == 18:                                        # SETcc r8 (slow path reads flags)
         return bytes([0x0F, 0x90 + rng.randrange(16), 0xC0 + rng.choice((0, 1, 2, 3))])
     if k == 19:                                        # PUSHF; POP w (mask TF to keep runs plain)
-        return bytes([0x9C, 0x58 + w]) + b"\x81" + modrm_rr(4, w) + (0xFFFFFEFF).to_bytes(4, "little")
+        return (bytes([0x9C, 0x58 + w]) + b"\x81" + modrm_rr(4, w)
+                + (0xFFFFFEFF).to_bytes(4, "little"))
     if k == 20:
         return rng.choice((b"\x9f", b"\x9e", b"\xf5", b"\xf9", b"\xf8"))   # LAHF SAHF CMC STC CLC
     if k == 21:                                        # RCL r,1 / ADC r8,r8 (slow path, read CF)
@@ -98,8 +100,9 @@ def instr(rng, allow_jump=True):
         pre = b""
         if rng.random() < 0.6:                         # a flag producer right before the branch
             src = w if rng.random() < 0.4 else r   # equal operands: ZF=1, BE/LE hold, B/L do not
-            pre = rng.choice((bytes([0x39, 0xC0 | src << 3 | w]), bytes([0x29, 0xC0 | src << 3 | w]),
-                              bytes([0x01, 0xC0 | src << 3 | w]), bytes([0x85, 0xC0 | src << 3 | w]),
+            rr = 0xC0 | src << 3 | w
+            pre = rng.choice((bytes([0x39, rr]), bytes([0x29, rr]),
+                              bytes([0x01, rr]), bytes([0x85, rr]),
                               bytes([0x40 + w]), bytes([0x48 + w]),
                               b"\x83" + bytes([0xF8 | w, rng.choice((0, 1, 0x7F, 0x80, 0xFF))])))
         if j == 0:
@@ -142,11 +145,13 @@ def machine(rng, code, at, paging, fast, seed):
 def snapshot(cpu):
     st = cpu.get_state()
     regs = tuple(int(st[n]) for n in (*S.REG_NAMES, "eip", "eflags", "tsc"))
-    return regs, cpu.ram[DATA:DATA + 256].tobytes(), cpu.ram[STACK - 64:STACK].tobytes(), cpu.trace(64)
+    return (regs, cpu.ram[DATA:DATA + 256].tobytes(), cpu.ram[STACK - 64:STACK].tobytes(),
+            cpu.trace(64))
 
 
 def run_both(rng, code, at, paging, seed, slices=None, bps=()):
     out = []
+    limits = []                    # the fast run's stopping points, replayed without it
     for fast in (True, False):
         cpu = machine(rng, code, at, paging, fast, seed)
         cpu.breakpoints = set(bps)
@@ -276,7 +281,7 @@ def test_every_condition(producer):
                     code += bytes([0x0F, 0x80 + cc]) + (1).to_bytes(4, "little")
                 else:
                     code += bytes([0x70 + cc, 1])
-                code += b"\x41\x51\x50\x9c"                          # inc ecx; push ecx; push eax; pushf
+                code += b"\x41\x51\x50\x9c"              # inc ecx; push ecx; push eax; pushf
     code += b"\xf4"
     at, stack = 0x100000, 0x400000
     out = []

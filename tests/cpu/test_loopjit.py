@@ -54,7 +54,8 @@ def body_insn(rng):
     if k == 3:
         return b"\x83" + bytes([0xC0 | rng.randrange(8) << 3 | w, rng.getrandbits(8)])
     if k == 4:
-        return b"\x81" + bytes([0xC0 | rng.randrange(8) << 3 | w]) + _imm32(rng).to_bytes(4, "little")
+        return (b"\x81" + bytes([0xC0 | rng.randrange(8) << 3 | w])
+                + _imm32(rng).to_bytes(4, "little"))
     if k == 5:
         return bytes([rng.choice((0x40, 0x48)) + w])
     if k == 6:                                         # NOT / NEG
@@ -62,7 +63,8 @@ def body_insn(rng):
     if k == 7:
         return b"\x85" + bytes([0xC0 | r << 3 | w])
     if k == 8:
-        return b"\xf7" + bytes([0xC0 | rng.randrange(2) << 3 | w]) + _imm32(rng).to_bytes(4, "little")
+        return (b"\xf7" + bytes([0xC0 | rng.randrange(2) << 3 | w])
+                + _imm32(rng).to_bytes(4, "little"))
     if k == 9:
         return bytes([0xB8 + w]) + _imm32(rng).to_bytes(4, "little")
     if k == 10:
@@ -72,10 +74,13 @@ def body_insn(rng):
     if k == 12:                                        # ROL ROR SHL SHR SAL SAR by imm8 / by 1
         op = rng.choice((0, 1, 4, 5, 6, 7))
         if rng.random() < 0.7:
-            return b"\xc1" + bytes([0xC0 | op << 3 | w, rng.choice((0, 1, 2, 31, 32, 33, rng.getrandbits(8)))])
+            count = rng.choice((0, 1, 2, 31, 32, 33, rng.getrandbits(8)))
+            return b"\xc1" + bytes([0xC0 | op << 3 | w, count])
         return b"\xd1" + bytes([0xC0 | op << 3 | w])
     if k == 13:                                        # XCHG
-        return b"\x87" + bytes([0xC0 | r << 3 | w]) if rng.random() < 0.5 else bytes([0x91 + rng.randrange(7)])
+        if rng.random() < 0.5:
+            return b"\x87" + bytes([0xC0 | r << 3 | w])
+        return bytes([0x91 + rng.randrange(7)])
     return b"\x90"
 
 
@@ -273,6 +278,13 @@ def test_paging_trace_holds_linear_addresses():
 ])
 def test_decoder_refuses(code):
     assert loopjit.decode_loop(code + bytes(16)) is None
+
+
+def test_decoder_needs_no_look_ahead():
+    """Lengths come from the opcode table: a loop that ends where the bytes
+    given end (the page end) is decoded; one cut inside an instruction is not."""
+    assert loopjit.decode_loop(b"\x01\xc8\x49\x75\xfb") is not None
+    assert loopjit.decode_loop(b"\x81\xc0\x01\x00") is None
 
 
 def test_decoder_accepts_lea_forms():

@@ -9,9 +9,9 @@ import os
 import zlib
 
 import pytest
-
 from cpu_oracle import run_batch, user_opcodes
-from kjcore.cpu.decode import FAMILY_NAMES, OP_FAMILY
+
+from kjcore.cpu.isa import FAMILY_NAMES, OP_FAMILY
 
 OPS = user_opcodes()
 FAMILIES = sorted({FAMILY_NAMES[OP_FAMILY[op]] for op in OPS})
