@@ -183,7 +183,7 @@ def memory_map(machine):
     if image is not None:
         label[image.indirection_pages() >> PAGE_SHIFT] = code["indirection"]
         label[image.source_pages() >> PAGE_SHIFT] = code["source"]
-        label[np.asarray(image._parked_frames, dtype=np.int64)] = code["parked"]
+        label[np.asarray(image.parked_frames, dtype=np.int64)] = code["parked"]
         label[image.control_page >> PAGE_SHIFT] = code["control"]
         label[image.swap_page >> PAGE_SHIFT] = code["swap"]
     cuts = np.flatnonzero(np.diff(label)) + 1
@@ -195,7 +195,7 @@ def memory_map(machine):
 
 def describe_machine(machine, path=None):
     """Everything ``kjcore inspect`` shows, as JSON-ready values."""
-    from .persist import machine_config
+    from .machine_state import machine_config
     images = {}
     for slot in ("kexec_image", "kexec_crash_image"):
         img = getattr(machine, slot)
@@ -273,7 +273,7 @@ def print_description(desc, out=None, max_lines=40):
 # ---------------------------------------------------------------------------------- commands
 def _cmd_machine_new(args):
     from .machine import Machine
-    from .persist import is_machine_dir, save_machine
+    from .store import is_machine_dir, save_machine
     ram = parse_size(args.ram)
     crash = None
     if args.crashkernel:
@@ -298,7 +298,7 @@ def _cmd_machine_new(args):
 
 
 def _cmd_inspect(args):
-    from .persist import open_machine
+    from .store import open_machine
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
     if args.json:
@@ -524,7 +524,7 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``kjcore`` command; returns the exit status."""
-    from .persist import MachineFileError
+    from .store import MachineFileError
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["demo"]:

@@ -465,7 +465,7 @@ def _run(o):
 
 
 def _run_locked(o):
-    from .persist import MachineFileError, open_machine, save_machine
+    from .store import MachineFileError, open_machine, save_machine
     try:
         machine = open_machine(o.machine)
     except (MachineFileError, OSError) as e:

@@ -6,23 +6,52 @@ This module is the syscall boundary: it validates Python arguments (``TypeError`
 :mod:`kjcore.load_checks`, the allocator plan in :mod:`kjcore.kimage_alloc`.
 """
 import errno
-import os
 import threading
 
 import numpy as np
 
 from . import kimage_alloc as ka
-from .constants import (IND_DONE, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, LINUX_REBOOT_CMD_KEXEC,
-                        LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2_ALL, MAX_RAM_SIZE, PAGE_SHIFT,
-                        PAGE_SIZE, PROFILES)
+from . import machine_state
+from .constants import (
+    IND_DONE,
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    LINUX_REBOOT_CMD_KEXEC,
+    LINUX_REBOOT_MAGIC1,
+    LINUX_REBOOT_MAGIC2_ALL,
+    MAX_RAM_SIZE,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PROFILES,
+)
 from .cpu import CPU
 from .errors import KexecError
-from .first_kernel import build_first_kernel, initial_cpu_state, set_page_executable
+from .first_kernel import (
+    FirstKernelLayout,
+    build_first_kernel,
+    initial_cpu_state,
+    set_page_executable,
+)
 from .kimage import KImage
-from .machine_kexec import load_registers, machine_kexec, restore_processor_state, save_processor_state
-from .load_checks import (PROFILE_2627, PROFILE_MAINLINE, RULE_NOMEM_CONTROL,
-                          RULE_NOMEM_CRASH_CONTROL, RULE_NOMEM_PAGES, RULE_NOMEM_SWAP,
-                          check_header, check_segments, describe, find_crash_control_page, pack)
+from .load_checks import (
+    PROFILE_2627,
+    PROFILE_MAINLINE,
+    RULE_NOMEM_CONTROL,
+    RULE_NOMEM_CRASH_CONTROL,
+    RULE_NOMEM_PAGES,
+    RULE_NOMEM_SWAP,
+    check_header,
+    check_segments,
+    describe,
+    find_crash_control_page,
+    pack,
+)
+from .machine_kexec import (
+    load_registers,
+    machine_kexec,
+    restore_processor_state,
+    save_processor_state,
+)
 from .memory import FrameAllocator
 from .pm import preserve_context_transition, shutdown_transition
 from .segment import Segment, _u32
@@ -73,7 +102,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
-                 engine="emulated", strict_bus=False, fix_pae_return=False, ram_file=None,
+                 engine="emulated", strict_bus=False, fix_pae_return=False, ram=None,
                  alloc_seed=0):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
@@ -105,7 +134,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.ram_size = ram_size
         self.pae, self.nx = bool(pae), bool(nx)
         self.profile = profile
-        self.crashkernel = None if crashkernel is None else (crash_start, crash_end + 1 - crash_start)
+        self.crashkernel = (None if crashkernel is None
+                            else (crash_start, crash_end + 1 - crash_start))
         self.kexec_jump = bool(kexec_jump)
         self.cap_sys_boot = bool(cap_sys_boot)
         self.kernel_reserved = kernel_reserved
@@ -114,18 +144,24 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.fix_pae_return = bool(fix_pae_return)
         self._crash_region = (crash_start, crash_end)
         self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
-        if ram_file is None:
-            self.ram = np.zeros(ram_size, dtype=np.uint8)
-        else:
-            mode = "r+" if os.path.exists(ram_file) and os.path.getsize(ram_file) == ram_size \
-                else "w+"
-            self.ram = np.memmap(ram_file, dtype=np.uint8, mode=mode, shape=(ram_size,))
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
                                         crash_frames, seed=alloc_seed)
-        # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
-        self.first_kernel = build_first_kernel(self.ram, ram_size=ram_size,
-                                               kernel_reserved=kernel_reserved, pae=self.pae,
-                                               nx=self.nx)
+        if ram is None:
+            self.ram = np.zeros(ram_size, dtype=np.uint8)
+            # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
+            self.first_kernel = build_first_kernel(self.ram, ram_size=ram_size,
+                                                   kernel_reserved=kernel_reserved, pae=self.pae,
+                                                   nx=self.nx)
+        else:
+            # Given RAM (a saved machine's) already holds the first kernel: it is used as is.
+            if not isinstance(ram, np.ndarray) or ram.dtype != np.uint8 or ram.shape != (
+                    ram_size,) or not ram.flags.c_contiguous or not ram.flags.writeable:
+                raise ValueError(f"ram must be a writable contiguous 1-D uint8 array of "
+                                 f"ram_size={ram_size:#x} bytes")
+            self.ram = ram
+            self.first_kernel = FirstKernelLayout(ram_size=ram_size,
+                                                  kernel_reserved=kernel_reserved,
+                                                  pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         load_registers(self.cpu, initial_cpu_state(self.first_kernel))
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
@@ -214,7 +250,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             ram[s.mem:s.mem + s.memsz] = 0
             if s.bufsz and s.buf is not None:
                 ram[s.mem:s.mem + s.bufsz] = np.frombuffer(s.read(0, s.bufsz), dtype=np.uint8)
-        return KImage(self, type="crash", start=entry, head=IND_DONE, segments=segs,
+        return KImage(self.ram, type="crash", start=entry, head=IND_DONE, segments=segs,
                       preserve_context=False, control_page=int(control))
 
     def _load_normal(self, entry, segs, mem, memsz):
@@ -246,7 +282,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                           src_pos[:out[ka.OUT_NR_SOURCES]])
         plist = parked_list[:out[ka.OUT_NR_PARKED]]
         still_parked = plist[parked[plist] != 0]
-        return KImage(self, type="default", start=entry, head=int(out[ka.OUT_HEAD]),
+        return KImage(self.ram, type="default", start=entry, head=int(out[ka.OUT_HEAD]),
                       segments=segs, preserve_context=False,
                       control_page=int(out[ka.OUT_CONTROL]) << PAGE_SHIFT,
                       swap_page=int(out[ka.OUT_SWAP]) << PAGE_SHIFT,
@@ -343,30 +379,19 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     # ------------------------------------------------------------------ state
     def snapshot(self):
         """The whole machine state (RAM, CPU, allocator, kexec slots) as a restorable value."""
-        from .persist import snapshot_machine
-        return snapshot_machine(self)
+        return machine_state.snapshot(self)
 
     def restore(self, snap):
         """Go back to a :meth:`snapshot` (RAM is written in place)."""
-        from .persist import restore_machine
-        restore_machine(self, snap)
+        machine_state.restore(self, snap)
 
     def save(self, path):
-        """Save to a machine directory (atomic; see :mod:`kjcore.persist`)."""
-        from .persist import save_machine
+        """Save to a machine directory (atomic and locked; see :mod:`kjcore.store`)."""
+        from .store import save_machine  # not at the top: store imports this module
         save_machine(self, path)
 
     @classmethod
     def open(cls, path, *, verify=False):
-        """Open a machine saved with :meth:`save`."""
-        from .persist import open_machine
+        """Open a machine saved with :meth:`save` (see :mod:`kjcore.store`)."""
+        from .store import open_machine
         return open_machine(path, verify=verify)
-
-    def _adopt_ram(self, ram):
-        """Use ``ram`` (same size, e.g. a memmap of a saved machine) as physical memory."""
-        if ram.shape != self.ram.shape or ram.dtype != np.uint8:
-            raise ValueError("replacement RAM must have the machine's size and dtype uint8")
-        state = self.cpu.get_state()
-        self.ram = ram
-        self.cpu = CPU(ram, strict_bus=self.strict_bus)
-        self.cpu.set_state(state)

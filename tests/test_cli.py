@@ -9,7 +9,7 @@ import pytest
 import kjcore
 from kjcore import cli
 from kjcore.cli import UsageError, parse_crashkernel, parse_size
-from kjcore.persist import open_machine, save_machine
+from kjcore.store import open_machine, save_machine
 
 MiB = 1 << 20
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import kjexec, persist
+from kjcore import kjexec, store
 from kjcore.loader import load_elf32
-from kjcore.persist import open_machine
+from kjcore.store import open_machine
 
 MiB = 1 << 20
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -22,7 +22,7 @@ SEED_EXAMPLE = ["-l", "--load-preserve-context", "--args-none", "--mem-min=0x100
 @pytest.fixture
 def mpath(tmp_path):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB, crashkernel=(40 * MiB, 8 * MiB)),
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB, crashkernel=(40 * MiB, 8 * MiB)),
                          path)
     return path
 
@@ -142,7 +142,7 @@ def test_kexec_load_failure_prints_like_kexec_tools(capsys, mpath):
 
 def test_kexec_load_eperm(capsys, tmp_path):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB, cap_sys_boot=False), path)
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB, cap_sys_boot=False), path)
     status, out, err = run(capsys, path, "-l", "--args-none", PHY_MODE)
     assert status == 255 and err.startswith("kexec_load failed: Operation not permitted\n")
     status, out, err = run(capsys, path, "-u")
@@ -189,7 +189,7 @@ def test_loader_error_names_the_field(capsys, tmp_path, mpath):
 ])
 def test_errors(capsys, tmp_path, args, status, message):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB), path)
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB), path)
     got, out, err = run(capsys, path, *args)
     assert got == status
     assert (message or "Memory for crashkernel is not reserved") in err
@@ -288,7 +288,7 @@ def test_exec_with_contract_double(capsys, mpath, monkeypatch):
     assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
     m = open_machine(mpath)
     m.ram[m.kexec_image.swap_page + 4096:][:4] = [0x78, 0x56, 0x34, 0x12]
-    persist.save_machine(m, mpath)
+    store.save_machine(m, mpath)
     status, out, err = run(capsys, mpath, "-e")
     assert status == 0 and err == ""
     assert "kjexec: executing the image at 0x01000000 (preserve context" in out
