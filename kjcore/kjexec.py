@@ -15,7 +15,6 @@ checks). The machine is saved after any action. Differences from kexec-tools are
 ``docs/cli.rst``; the main one: ``-e`` tells the truth when a preserve-context image returns
 instead of printing "kexec failed".
 """
-import contextlib
 import errno
 import getopt
 import os
@@ -419,35 +418,6 @@ def main(argv=None):
         return EXIT_USAGE
 
 
-#: lock file held for a whole kjexec run, so two runs cannot interleave open and save
-SESSION_LOCK = ".kjexec.lock"
-
-
-@contextlib.contextmanager
-def _session(path):
-    """Hold PATH/.kjexec.lock for the run: another kjexec on the same machine gets EBUSY,
-    like a second kexec_load while the kernel's kexec lock is held."""
-    try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    try:
-        fd = os.open(os.path.join(path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield True                 # unwritable machine: opening will say what is wrong
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def _run(o):
     if o.file_syscall:
         raise _Fatal("kexec_file_load (-s, -a) is not simulated: kjexec uses kexec_load")
@@ -456,7 +426,8 @@ def _run(o):
                      "(create one with 'kjcore machine new PATH')")
     if not os.path.isdir(o.machine):
         return _run_locked(o)      # open_machine explains what is wrong with the path
-    with _session(o.machine) as free:
+    from .store import machine_lock
+    with machine_lock(o.machine) as free:
         if not free:
             _err(f"kjexec: {o.machine}: {os.strerror(errno.EBUSY)}: another kjexec is "
                  "using this machine (the kexec lock is held)")
@@ -467,7 +438,7 @@ def _run(o):
 def _run_locked(o):
     from .store import MachineFileError, open_machine, save_machine
     try:
-        machine = open_machine(o.machine)
+        machine = open_machine(o.machine, verify=o.do_exec, locked=True)
     except (MachineFileError, OSError) as e:
         raise _Fatal(f"kjexec: cannot open machine: {e}") from None
     if o.print_ckr_size:
@@ -497,7 +468,7 @@ def _run_locked(o):
             result = _load(machine, o)
         if result == 0 and (o.do_shutdown or o.do_exec) and machine.kexec_image is None:
             if acted:
-                save_machine(machine, o.machine)
+                save_machine(machine, o.machine, locked=True)
             raise _Fatal("Nothing has been loaded!")
         if result == 0 and o.do_shutdown:
             # kexec-tools runs "shutdown -r now" and the init scripts run "kexec -e": with no
@@ -515,7 +486,7 @@ def _run_locked(o):
              f"kjexec: machine {o.machine} left as it was before -e")
         return EXIT_FAILED
     if acted:
-        save_machine(machine, o.machine)
+        save_machine(machine, o.machine, locked=True)
     return 0 if result == 0 else EXIT_FAILED
 
 

@@ -177,6 +177,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.devices = []               # see kjcore.pm: suspend/resume callbacks, in order
         self.pm_log = []                # every power-management step of kernel_kexec, in order
         self.freeze_processes = lambda: 0   # research knob: return an error to fail the freeze
+        #: the machine directory this machine was opened from or last saved to (set by
+        #: kjcore.store, which refuses to save over a newer save made by someone else)
+        self.store_origin = None
 
     # ------------------------------------------------------------------ inspection
     @property

@@ -219,7 +219,7 @@ def test_machine_errors(capsys, tmp_path, monkeypatch):
 
 def test_concurrent_kjexec_gets_ebusy(capsys, mpath):
     fcntl = pytest.importorskip("fcntl")
-    fd = os.open(os.path.join(mpath, kjexec.SESSION_LOCK), os.O_RDWR | os.O_CREAT)
+    fd = os.open(os.path.join(mpath, store.LOCK_NAME), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)             # another kjexec is mid-run
         status, out, err = run(capsys, mpath, "-l", "--args-none", PHY_MODE)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import machine_state, store
+from kjcore import machine_state, state_codec, store
 from kjcore.store import (
     DamagedMachineFile,
     ForeignMachineFile,
@@ -162,7 +162,7 @@ def test_interrupted_save_keeps_previous_state(tmp_path, monkeypatch, stage):
     if stage == "ram":
         monkeypatch.setattr(store, "_write_ram", after(store._write_ram))
     elif stage == "arrays":
-        monkeypatch.setattr(store, "_write_arrays", after(store._write_arrays))
+        monkeypatch.setattr(store, "_write_file", after(store._write_file))
     elif stage == "meta":
         monkeypatch.setattr(store, "_write_meta", instead)
     elif stage == "replace":                         # machine.json.tmp written, not renamed
@@ -315,7 +315,7 @@ def test_set_machine_state_refuses_other_config():
 
 def test_state_encoding_rejects_python_objects():
     with pytest.raises(TypeError, match="devices"):
-        store._encode({"devices": [object()]}, {}, "")
+        state_codec.encode({"devices": [object()]}, {}, "")
 
 
 def test_errno_of_missing_path_is_enoent(tmp_path):
