@@ -84,7 +84,10 @@ class Machine:
     """A simulated i386 machine whose first kernel supports kexec (and kexec jump).
 
     Parameters follow SPEC §1.2.  ``alloc_seed`` seeds the order in which the page-frame
-    allocator hands out free frames (reproducible, not simply ascending).
+    allocator hands out free frames (reproducible, not simply ascending).  ``ram`` is an
+    existing writable uint8 array (or memmap) of ``ram_size`` bytes used as RAM as it is: it
+    already holds the first kernel (a saved machine's RAM, see :mod:`kjcore.store`), which is
+    not written again.
 
     >>> import kjcore
     >>> m = kjcore.Machine(ram_size=16 << 20)
