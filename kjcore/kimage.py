@@ -112,6 +112,11 @@ class KImage:
         self.start = start
         self.head = head
         self.segments = tuple(segments)
+        #: source pages the load put in the list (one per destination page; 0 for a crash
+        #: image): counted once here, not by walking the list at every jump
+        self.nr_source_pages = 0 if type == "crash" else sum(
+            -(-seg.memsz // PAGE_SIZE) for seg in self.segments)
+        self._list_limit = list_limit(self.segments)
         self.preserve_context = preserve_context
         self.control_page = control_page
         self.swap_page = swap_page
@@ -133,7 +138,7 @@ class KImage:
         ram = self._ram
         # A list built by kexec_load has one word per segment and per page, DONE, and one link
         # per 1023 words; only a list corrupted in RAM is longer (then walk up to every word).
-        for limit in (list_limit(self.segments), len(ram) // 4 + 2):
+        for limit in (self._list_limit, len(ram) // 4 + 2):
             out = np.empty(limit, dtype=np.int64)
             dests = np.empty(limit, dtype=np.int64)
             n = walk_list(ram, self.head, limit, out, dests)
