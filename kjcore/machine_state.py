@@ -190,6 +190,8 @@ def kimage_from_state(machine, ram, state):
     for k in ("ind_frames", "parked_frames"):
         if not np.isin(frames[k], owned).all():
             raise ValueError(f"{k} names a frame the image does not own")
+    if kind == "default" and not np.isin([control // PAGE_SIZE, swap // PAGE_SIZE], owned).all():
+        raise ValueError("the control or swap page is not a frame the image owns")
     image = KImage(machine.ram, type=kind, start=_int(state["start"], "start", 0, 1 << 32),
                    head=_int(state["head"], "head", 0, 1 << 32), segments=segments,
                    preserve_context=_bool(state["preserve_context"], "preserve_context"),

@@ -106,6 +106,8 @@ META_EDITS = {
     "head bool": _state("kexec_image.head", True),
     "head past RAM": _state("kexec_image.head", IND_INDIRECTION | 0x7FFFF000),
     "control page past RAM": _state("kexec_image.control_page", 0x7FFFF000),
+    "control page not owned": _state("kexec_image.control_page", 0x1000),
+    "swap page not owned": _state("kexec_image.swap_page", 0x2000),
     "swap page unaligned": _state("kexec_image.swap_page", 0x401001),
     "image type": _state("kexec_image.type", "evil"),
     "segments many": lambda meta: _set(meta["state"], "kexec_image.segments",
