@@ -7,7 +7,7 @@ A saved machine is a directory (the ``PATH`` of ``kjcore machine new PATH`` and 
 --machine PATH``) holding one *generation* of three files::
 
     PATH/machine.json     metadata: format, version, constructor arguments, kexec slots, ...
-    PATH/ram-7.bin        physical memory, ram_size raw bytes (sparse: zero chunks are holes)
+    PATH/ram-7.bin        physical memory, ram_size raw bytes (allocated in full)
     PATH/state-7.npz      the numpy arrays of the state (allocator free list, segment buffers)
     PATH/.lock            the machine's lock (flock(2)), see :func:`machine_lock`
 
@@ -71,7 +71,7 @@ META_NAME = "machine.json"
 LOCK_NAME = ".lock"
 _DATA_FILE = re.compile(r"^(?:ram-(\d+)\.bin|state-(\d+)\.npz)$")
 _TMP_META = re.compile(r"^machine\.json\.(?:(\d+)\.)?tmp$")   # older kjcore: no N
-#: bytes per RAM write / checksum step (zero chunks are skipped, leaving holes)
+#: bytes per RAM write / checksum step (zero chunks are not written: allocated is zero)
 _CHUNK = 4 << 20
 #: largest machine.json read (the arrays live in the .npz; the tree is small)
 _MAX_META = 16 << 20
@@ -359,13 +359,18 @@ def _write_all(fd, data, offset):
 
 
 def _write_ram(fd, ram):
-    """Write ``ram`` (sparse: zero chunks stay holes) and fsync; return its CRC-32.
+    """Write ``ram`` and fsync; return its CRC-32.
 
-    Written with pwrite(2), never through a mapping: a full disk is an OSError here, not a
-    SIGBUS later.
+    The whole file is allocated first (posix_fallocate), then the non-zero chunks written
+    with pwrite(2), never through a mapping: a full file system is ENOSPC here. A sparse file
+    would save, and the machine opened from it would die of SIGBUS the first time it touched
+    a hole once the file system (a tmpfs, typically) had filled up.
     """
     crc = 0
-    os.ftruncate(fd, len(ram))
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, len(ram))
+    else:                                   # no fallocate: zero chunks stay holes
+        os.ftruncate(fd, len(ram))
     for off in range(0, len(ram), _CHUNK):
         chunk = ram[off:off + _CHUNK]
         crc = zlib.crc32(chunk, crc)

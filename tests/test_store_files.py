@@ -123,6 +123,36 @@ def test_full_file_system_is_an_oserror_not_sigbus(tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+_TMPFS_CHILD = r"""
+import sys, kjcore
+from kjcore import store
+m = kjcore.Machine(ram_size=16 << 20)           # mostly zero: a sparse file would fit
+try:
+    m.save(sys.argv[1])
+except OSError as e:
+    print("OSError", e.errno)
+else:
+    print("sum", int(store.open_machine(sys.argv[1]).ram.sum()))   # touches every page
+"""
+
+
+def test_full_tmpfs_is_enospc_at_save_not_sigbus_later(tmp_path):
+    """A 6 MiB tmpfs holds a sparse 16 MiB RAM file; reading its holes later was SIGBUS."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = subprocess.run([sys.executable, "-c", _TMPFS_CHILD, str(mnt / "m")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"status {out.returncode}: {out.stderr}"
+        assert out.stdout.split() == ["OSError", str(errno.ENOSPC)]
+        assert os.listdir(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 # ------------------------------------------------------------------ locks
 def test_open_and_save_take_kjexecs_lock(saved):
     m = open_machine(saved)
