@@ -14,7 +14,9 @@ above), a 16/64/256 MiB image whose entry page holds ``ret``.  Measured in the s
 
 Targets: emulated/native >= 0.5, emulated >= 50x Unicorn, round trip >= 0.5x the memcpy bound
 at 64 MiB.  ``test_peak_rss`` runs 20 round trips of a 256 MiB image in a fresh process and
-reports its peak RSS against ram_size + 300 MiB.
+reports its peak RSS against ram_size + 300 MiB.  ``test_fixed_cost`` times ``reboot()`` of a
+one-page image on a 16 MiB machine (best of 5 x 2000 round trips, warm): the Python cost every
+jump pays whatever its size, target <= 100 us.
 
 A plain ``ret`` leaves the image's ``start`` at the word after the swap page (SPEC §7.9), so
 every timed jump first puts ``start`` back at the entry.
@@ -29,11 +31,10 @@ import sys
 
 import numpy as np
 import pytest
+from _timing import best_of, report
 
 import kjcore
 from kjcore import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE, Segment
-
-from _timing import best_of, report
 
 MiB = 1 << 20
 RAM_SIZE = 1024 * MiB
@@ -197,3 +198,28 @@ def test_peak_rss(benchmark, engine):
            over_ram_MiB=(res["maxrss_kib"] * 1024 - RAM_SIZE) / MiB,
            limit_MiB=limit_kib / 1024,
            within_target=float(res["maxrss_kib"] <= limit_kib))
+
+
+# ------------------------------------------------------------------------------ fixed cost
+#: target of the fixed Python cost of one small round trip (issue 10 B9)
+FIXED_COST_TARGET_US = 100.0
+
+
+def test_fixed_cost(benchmark):
+    """Fixed cost per small round trip: reboot() of a one-page ``ret`` image, 16 MiB RAM."""
+    m = kjcore.Machine(16 * MiB)
+    entry = 8 * MiB
+    m.kexec_load(entry, [Segment(b"\xc3", entry, PAGE_SIZE)], KEXEC_PRESERVE_CONTEXT)
+
+    def trips(n=2000):
+        for _ in range(n):
+            m.kexec_image.start = entry
+            m.reboot(kjcore.LINUX_REBOOT_MAGIC1, kjcore.LINUX_REBOOT_MAGIC2,
+                     kjcore.LINUX_REBOOT_CMD_KEXEC)
+    trips(200)                                      # warm: compiled code, caches, TLB
+    assert m.last_result.pages_swapped == 2
+    benchmark.pedantic(trips, rounds=1, iterations=1)
+    per_trip_us = best_of(trips) / 2000 * 1e6
+    report(benchmark, "fixed cost per small round trip (1 page, 16 MiB)",
+           us_per_round_trip=per_trip_us, target_us=FIXED_COST_TARGET_US,
+           within_target=float(per_trip_us <= FIXED_COST_TARGET_US))

@@ -131,7 +131,7 @@ def entry_runs(entries):
 
 def describe_machine(machine, path=None):
     """Everything ``kjcore inspect`` shows, as JSON-ready values."""
-    from .persist import machine_config
+    from .machine_state import machine_config
     images = {}
     for slot in ("kexec_image", "kexec_crash_image"):
         img = getattr(machine, slot)

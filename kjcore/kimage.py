@@ -7,8 +7,15 @@ inspects is what the jump will do.
 import numpy as np
 from numba import njit
 
-from .constants import (IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE, PAGE_MASK,
-                        PAGE_SHIFT, PAGE_SIZE)
+from .constants import (
+    IND_DESTINATION,
+    IND_DONE,
+    IND_INDIRECTION,
+    IND_SOURCE,
+    PAGE_MASK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+)
 
 _U32 = 0xFFFFFFFF
 
@@ -79,7 +86,11 @@ class KImage:
     Attributes: ``start`` (entry point; updated after each preserve-context jump), ``head``
     (the raw head word), ``type`` (``"default"`` or ``"crash"``), ``preserve_context``,
     ``segments`` (tuple of :class:`kjcore.Segment`), ``control_page`` and ``swap_page``
-    (physical addresses; ``swap_page`` is None for crash images).
+    (physical addresses; ``swap_page`` is None for crash images), ``ind_frames`` and
+    ``parked_frames`` (frame numbers the load allocated for the list and parked).
+
+    ``ram`` is the machine's RAM array (the list is read from it); ``free_order`` is
+    :meth:`frames_to_free` when known (a saved image), else it is read from the list now.
 
     >>> import kjcore
     >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -92,19 +103,30 @@ class KImage:
     ['0x100000', '0x101000']
     """
 
-    def __init__(self, ram, *, type, start, head, segments, preserve_context,
-                 control_page, swap_page=None, ind_frames=(), parked_frames=()):
+    def __init__(self, ram, *, type, start, head, segments, preserve_context, control_page,
+                 swap_page=None, ind_frames=(), parked_frames=(), free_order=None):
+        # The image reads the machine's RAM array, not the machine: no reference cycle
+        # between a Machine and its slots, so a dropped machine is freed at once.
         self._ram = ram
         self.type = type
         self.start = start
         self.head = head
         self.segments = tuple(segments)
+        #: source pages the load put in the list (one per destination page; 0 for a crash
+        #: image): counted once here, not by walking the list at every jump
+        self.nr_source_pages = 0 if type == "crash" else sum(
+            -(-seg.memsz // PAGE_SIZE) for seg in self.segments)
+        self._list_limit = list_limit(self.segments)
         self.preserve_context = preserve_context
         self.control_page = control_page
         self.swap_page = swap_page
-        self._ind_frames = np.asarray(ind_frames, dtype=np.int64)
-        self._parked_frames = np.asarray(parked_frames, dtype=np.int64)
-        self._record_free_order()
+        #: indirection-page frames the load allocated, in chain order
+        self.ind_frames = np.asarray(ind_frames, dtype=np.int64)
+        #: frames the load parked (allocated, then not used) and still holds
+        self.parked_frames = np.asarray(parked_frames, dtype=np.int64)
+        if free_order is None:
+            free_order = self._recorded_free_order()
+        self._free_order = np.asarray(free_order, dtype=np.int64)
 
     def __repr__(self):
         swap = "None" if self.swap_page is None else f"{self.swap_page:#x}"
@@ -116,8 +138,7 @@ class KImage:
         ram = self._ram
         # A list built by kexec_load has one word per segment and per page, DONE, and one link
         # per 1023 words; only a list corrupted in RAM is longer (then walk up to every word).
-        words = sum(-(-s.memsz // PAGE_SIZE) + 1 for s in self.segments) + 2
-        for limit in (words + words // 1023 + 2, len(ram) // 4 + 2):
+        for limit in (self._list_limit, len(ram) // 4 + 2):
             out = np.empty(limit, dtype=np.int64)
             dests = np.empty(limit, dtype=np.int64)
             n = walk_list(ram, self.head, limit, out, dests)
@@ -161,11 +182,11 @@ class KImage:
         """
         return self._free_order
 
-    def _record_free_order(self):
+    def _recorded_free_order(self):
+        """:meth:`frames_to_free` as the list in RAM says right after the load."""
         if self.type == "crash":
-            self._free_order = np.empty(0, dtype=np.int64)
-            return
-        order = [int(f) for f in self._parked_frames[::-1]]
+            return np.empty(0, dtype=np.int64)
+        order = [int(f) for f in self.parked_frames[::-1]]
         words, _ = self._walk()
         ind = None
         for w in words.tolist():
@@ -179,7 +200,17 @@ class KImage:
         if ind is not None:
             order.append(ind)
         order += [self.swap_page >> PAGE_SHIFT, self.control_page >> PAGE_SHIFT]
-        self._free_order = np.asarray(order, dtype=np.int64)
+        return np.asarray(order, dtype=np.int64)
+
+
+def list_limit(segments):
+    """How many words a list built by ``kexec_load`` for ``segments`` reads at most.
+
+    One DESTINATION word per segment and one SOURCE word per page, the DONE word, and one
+    INDIRECTION link per 1023 words (plus the head): a longer list was corrupted.
+    """
+    words = sum(-(-s.memsz // PAGE_SIZE) + 1 for s in segments) + 2
+    return words + words // 1023 + 2
 
 
 def flag_name(flag):

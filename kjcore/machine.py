@@ -7,11 +7,11 @@ This module is the syscall boundary: it validates Python arguments (``TypeError`
 """
 import contextlib
 import errno
-import os
 import threading
 
 import numpy as np
 
+from . import machine_state
 from .constants import (
     KEXEC_ON_CRASH,
     LINUX_REBOOT_CMD_KEXEC,
@@ -24,7 +24,12 @@ from .constants import (
 )
 from .cpu import CPU
 from .errors import KexecError
-from .first_kernel import build_first_kernel, initial_cpu_state, set_page_executable
+from .first_kernel import (
+    FirstKernelLayout,
+    build_first_kernel,
+    initial_cpu_state,
+    set_page_executable,
+)
 from .kimage_alloc import load_image
 from .load_checks import PROFILE_2627, PROFILE_MAINLINE, check_header, describe
 from .machine_kexec import (
@@ -56,7 +61,10 @@ class Machine:
     """A simulated i386 machine whose first kernel supports kexec (and kexec jump).
 
     Parameters follow SPEC §1.2.  ``alloc_seed`` seeds the order in which the page-frame
-    allocator hands out free frames (reproducible, not simply ascending).
+    allocator hands out free frames (reproducible, not simply ascending).  ``ram`` is an
+    existing writable uint8 array (or memmap) of ``ram_size`` bytes used as RAM as it is: it
+    already holds the first kernel (a saved machine's RAM, see :mod:`kjcore.store`), which is
+    not written again.
 
     >>> import kjcore
     >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -74,7 +82,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
-                 engine="emulated", strict_bus=False, fix_pae_return=False, ram_file=None,
+                 engine="emulated", strict_bus=False, fix_pae_return=False, ram=None,
                  alloc_seed=0):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
@@ -106,7 +114,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.ram_size = ram_size
         self.pae, self.nx = bool(pae), bool(nx)
         self.profile = profile
-        self.crashkernel = None if crashkernel is None else (crash_start, crash_end + 1 - crash_start)
+        self.crashkernel = (None if crashkernel is None
+                            else (crash_start, crash_end + 1 - crash_start))
         self.kexec_jump = bool(kexec_jump)
         self.cap_sys_boot = bool(cap_sys_boot)
         self.kernel_reserved = kernel_reserved
@@ -115,18 +124,24 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.fix_pae_return = bool(fix_pae_return)
         self._crash_region = (crash_start, crash_end)
         self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
-        if ram_file is None:
-            self.ram = np.zeros(ram_size, dtype=np.uint8)
-        else:
-            mode = "r+" if os.path.exists(ram_file) and os.path.getsize(ram_file) == ram_size \
-                else "w+"
-            self.ram = np.memmap(ram_file, dtype=np.uint8, mode=mode, shape=(ram_size,))
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
                                         crash_frames, seed=alloc_seed)
-        # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
-        self.first_kernel = build_first_kernel(self.ram, ram_size=ram_size,
-                                               kernel_reserved=kernel_reserved, pae=self.pae,
-                                               nx=self.nx)
+        if ram is None:
+            self.ram = np.zeros(ram_size, dtype=np.uint8)
+            # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
+            self.first_kernel = build_first_kernel(self.ram, ram_size=ram_size,
+                                                   kernel_reserved=kernel_reserved, pae=self.pae,
+                                                   nx=self.nx)
+        else:
+            # Given RAM (a saved machine's) already holds the first kernel: it is used as is.
+            if not isinstance(ram, np.ndarray) or ram.dtype != np.uint8 or ram.shape != (
+                    ram_size,) or not ram.flags.c_contiguous or not ram.flags.writeable:
+                raise ValueError(f"ram must be a writable contiguous 1-D uint8 array of "
+                                 f"ram_size={ram_size:#x} bytes")
+            self.ram = ram
+            self.first_kernel = FirstKernelLayout(ram_size=ram_size,
+                                                  kernel_reserved=kernel_reserved,
+                                                  pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         load_registers(self.cpu, initial_cpu_state(self.first_kernel))
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
@@ -142,6 +157,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.devices = []               # see kjcore.pm: suspend/resume callbacks, in order
         self.pm_log = []                # every power-management step of kernel_kexec, in order
         self.freeze_processes = lambda: 0   # research knob: return an error to fail the freeze
+        #: the machine directory this machine was opened from or last saved to (set by
+        #: kjcore.store, which refuses to save over a newer save made by someone else)
+        self.store_origin = None
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -291,31 +309,20 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
         ``RuntimeError`` while the kexec lock is held (from a hook or device callback during a
         jump), like :meth:`save`."""
-        from .persist import snapshot_machine
         with self._idle("snapshot"):
-            return snapshot_machine(self)
+            return machine_state.snapshot(self)
 
     def restore(self, snap):
         """Go back to a :meth:`snapshot` (RAM is written in place)."""
-        from .persist import restore_machine
-        restore_machine(self, snap)
+        machine_state.restore(self, snap)
 
     def save(self, path):
-        """Save to a machine directory (atomic; see :mod:`kjcore.persist`)."""
-        from .persist import save_machine
+        """Save to a machine directory (atomic and locked; see :mod:`kjcore.store`)."""
+        from .store import save_machine  # not at the top: store imports this module
         save_machine(self, path)
 
     @classmethod
     def open(cls, path, *, verify=False):
-        """Open a machine saved with :meth:`save`."""
-        from .persist import open_machine
+        """Open a machine saved with :meth:`save` (see :mod:`kjcore.store`)."""
+        from .store import open_machine
         return open_machine(path, verify=verify)
-
-    def _adopt_ram(self, ram):
-        """Use ``ram`` (same size, e.g. a memmap of a saved machine) as physical memory."""
-        if ram.shape != self.ram.shape or ram.dtype != np.uint8:
-            raise ValueError("replacement RAM must have the machine's size and dtype uint8")
-        state = self.cpu.get_state()
-        self.ram = ram
-        self.cpu = CPU(ram, strict_bus=self.strict_bus)
-        self.cpu.set_state(state)

@@ -22,6 +22,7 @@ import numpy as np
 from . import relocate
 from .constants import IND_DONE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
+from .cpu.state import STATE_DTYPE
 from ._swap_numba import swap_pages_numba
 from .swap import MAX_WORDS, swap_pages
 
@@ -35,6 +36,8 @@ _GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 _PRESERVED = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit", "cr0", "cr2", "cr3", "cr4",
               "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
     f"{seg}_{field}" for seg in _SEGMENTS for field in ("sel", "base", "limit", "attr"))
+#: their slots in a CPU state record, copied in one step
+_PRESERVED_SLOTS = np.array([STATE_DTYPE.names.index(n) for n in _PRESERVED])
 
 
 @dataclass
@@ -89,8 +92,8 @@ def save_processor_state(cpu):
 def restore_processor_state(cpu, saved):
     """Put back what :func:`save_processor_state` saved, leaving EAX/ECX/EDX/EIP as they are."""
     now = cpu.get_state()
-    for name in _PRESERVED:
-        now[name] = saved[name]
+    slots = np.asarray(now).reshape(1).view(np.int64)
+    slots[_PRESERVED_SLOTS] = np.asarray(saved).reshape(1).view(np.int64)[_PRESERVED_SLOTS]
     cpu.set_state(now)
 
 
@@ -112,7 +115,7 @@ def machine_kexec(m, image, max_steps=None):
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
     user_breakpoints = set(cpu.breakpoints)
     cpu.breakpoints = {layout.return_address, swap_entry}
-    per_pass = len(image.source_pages())
+    per_pass = image.nr_source_pages
     steps = passes = 0
     pending = None          # native engine: (head argument's stack address, its value, return)
     try:

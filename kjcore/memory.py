@@ -76,15 +76,22 @@ class FrameAllocator:
         return int(self.stack[t - 1])
 
     def free(self, frame):
-        """Give ``frame`` back; it becomes the next frame handed out."""
-        t = int(self.top[0])
-        self.stack[t] = frame
-        self.top[0] = t + 1
+        """Give ``frame`` back; it becomes the next frame handed out.
+
+        ``ValueError`` (nothing changed) unless ``frame`` is a frame this allocator hands out
+        and is not free already.
+        """
+        self.free_many([frame])
 
     def free_many(self, frames):
-        """Give back ``frames`` in order (the last one is handed out first)."""
-        frames = np.asarray(frames, dtype=np.int64)
+        """Give back ``frames`` in order (the last one is handed out first).
+
+        ``ValueError`` (nothing changed) unless the frames are distinct frames this allocator
+        hands out, none of them free already: the compiled planner indexes its arrays with
+        them, so a bad frame must never reach the free stack.
+        """
         t = int(self.top[0])
+        frames = self.check_state(np.concatenate([self.stack[:t], self._frames(frames)]))[t:]
         self.stack[t:t + len(frames)] = frames
         self.top[0] = t + len(frames)
 
@@ -96,10 +103,40 @@ class FrameAllocator:
         """A copy of the allocator state (for snapshots and rollback)."""
         return self.stack[:self.nr_free].copy()
 
+    def check_state(self, free_stack):
+        """``free_stack`` as an int64 array if it is a valid :meth:`state`, else ``ValueError``.
+
+        Valid: distinct frame numbers, each one this allocator hands out (at or above
+        ``reserved_frames``, below ``nr_frames``, outside the crashkernel region).
+        """
+        frames = self._frames(free_stack)
+        c0, c1 = self.crash_frames
+        bad = (frames < self.reserved_frames) | (frames >= self.nr_frames) | (
+            (frames >= c0) & (frames < c1))
+        if bad.any():
+            raise ValueError(f"frame {int(frames[bad][0])} is not a free-able frame (frames "
+                             f"{self.reserved_frames}..{self.nr_frames - 1} outside the "
+                             f"crashkernel region)")
+        twice = np.bincount(frames, minlength=self.nr_frames) > 1
+        if twice.any():
+            raise ValueError(f"frame {int(np.argmax(twice))} would be free twice")
+        return frames
+
     def set_state(self, free_stack):
-        """Restore a state returned by :meth:`state`."""
-        self.top[0] = len(free_stack)
-        self.stack[:len(free_stack)] = free_stack
+        """Restore a state returned by :meth:`state` (``ValueError`` as :meth:`check_state`)."""
+        frames = self.check_state(free_stack)
+        self.top[0] = len(frames)
+        self.stack[:len(frames)] = frames
+
+    @staticmethod
+    def _frames(frames):
+        """``frames`` as a 1-D int64 array; ``ValueError`` for anything but integers."""
+        arr = np.asarray(frames)
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise ValueError("frames must be a 1-D sequence of integers")
+        if arr.size and arr.dtype.kind == "u" and arr.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"frame {int(arr.max())} is out of range")
+        return arr.astype(np.int64)
 
 
 def frame_of(addr):

@@ -11,7 +11,7 @@ import kjcore
 from kjcore.commands import main as cli
 from kjcore.commands.grammar import UsageError, parse_crashkernel, parse_size
 from kjcore.inspect import KINDS, memory_map, memory_strip, page_kinds
-from kjcore.persist import open_machine, save_machine
+from kjcore.store import open_machine, save_machine
 
 MiB = 1 << 20
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import persist
+from kjcore import store
 from kjcore.commands import kjexec
 from kjcore.commands.kjexec_options import LONG_OPTIONS, SHORT_OPTIONS
 from kjcore.loader import load_elf32
-from kjcore.persist import open_machine
+from kjcore.store import open_machine
 
 MiB = 1 << 20
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -27,7 +27,7 @@ SEED_EXAMPLE = ["-l", "--load-preserve-context", "--args-none", "--mem-min=0x100
 @pytest.fixture
 def mpath(tmp_path):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB, crashkernel=(40 * MiB, 8 * MiB)),
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB, crashkernel=(40 * MiB, 8 * MiB)),
                          path)
     return path
 
@@ -147,7 +147,7 @@ def test_kexec_load_failure_prints_like_kexec_tools(capsys, mpath):
 
 def test_kexec_load_eperm(capsys, tmp_path):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB, cap_sys_boot=False), path)
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB, cap_sys_boot=False), path)
     status, out, err = run(capsys, path, "-l", "--args-none", PHY_MODE)
     assert status == 255 and err.startswith("kexec_load failed: Operation not permitted\n")
     status, out, err = run(capsys, path, "-u")
@@ -194,7 +194,7 @@ def test_loader_error_names_the_field(capsys, tmp_path, mpath):
 ])
 def test_errors(capsys, tmp_path, args, status, message):
     path = str(tmp_path / "m")
-    persist.save_machine(kjcore.Machine(ram_size=64 * MiB), path)
+    store.save_machine(kjcore.Machine(ram_size=64 * MiB), path)
     got, out, err = run(capsys, path, *args)
     assert got == status
     assert (message or "Memory for crashkernel is not reserved") in err
@@ -224,7 +224,7 @@ def test_machine_errors(capsys, tmp_path, monkeypatch):
 
 def test_concurrent_kjexec_gets_ebusy(capsys, mpath):
     fcntl = pytest.importorskip("fcntl")
-    fd = os.open(os.path.join(mpath, kjexec.SESSION_LOCK), os.O_RDWR | os.O_CREAT)
+    fd = os.open(os.path.join(mpath, store.LOCK_NAME), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)             # another kjexec is mid-run
         status, out, err = run(capsys, mpath, "-l", "--args-none", PHY_MODE)
@@ -296,7 +296,7 @@ def test_exec_with_contract_double(capsys, mpath, monkeypatch):
     assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
     m = open_machine(mpath)
     m.ram[m.kexec_image.swap_page + 4096:][:4] = [0x78, 0x56, 0x34, 0x12]
-    persist.save_machine(m, mpath)
+    store.save_machine(m, mpath)
     status, out, err = run(capsys, mpath, "-e")
     assert status == 0 and err == ""
     assert "kjexec: executing the image at 0x01000000 (preserve context" in out
@@ -407,7 +407,7 @@ def test_no_lock_file_outside_a_machine(capsys, tmp_path):
     for path in (plain, tmp_path / "missing"):
         assert kjexec.main(["--machine", str(path), "-u"]) == 1
         assert "cannot open machine" in capsys.readouterr().err
-    assert not (plain / kjexec.SESSION_LOCK).exists()
+    assert list(plain.iterdir()) == []
     assert not (tmp_path / "missing").exists()
 
 
@@ -431,7 +431,7 @@ def test_stays_loaded_only_after_the_save(capsys, mpath, monkeypatch):
 
     def full_disk(machine, path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(persist, "save_machine", full_disk)
+    monkeypatch.setattr(store, "save_machine", full_disk)
     status, out, err = run(capsys, mpath, "-e")
     assert status == 255 and "back in the first kernel" in out
     assert "stays loaded" not in out

@@ -15,7 +15,6 @@ saved after any action. Differences from kexec-tools are listed in ``docs/cli.rs
 main one: ``-e`` tells the truth when a preserve-context image returns instead of printing
 "kexec failed".
 """
-import contextlib
 import errno
 import os
 import sys
@@ -286,45 +285,16 @@ def main(argv=None):
         return EXIT_INTERRUPTED
 
 
-#: lock file held for a whole kjexec run, so two runs cannot interleave open and save
-SESSION_LOCK = ".kjexec.lock"
-
-
-@contextlib.contextmanager
-def _session(path):
-    """Hold PATH/.kjexec.lock for the run: another kjexec on the same machine gets EBUSY,
-    like a second kexec_load while the kernel's kexec lock is held."""
-    try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    try:
-        fd = os.open(os.path.join(path, SESSION_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:
-        yield True                 # unwritable machine: opening will say what is wrong
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def _run(o):
     if o.file_syscall:
         raise _Fatal("kexec_file_load (-s, -a) is not simulated: kjexec uses kexec_load")
     if not o.machine:
         raise _Fatal(f"kjexec: no machine: give --machine=PATH or set {ENV_MACHINE} "
                      "(create one with 'kjcore machine new PATH')")
-    from ..persist import is_machine_dir
+    from ..store import is_machine_dir, machine_lock
     if not is_machine_dir(o.machine):
         return _run_locked(o)      # open_machine explains what is wrong (and leaves no lock)
-    with _session(o.machine) as free:
+    with machine_lock(o.machine) as free:
         if not free:
             _err(f"kjexec: {o.machine}: {os.strerror(errno.EBUSY)}: another kjexec is "
                  "using this machine (the kexec lock is held)")
@@ -333,10 +303,10 @@ def _run(o):
 
 
 def _run_locked(o):
-    from ..persist import MachineFileError, open_machine, save_machine
+    from ..store import MachineFileError, open_machine, save_machine
     try:
         # -e runs what the RAM file holds: check it is what was saved (CRC-32) first
-        machine = open_machine(o.machine, verify=o.do_exec or o.do_shutdown)
+        machine = open_machine(o.machine, verify=o.do_exec or o.do_shutdown, locked=True)
     except (MachineFileError, OSError) as e:
         raise _Fatal(f"kjexec: cannot open machine: {e}") from None
     if o.print_ckr_size:
@@ -367,7 +337,7 @@ def _run_locked(o):
             result = _load(machine, o)
         if result == 0 and (o.do_shutdown or o.do_exec) and machine.kexec_image is None:
             if acted:
-                save_machine(machine, o.machine)
+                save_machine(machine, o.machine, locked=True)
             raise _Fatal("Nothing has been loaded!")
         if result == 0 and o.do_shutdown:
             # kexec-tools runs "shutdown -r now" and the init scripts run "kexec -e": with no
@@ -389,7 +359,7 @@ def _run_locked(o):
         return EXIT_FAILED
     if acted:
         try:
-            save_machine(machine, o.machine)
+            save_machine(machine, o.machine, locked=True)
         except OSError as e:
             _err(f"kjexec: cannot save machine {o.machine}: {e}")
             return EXIT_FAILED

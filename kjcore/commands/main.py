@@ -113,7 +113,7 @@ def _refuse(args, options, reason):
 
 def _cmd_machine_new(args):
     from ..machine import Machine
-    from ..persist import is_machine_dir, save_machine
+    from ..store import is_machine_dir, save_machine
     ram = args.ram
     crash = None
     if args.crashkernel:
@@ -138,7 +138,7 @@ def _cmd_machine_new(args):
 
 
 def _cmd_inspect(args):
-    from ..persist import open_machine
+    from ..store import open_machine
     if args.json:
         _refuse(args, ("--all",), "has no effect with --json (it is always complete)")
     m = open_machine(args.path, verify=args.verify)
@@ -409,7 +409,7 @@ def _parser():
 
 def main(argv=None):
     """Entry point of the ``kjcore`` command; returns the exit status."""
-    from ..persist import MachineFileError
+    from ..store import MachineFileError
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv[:1] == ["demo"]:

@@ -19,10 +19,17 @@ before it is compiled, so each kernel is compiled once.  This decides only the o
 process; what is compiled is unchanged.  Whatever the helper does not deliver (it failed,
 was turned off, or the cache is somewhere else) is compiled here: the walk treats the work
 of a helper that is gone as its own.
+
+The claims live in a temporary directory named after the process that owns it
+(``kjcore-compile-<pid>-...``), removed when the walk ends or the process exits.  A process
+killed by SIGKILL or SIGTERM cannot remove it, so every first :func:`start` of a process
+removes the claims directories of owners that are gone (:func:`remove_stale_claims`).
 """
 import atexit
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -126,17 +133,52 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
             time.sleep(0.02)            # waiting for a callee the other process compiles
 
 
+#: name of a claims directory: the owner's pid, then mkdtemp's random part
+_CLAIMS_DIR = re.compile(r"^kjcore-compile-(\d+)-")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:             # another user's live process
+        return True
+    return True
+
+
+def remove_stale_claims(tmpdir=None):
+    """Remove the claims directories (ours, in ``tmpdir``) whose owner process is gone."""
+    tmpdir = tempfile.gettempdir() if tmpdir is None else tmpdir
+    try:
+        names = os.listdir(tmpdir)
+    except OSError:
+        return
+    for name in names:
+        m = _CLAIMS_DIR.match(name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        path = os.path.join(tmpdir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def start():
     """On a cold start, launch the helper process (called when a CPU is built)."""
     global _helper, _warm
     if _helper is not None or _warm:
         return
+    remove_stale_claims()
     if _cached(core.run):
         _warm = True
         return
     if os.environ.get("KJCORE_COMPILE_HELPER", "1") == "0":
         return
-    claims = tempfile.mkdtemp(prefix="kjcore-compile-")
+    claims = tempfile.mkdtemp(prefix=f"kjcore-compile-{os.getpid()}-")
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
