@@ -429,7 +429,7 @@ def test_stays_loaded_only_after_the_save(capsys, mpath, monkeypatch):
     monkeypatch.setattr(kjcore.Machine, "reboot", _fake_reboot(b"hi\n"))
     assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
 
-    def full_disk(machine, path):
+    def full_disk(machine, path, **options):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(store, "save_machine", full_disk)
     status, out, err = run(capsys, mpath, "-e")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import kjexec, store
+from kjcore import store
+from kjcore.commands import kjexec
 from kjcore.store import MachineBusyError, MachineFileError, machine_lock, open_machine
 
 MiB = 1 << 20
