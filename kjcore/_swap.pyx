@@ -40,7 +40,8 @@ cdef inline bint copy_page(uint8_t* ram, int64_t size, uint32_t dst, uint32_t sr
 
 
 cdef int64_t swap_walk(uint8_t* ram, int64_t size, uint32_t head, uint32_t swap,
-                       int64_t max_words, bint strict, uint32_t* bad) noexcept nogil:
+                       int64_t max_words, bint strict, uint32_t* bad,
+                       uint32_t* stop) noexcept nogil:
     cdef uint32_t word = head, ptr = 0, dest = 0, src
     cdef int64_t pages = 0, nread = 0
     while True:
@@ -49,6 +50,7 @@ cdef int64_t swap_walk(uint8_t* ram, int64_t size, uint32_t head, uint32_t swap,
         elif word & 0x2:
             ptr = word & MASK
         elif word & 0x4:
+            stop[0] = word
             return pages
         elif word & 0x8:
             src = word & MASK
@@ -75,15 +77,16 @@ cdef int64_t swap_walk(uint8_t* ram, int64_t size, uint32_t head, uint32_t swap,
 
 def swap_pages_native(uint8_t[::1] ram, uint32_t head, uint32_t swap_page, int64_t max_words,
                       bint strict):
-    """Run one swap pass over ``ram``; returns ``(result, bad_address)``.
+    """Run one swap pass over ``ram``; returns ``(result, bad_address, stop_word)``.
 
-    ``result`` is the number of source pages swapped, ERR_NO_DONE when more than ``max_words``
-    words were read without IND_DONE, or ERR_BUS (strict bus) with the offending address.
+    ``result`` is the number of source pages swapped (``stop_word`` is then the word that
+    ended the walk), ERR_NO_DONE when more than ``max_words`` words were read without
+    IND_DONE, or ERR_BUS (strict bus) with the offending address.
     """
-    cdef uint32_t bad = 0
+    cdef uint32_t bad = 0, stop = 0
     cdef int64_t size = ram.shape[0]
     cdef uint8_t* base = &ram[0]
     cdef int64_t result
     with nogil:
-        result = swap_walk(base, size, head, swap_page, max_words, strict, &bad)
-    return result, bad
+        result = swap_walk(base, size, head, swap_page, max_words, strict, &bad, &stop)
+    return result, bad, stop

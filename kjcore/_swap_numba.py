@@ -34,6 +34,8 @@ def _copy_page(ram64, size, dst, src, strict, copy):
 def swap_pages_numba(ram, head, swap_page, max_words, strict, bad, copy=True):
     """One swap pass; returns pages swapped, ERR_NO_DONE or ERR_BUS (address in ``bad[0]``).
 
+    ``bad`` holds two int64: after a complete pass ``bad[1]`` is the word that ended the walk.
+
     With ``copy=False`` nothing is written: a strict-bus dry run that finds the first address
     past RAM a pass would touch (used by the native jump engine).
     """
@@ -52,6 +54,7 @@ def swap_pages_numba(ram, head, swap_page, max_words, strict, bad, copy=True):
         elif word & 0x2:
             ptr = word & 0xFFFFF000
         elif word & 0x4:
+            bad[1] = word
             return pages
         elif word & 0x8:
             src = word & 0xFFFFF000

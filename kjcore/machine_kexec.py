@@ -12,23 +12,24 @@ Two engines produce byte-identical RAM and CPU state (SPEC §12 invariant 13):
 ``"native"``
     when the CPU reaches the routine's ``swap_pages`` the pass is done by ``kjcore/_swap.pyx``
     instead, and the CPU then runs ``swap_pages`` over an empty list (its head argument set to
-    IND_DONE for that call, then put back), so every register, flag and stack word ends as the
-    emulated pass leaves it.
+    the word that ended the native walk for that call, then put back), so every register, flag
+    and stack word ends as the emulated pass leaves it.  Passes the native engine cannot
+    reproduce exactly (DF = 1, a strict-bus violation) are left to the CPU.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import relocate
-from .constants import IND_DONE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
 from ._swap_numba import swap_pages_numba
-from .swap import MAX_WORDS, swap_pages
+from .swap import MAX_WORDS, swap_pass
 
 #: instruction budget of a jump when the caller gives none
 DEFAULT_MAX_STEPS = 1_000_000_000
 
 _CR0_PG = 1 << 31
+_EFLAGS_DF = 1 << 10
 _SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
 _GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 #: what save_processor_state / restore_processor_state keep (SPEC §8)
@@ -106,7 +107,7 @@ def machine_kexec(m, image, max_steps=None):
     budget = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
     regs = relocate.prepare_call(m.ram, layout, image.head, image.start, image.control_page,
                                  image.swap_page, m.pae, image.preserve_context,
-                                 m.fix_pae_return)
+                                 m.fix_pae_return, fix_peer_df=m.fix_peer_df)
     load_registers(cpu, regs)
     cpu.clear_debugcon()
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
@@ -175,17 +176,23 @@ def _finish(m, image, cpu, status, steps, pages):
 def _native_swap(m, cpu):
     """Do the pass of the ``swap_pages(head, swap_page)`` call the CPU is about to make.
 
-    On a strict bus a pass that would touch memory past RAM is left to the CPU, so it faults
-    at exactly the instruction, with exactly the partial copies, of the emulated engine.
+    The CPU then runs ``swap_pages`` with the word that ended the walk as its head argument: an
+    empty pass that leaves ECX, EDX, EFLAGS and the stack words as the full pass would.
+    A pass the native engine cannot do exactly is left to the CPU: on a strict bus one that
+    would touch memory past RAM (the CPU faults at exactly the instruction, with exactly the
+    partial copies, of the emulated engine), and one entered with DF = 1 (a peer came back
+    with it and fix_peer_df is off: the copies run downwards, SPEC 7.10).
     Returns (head argument's stack address, its value, return address), or None.
     """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    if m.strict_bus and swap_pages_numba(m.ram, head, swap, MAX_WORDS, True,
-                                         np.zeros(1, dtype=np.int64), False) < 0:
+    if cpu.eflags & _EFLAGS_DF:
         return None
-    swap_pages(m.ram, head, swap, "native")
-    _put_word(m.ram, esp + 4, IND_DONE)
+    if m.strict_bus and swap_pages_numba(m.ram, head, swap, MAX_WORDS, True,
+                                         np.zeros(2, dtype=np.int64), False) < 0:
+        return None
+    _, stop = swap_pass(m.ram, head, swap, "native")
+    _put_word(m.ram, esp + 4, stop)
     return esp + 4, head, _word(m.ram, esp)
 
 

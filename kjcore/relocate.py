@@ -65,12 +65,14 @@ DATA_HEAD = DATA_AREA + 0x1C
 DATA_FLAGS = DATA_AREA + 0x20
 #: DATA_FLAGS bit: the routine restores CR4 before setting CR0.PG on the way back
 FLAG_FIX_PAE = 1
+#: DATA_FLAGS bit: the routine clears DF before the swap back (2.6.27 has no CLD there)
+FLAG_FIX_DF = 2
 
 #: the largest routine the first half of the control page can hold
 MAX_CODE_SIZE = PAGE_SIZE // 2
 
 #: names of the symbol table at the end of the binary, in order
-SYMBOL_NAMES = ("relocate_kernel", "relocate_kernel_fix_pae", "identity_mapped",
+SYMBOL_NAMES = ("relocate_kernel", "relocate_kernel_flags", "identity_mapped",
                 "jump_back_entry", "virtual_mapped", "swap_pages", "paging_on_return",
                 "symbol_table")
 _MAGIC = b"KJRK"
@@ -113,9 +115,18 @@ IDENTITY_MAPPED_OFFSET = SYMBOLS["identity_mapped"]
 PAGING_ON_RETURN_OFFSET = SYMBOLS["paging_on_return"]
 
 
-def entry_offset(fix_pae_return):
-    """Offset of the entry point in the control page: 0, or the fix_pae_return entry."""
-    return SYMBOLS["relocate_kernel_fix_pae" if fix_pae_return else "relocate_kernel"]
+def routine_flags(fix_pae_return, fix_peer_df):
+    """The DATA_FLAGS bits for kjcore's two corrections of the 2.6.27 routine (SPEC 7.10)."""
+    return (FLAG_FIX_PAE if fix_pae_return else 0) | (FLAG_FIX_DF if fix_peer_df else 0)
+
+
+def entry_offset(flags):
+    """Offset of the entry point in the control page for :func:`routine_flags` ``flags``.
+
+    0 (``relocate_kernel``, the faithful routine) without flags; otherwise
+    ``relocate_kernel_flags``, which takes the bits in EAX.
+    """
+    return SYMBOLS["relocate_kernel_flags" if flags else "relocate_kernel"]
 
 
 def jump_back_entry(control_page):
@@ -169,7 +180,7 @@ def stack_words(ram, esp, n):
 
 
 def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
-                 preserve_context, fix_pae_return, *, has_pae=True):
+                 preserve_context, fix_pae_return, *, fix_peer_df=False, has_pae=True):
     """machine_kexec up to the call: returns the CPU registers to start the routine with.
 
     ``swap_page`` may be None (a crash image has none; page_list then carries 0).
@@ -178,6 +189,8 @@ def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
     The dict holds every key of :func:`kjcore.first_kernel.initial_cpu_state`, with EIP at
     the entry point (kernel VA of the control page), ESP at the pushed return address,
     EFLAGS with IF clear, the flat kernel segments reloaded and GDTR/IDTR = PAGE_OFFSET/0.
+    With ``fix_pae_return`` or ``fix_peer_df`` the entry is ``relocate_kernel_flags`` and
+    EAX holds the :func:`routine_flags` bits.
     """
     if bool(pae) != layout.pae:
         raise ValueError(f"pae={pae} does not match the first kernel (layout.pae={layout.pae})")
@@ -195,10 +208,12 @@ def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
     _write_words(ram, esp - PAGE_OFFSET,
                  [layout.return_address, image_head, page_list_va, start,
                   1 if has_pae else 0, 1 if preserve_context else 0])
+    flags = routine_flags(fix_pae_return, fix_peer_df)
     regs = initial_cpu_state(layout)
     regs.update(flat_kernel_segments())
     regs.update({
-        "eip": layout.va(control_page) + entry_offset(fix_pae_return),
+        "eax": flags,
+        "eip": layout.va(control_page) + entry_offset(flags),
         "esp": esp,
         "eflags": regs["eflags"] & ~0x200 | EFLAGS_RESERVED,
         "gdtr_base": PAGE_OFFSET, "gdtr_limit": 0,

@@ -62,6 +62,14 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     Returns the number of source pages swapped.  Raises ``RuntimeError`` when the list never
     reaches IND_DONE (corrupted RAM) and :class:`BusError` on a strict bus.
     """
+    return swap_pass(ram, head, swap_page, engine, strict_bus=strict_bus)[0]
+
+
+def swap_pass(ram, head, swap_page, engine="native", *, strict_bus=False):
+    """:func:`swap_pages`, returning ``(pages swapped, the word that ended the walk)``.
+
+    The second value is what the relocation routine leaves in ECX (SPEC 7.10).
+    """
     _check_ram(ram)
     head = _u32("head", head)
     swap_page = _u32("swap_page", swap_page)
@@ -70,25 +78,28 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     limit = MAX_WORDS
     if engine == "native":
         from ._swap import swap_pages_native
-        result, bad = swap_pages_native(ram, head, swap_page, limit, bool(strict_bus))
+        result, bad, stop = swap_pages_native(ram, head, swap_page, limit, bool(strict_bus))
     elif engine == "numba":
         from ._swap_numba import swap_pages_numba
-        badarr = np.zeros(1, dtype=np.int64)
-        result = swap_pages_numba(ram, head, swap_page, limit, bool(strict_bus), badarr)
-        bad = int(badarr[0])
+        out = np.zeros(2, dtype=np.int64)
+        result = swap_pages_numba(ram, head, swap_page, limit, bool(strict_bus), out)
+        bad, stop = int(out[0]), int(out[1])
     elif engine == "reference":
-        result, bad = swap_pages_reference(ram, head, swap_page, limit, bool(strict_bus))
+        result, bad, stop = swap_pages_reference(ram, head, swap_page, limit, bool(strict_bus))
     else:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if result == -2:
         raise BusError(bad)
     if result == -1:
         raise RuntimeError("the indirection list does not reach IND_DONE (corrupted RAM)")
-    return int(result)
+    return int(result), int(stop)
 
 
 def swap_pages_reference(ram, head, swap_page, limit, strict):
-    """Plain-numpy swap pass: the readable oracle for the compiled engines."""
+    """Plain-numpy swap pass: the readable oracle for the compiled engines.
+
+    Returns ``(result, bad address, the word that ended the walk)`` like the native engine.
+    """
     size = len(ram)
 
     def page(addr):
@@ -109,21 +120,21 @@ def swap_pages_reference(ram, head, swap_page, limit, strict):
         elif word & 2:
             ptr = word & 0xFFFFF000
         elif word & 4:
-            return pages, 0
+            return pages, 0, word
         elif word & 8:
             src = word & 0xFFFFF000
             if not (copy(swap_page, src) and copy(src, dest) and copy(dest, swap_page)):
                 bad = dest if page(dest) is None else src if page(src) is None else swap_page
-                return -2, bad
+                return -2, bad, 0
             dest = (dest + PAGE_SIZE) & 0xFFFFFFFF
             pages += 1
         nread += 1
         if nread > limit:
-            return -1, 0
+            return -1, 0, 0
         if ptr + 4 <= size:
             word = int(ram[ptr:ptr + 4].view("<u4")[0])
         elif strict:
-            return -2, ptr
+            return -2, ptr, 0
         else:
             word = 0xFFFFFFFF
         ptr = (ptr + 4) & 0xFFFFFFFF

@@ -25,11 +25,12 @@ RESERVED = 64 << 10
 DEST = 0x80000
 P = KEXEC_PRESERVE_CONTEXT
 
-#: paging modes of the first kernel that can come back (PAE needs fix_pae_return, SPEC 7.10)
+#: paging modes of the first kernel that can come back (PAE needs fix_pae_return, SPEC 7.10;
+#: the random payloads come back with DF = 1, which needs fix_peer_df)
 MODES = {
-    "2level": dict(pae=False),
-    "pae": dict(pae=True, fix_pae_return=True),
-    "pae-nx": dict(pae=True, nx=True, fix_pae_return=True),
+    "2level": dict(pae=False, fix_peer_df=True),
+    "pae": dict(pae=True, fix_pae_return=True, fix_peer_df=True),
+    "pae-nx": dict(pae=True, nx=True, fix_pae_return=True, fix_peer_df=True),
 }
 ENGINES = ("emulated", "native")
 

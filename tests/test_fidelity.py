@@ -1,0 +1,120 @@
+"""Fidelity details of the relocation routine on the way back (SPEC §7.10, issue 10 B7).
+
+The 2.6.27 routine leaves ECX = the IND_DONE word its swap-back pass stopped at and EDX = the
+swap page; it has no CLD, so a peer that comes back with DF = 1 makes the swap-back copies run
+downwards.  ``Machine(fix_peer_df=True)`` adds the CLD.  Both engines must agree (invariant 13).
+"""
+import numpy as np
+import pytest
+
+import kjcore
+from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, Segment
+from kjcore.cpu import CPUFault
+from kjcore.testing.payloads import JumpOracle
+
+RAM = 1 << 20
+RESERVED = 64 << 10
+DEST = 0x80000
+ENGINES = ("emulated", "native")
+RET = b"\xc3"
+STD_RET = b"\xfd\xc3"                                   # std; ret
+#: mov (%esp),%eax; std; call *%eax; jmp .-8: the jump-back protocol, coming back with DF = 1
+STD_CALL_BACK = b"\x8b\x04\x24\xfd\xff\xd0\xeb\xf8"
+SAME_STATE = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi", "eip", "eflags",
+              "cr0", "cr2", "cr3", "cr4")
+
+
+def machine(engine, **kw):
+    return kjcore.Machine(ram_size=RAM, kernel_reserved=RESERVED, engine=engine, **kw)
+
+
+def load(m, code, pages=2):
+    m.kexec_load(DEST, [Segment(code, DEST, pages * 4096)], KEXEC_PRESERVE_CONTEXT)
+    return m.kexec_image
+
+
+def done_word_address(ram, head):
+    """Where the word that ends the walk of ``head`` lies in RAM (the routine's walk)."""
+    ptr, word = None, head
+    while not word & IND_DONE or word & 3:
+        ptr = word & 0xFFFFF000 if word & 2 and not word & 1 else ptr + 4
+        word = int(ram[ptr:ptr + 4].view("<u4")[0])
+    return ptr
+
+
+def registers(m):
+    s = m.cpu.get_state()
+    return {name: int(s[name]) for name in SAME_STATE}
+
+
+# ------------------------------------------------------------------------ ECX and EDX
+@pytest.mark.parametrize("engine", ENGINES)
+def test_return_leaves_the_done_word_in_ecx_and_the_swap_page_in_edx(engine):
+    m = machine(engine)
+    img = load(m, RET)
+    r = m.kernel_kexec()
+    assert r.start == m.cpu.eax
+    assert m.cpu.ecx == IND_DONE and m.cpu.edx == img.swap_page
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ecx_is_the_word_the_walk_stopped_at(engine):
+    """A DONE word with other bits set (the walk only tests bit 2) comes back whole."""
+    m = machine(engine)
+    img = load(m, RET)
+    at = done_word_address(m.ram, img.head)
+    m.ram[at:at + 4] = np.array([0xABCDE004], dtype="<u4").view(np.uint8)
+    m.kernel_kexec()
+    assert m.cpu.ecx == 0xABCDE004 and m.cpu.edx == img.swap_page
+
+
+def test_engines_agree_on_the_registers_after_a_round_trip():
+    regs = []
+    for engine in ENGINES:
+        m = machine(engine, fix_peer_df=True)
+        load(m, STD_CALL_BACK, pages=3)
+        for _ in range(2):
+            m.kernel_kexec()
+        regs.append(registers(m))
+    assert regs[0] == regs[1]
+
+
+# ------------------------------------------------------------------------------ DF
+@pytest.mark.parametrize("code", [STD_RET, STD_CALL_BACK], ids=["ret", "call"])
+def test_fix_peer_df_round_trips_a_peer_that_comes_back_with_df_set(code):
+    for engine in ENGINES:
+        m = machine(engine, fix_peer_df=True)
+        load(m, code)
+        oracle = JumpOracle(m).before()
+        m.kernel_kexec()
+        assert m.state == "kernel"
+        oracle.check()
+
+
+def _df_failure(engine):
+    m = machine(engine)
+    img = load(m, STD_RET)
+    before = m.ram.copy()
+    with pytest.raises(CPUFault) as e:
+        m.kernel_kexec()
+    return m, img, before, e.value
+
+
+def test_without_fix_peer_df_a_df_peer_destroys_the_first_kernel():
+    """No CLD (2.6.27): the first copy of the swap back (S -> swap page) runs down from S, so
+    it copies the 4092 bytes below S (here the indirection page) over the 4092 bytes below the
+    swap page (here the control page: the routine's own code and stack).  The routine then
+    returns into garbage and the first kernel never gets control back."""
+    m, img, before, fault = _df_failure("emulated")
+    ctrl, ind, src = img.control_page, int(img.indirection_pages()[0]), img.source_pages()[0]
+    assert img.swap_page == ctrl + 4096 and src == ind + 4096       # the layout described
+    assert m.state != "kernel"
+    assert np.array_equal(m.ram[ctrl + 4:ctrl + 4096], before[ind + 4:ind + 4096])
+
+
+def test_engines_agree_on_a_df_peer():
+    """Invariant 13 with DF = 1: the native engine leaves such a pass to the CPU."""
+    (a, _, _, ea), (b, _, _, eb) = (_df_failure(engine) for engine in ENGINES)
+    assert type(ea) is type(eb) and str(ea) == str(eb) and a.state == b.state
+    assert np.array_equal(a.ram, b.ram)
+    assert registers(a) == registers(b)
