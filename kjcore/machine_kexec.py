@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import relocate
-from .cpu import CPUFault, Status, StepLimit, TripleFault
 from ._swap_numba import swap_pages_numba
+from .cpu import CPUFault, Status, StepLimit, TripleFault
 from .swap import MAX_WORDS, swap_pass
 
 #: instruction budget of a jump when the caller gives none
@@ -155,9 +155,9 @@ def _finish(m, image, cpu, status, steps, pages):
         m.state = "lost"
         vec, err, eip = cpu.fault
         state = cpu.get_state()
-        if relocate.is_pae_return_fault(image.control_page, eip, cpu.cr0, cpu.cr4):
-            raise TripleFault(vec, err, eip, state, relocate.PAE_RETURN_MESSAGE)
-        raise TripleFault(vec, err, eip, state)
+        raise TripleFault(vec, err, eip, state, relocate.triple_fault_message(
+            image.control_page, vec, err, eip, state, pae=m.pae,
+            fix_pae_return=m.fix_pae_return))
     if not image.preserve_context and status in (Status.HLT, Status.STEP_LIMIT):
         m.state = "image"
         return ExecResult(status=status, steps=steps, pages_swapped=pages,

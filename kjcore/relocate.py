@@ -229,14 +229,61 @@ def read_data_area(ram, control_page):
     return dict(zip(names, (int(w) for w in words)))
 
 
-def is_pae_return_fault(control_page, eip, cr0, cr4):
+#: page-fault error code bits (Intel SDM vol. 3, 4.7)
+_PF_WRITE = 0x2
+_PF_FETCH = 0x10
+#: the longest i386 instruction: a fetch fault's CR2 lies within this many bytes of EIP
+_MAX_INSN = 15
+_PAGE_FAULT = 14
+
+
+def page_fault_access(error_code, eip, cr2):
+    """What a page fault was doing: ``"instruction fetch"``, ``"data write"`` or ``"data read"``.
+
+    The error code says "write" (bit 1) and, only with NX in use, "fetch" (bit 4); otherwise
+    a fetch is recognised by CR2 lying in the instruction's bytes at EIP (flat code segment).
+    A write is never a fetch; a read of the instruction's own page cannot fault where its
+    fetch did not.
+    """
+    error_code = error_code or 0
+    if error_code & _PF_WRITE:
+        return "data write"
+    if error_code & _PF_FETCH or 0 <= (cr2 - eip) & 0xFFFFFFFF <= _MAX_INSN:
+        return "instruction fetch"
+    return "data read"
+
+
+def is_pae_return_fault(control_page, vector, error_code, eip, state):
     """True when a fault is the 2.6.27 PAE return failure (SPEC §7.10).
 
     The faithful routine sets CR0.PG with CR4 = 0 while CR3 holds PAE-format kexec tables;
-    the next fetch, at ``control_page + PAGING_ON_RETURN_OFFSET``, faults.
+    the next instruction fetch, at ``control_page + PAGING_ON_RETURN_OFFSET``, page-faults.
+    ``state`` is the CPU state at the fault (``cr0``, ``cr2``, ``cr4``).  Only that fetch
+    matches: another exception, or a data access, at the same EIP does not.  Whether the
+    machine runs a PAE kernel without fix_pae_return is the caller's half of the question.
     """
-    return (eip == (control_page + PAGING_ON_RETURN_OFFSET) & 0xFFFFFFFF
-            and bool(cr0 & 0x80000000) and not cr4 & 0x20)
+    return (vector == _PAGE_FAULT
+            and eip == (control_page + PAGING_ON_RETURN_OFFSET) & 0xFFFFFFFF
+            and bool(state["cr0"] & 0x80000000) and not state["cr4"] & 0x20
+            and page_fault_access(error_code, eip, int(state["cr2"])) == "instruction fetch")
+
+
+def triple_fault_message(control_page, vector, error_code, eip, state, *, pae,
+                         fix_pae_return):
+    """The message of the TripleFault that ends a jump: what faulted, and why when known.
+
+    A page fault names its access and CR2.  The PAE return explanation is given only on a PAE
+    first kernel without ``fix_pae_return`` and only for :func:`is_pae_return_fault`.
+    """
+    err = "" if error_code is None else f", error code {error_code:#x}"
+    what = f"exception {vector}{err} at EIP {eip:#010x}"
+    if vector == _PAGE_FAULT:
+        cr2 = int(state["cr2"])
+        what += f" (page fault on the {page_fault_access(error_code, eip, cr2)} of {cr2:#010x})"
+    if pae and not fix_pae_return and is_pae_return_fault(control_page, vector, error_code,
+                                                          eip, state):
+        return f"{PAE_RETURN_MESSAGE} [{what}]"
+    return f"triple fault: {what}"
 
 
 #: explanation for the TripleFault raised when :func:`is_pae_return_fault` holds

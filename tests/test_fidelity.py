@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, Segment
+from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, Segment, relocate
 from kjcore.cpu import CPUFault
 from kjcore.testing.payloads import JumpOracle
 
@@ -118,3 +118,67 @@ def test_engines_agree_on_a_df_peer():
     assert type(ea) is type(eb) and str(ea) == str(eb) and a.state == b.state
     assert np.array_equal(a.ram, b.ram)
     assert registers(a) == registers(b)
+
+
+# -------------------------------------------------------------------- triple-fault messages
+def _pgd_wiping_peer(m):
+    """A peer that clears the kexec PGD's first entry (the control page's, RAM is 1 MiB),
+    then returns: paging on the way back faults on the first fetch, whatever the mode."""
+    entry = m.first_kernel.kexec_pgd
+    return load(m, b"\xc7\x05" + entry.to_bytes(4, "little") + bytes(4) + RET)  # movl $0; ret
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_non_pae_machine_never_gets_the_pae_explanation(engine):
+    m = machine(engine)
+    img = _pgd_wiping_peer(m)
+    with pytest.raises(CPUFault) as e:
+        m.kernel_kexec()
+    msg = str(e.value)
+    assert e.value.eip == img.control_page + relocate.PAGING_ON_RETURN_OFFSET
+    assert "PAE" not in msg and "fix_pae_return" not in msg
+    assert msg.startswith("triple fault: exception 14")
+    assert f"page fault on the instruction fetch of {e.value.eip:#010x}" in msg
+
+
+def test_the_pae_explanation_names_the_fault():
+    m = machine("native", pae=True)
+    img = load(m, RET)
+    with pytest.raises(CPUFault) as e:
+        m.kernel_kexec()
+    msg, eip = str(e.value), img.control_page + relocate.PAGING_ON_RETURN_OFFSET
+    assert msg.startswith(relocate.PAE_RETURN_MESSAGE)
+    assert f"instruction fetch of {eip:#010x}" in msg
+
+
+def _fault_state(cr2):
+    return {"cr0": 0x80000011, "cr2": cr2, "cr4": 0}
+
+
+@pytest.mark.parametrize("error_code, cr2, access", [
+    (0x0, 0x12345678, "data read"),
+    (0x2, 0x00021000, "data write"),
+    (0x2, "eip", "data write"),                         # a write to its own code page
+    (0x0, "eip", "instruction fetch"),
+    (0x0, "eip+7", "instruction fetch"),                # the instruction crosses a page
+    (0x10, 0x0, "instruction fetch"),                   # the I/D bit (NX in use)
+    (None, 0x12345678, "data read"),
+])
+def test_a_data_access_is_not_called_an_instruction_fetch(error_code, cr2, access):
+    ctrl = 0x20000
+    eip = ctrl + relocate.PAGING_ON_RETURN_OFFSET
+    cr2 = eip + 7 if cr2 == "eip+7" else eip if cr2 == "eip" else cr2
+    assert relocate.page_fault_access(error_code, eip, cr2) == access
+    state = _fault_state(cr2)
+    msg = relocate.triple_fault_message(ctrl, 14, error_code, eip, state, pae=True,
+                                        fix_pae_return=False)
+    assert f"page fault on the {access} of {cr2:#010x}" in msg
+    fetch = access == "instruction fetch"
+    assert relocate.is_pae_return_fault(ctrl, 14, error_code, eip, state) == fetch
+    assert msg.startswith(relocate.PAE_RETURN_MESSAGE) == fetch
+    # never on a 2-level kernel, never with the fix, never for another exception
+    for kw in (dict(pae=False, fix_pae_return=False), dict(pae=True, fix_pae_return=True)):
+        other = relocate.triple_fault_message(ctrl, 14, error_code, eip, state, **kw)
+        assert other.startswith("triple fault: exception 14")
+    gp = relocate.triple_fault_message(ctrl, 13, 0, eip, state, pae=True, fix_pae_return=False)
+    assert gp == f"triple fault: exception 13, error code 0x0 at EIP {eip:#010x}"
