@@ -21,15 +21,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import relocate
-from ._swap_numba import swap_pages_numba
+from .constants import PAGE_SIZE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
-from .swap import MAX_WORDS, swap_pass
+from .swap import plan_pass, swap_pass
 
 #: instruction budget of a jump when the caller gives none
 DEFAULT_MAX_STEPS = 1_000_000_000
 
 _CR0_PG = 1 << 31
 _EFLAGS_DF = 1 << 10
+#: the fewest guest instructions the routine spends on a word it reads from the list
+_MIN_STEPS_PER_WORD = relocate.SWAP_PAGES_READ_STEPS + min(relocate.SWAP_PAGES_WORD_STEPS.values())
+#: what the CPU spends on the empty pass after a native one (its head is the DONE word)
+_EMPTY_PASS_STEPS = relocate.swap_pages_steps(0, {"done": 1})
 _SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
 _GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 #: what save_processor_state / restore_processor_state keep (SPEC §8)
@@ -113,9 +117,10 @@ def machine_kexec(m, image, max_steps=None):
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
     user_breakpoints = set(cpu.breakpoints)
     cpu.breakpoints = {layout.return_address, swap_entry}
-    per_pass = len(image.source_pages())
+    # Source pages as loaded, not as decoded from RAM: a list corrupted in RAM still runs.
+    per_pass = sum(-(-s.memsz // PAGE_SIZE) for s in image.segments)
     steps = passes = 0
-    pending = None          # native engine: (head argument's stack address, its value, return)
+    pending = None          # native engine: (head argument's address, its value, return, steps)
     try:
         while True:
             status = cpu.run(budget - steps)
@@ -132,9 +137,10 @@ def machine_kexec(m, image, max_steps=None):
             if at == swap_entry and not paging:
                 passes += 1
                 if m.engine == "native":
-                    pending = _native_swap(m, cpu)
+                    pending = _native_swap(m, cpu, budget - steps)
                     if pending is not None:
                         cpu.breakpoints.add(pending[2])
+                        steps += pending[3]
                 continue
             if pending is not None and at == pending[2] and not paging:
                 _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
@@ -173,27 +179,43 @@ def _finish(m, image, cpu, status, steps, pages):
     raise CPUFault(f"unexpected CPU status {status!r}", cpu.get_state())
 
 
-def _native_swap(m, cpu):
+def _native_swap(m, cpu, remaining):
     """Do the pass of the ``swap_pages(head, swap_page)`` call the CPU is about to make.
 
     The CPU then runs ``swap_pages`` with the word that ended the walk as its head argument: an
     empty pass that leaves ECX, EDX, EFLAGS and the stack words as the full pass would.
-    A pass the native engine cannot do exactly is left to the CPU: on a strict bus one that
-    would touch memory past RAM (the CPU faults at exactly the instruction, with exactly the
-    partial copies, of the emulated engine), and one entered with DF = 1 (a peer came back
-    with it and fix_peer_df is off: the copies run downwards, SPEC 7.10).
-    Returns (head argument's stack address, its value, return address), or None.
+    A pass the native engine cannot do exactly as the routine would is left to the CPU
+    (:func:`kjcore.swap.plan_pass` decides, without copying): one entered with DF = 1 (a peer
+    came back with it and fix_peer_df is off: the copies run downwards, SPEC 7.10) or with an
+    unaligned swap page (a peer wrote the control page's data area); a list that never reaches
+    IND_DONE (self-linked, cyclic, or running through all memory) -- the CPU then walks it
+    until the budget ends, exactly like the emulated engine; one whose copies would change the
+    list, the routine's code or its stack; on a strict bus one that touches memory past RAM
+    (the CPU faults at exactly the instruction, with exactly the partial copies, of the
+    emulated engine); and one the emulated routine might not finish within the ``remaining``
+    instruction budget.  A signal that interrupts the native copies (Ctrl-C) propagates and
+    leaves the machine ``"lost"``: its memory is half swapped.
+    Returns (head argument's stack address, its value, return address, the steps the emulated
+    pass costs beyond the empty one: charged to the budget), or None.
     """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    if cpu.eflags & _EFLAGS_DF:
+    if cpu.eflags & _EFLAGS_DF or swap % PAGE_SIZE:
         return None
-    if m.strict_bus and swap_pages_numba(m.ram, head, swap, MAX_WORDS, True,
-                                         np.zeros(2, dtype=np.int64), False) < 0:
+    code = (cpu.cs.base + cpu.eip) & 0xFFFFFFFF
+    verdict, words, kinds = plan_pass(m.ram, head, swap, protect=(code, esp - 16, esp + 11),
+                                      strict_bus=m.strict_bus,
+                                      max_words=remaining // _MIN_STEPS_PER_WORD + 1)
+    steps = relocate.swap_pages_steps(words, kinds)
+    if verdict != "ok" or steps > remaining:
         return None
-    _, stop = swap_pass(m.ram, head, swap, "native")
+    try:
+        _, stop = swap_pass(m.ram, head, swap, "native")
+    except BaseException:
+        m.state = "lost"
+        raise
     _put_word(m.ram, esp + 4, stop)
-    return esp + 4, head, _word(m.ram, esp)
+    return esp + 4, head, _word(m.ram, esp), steps - _EMPTY_PASS_STEPS
 
 
 def _word(ram, addr):

@@ -120,6 +120,31 @@ def routine_flags(fix_pae_return, fix_peer_df):
     return (FLAG_FIX_PAE if fix_pae_return else 0) | (FLAG_FIX_DF if fix_peer_df else 0)
 
 
+#: guest instructions ``swap_pages`` executes (relocate_kernel.S): its prologue and epilogue,
+#: reading one word after the head, and decoding one word of each kind; a SOURCE word's
+#: count includes its three REP MOVSL instructions at :data:`REP_MOVSL_STEPS` each
+SWAP_PAGES_FIXED_STEPS = 9 + 5
+SWAP_PAGES_READ_STEPS = 2
+SWAP_PAGES_WORD_STEPS = {"destination": 5, "indirection": 7, "done": 6, "source": 21,
+                         "skipped": 8}
+#: steps kjcore's CPU charges for one ``rep movsl`` of 1024 elements (a REP instruction
+#: counts as one step)
+REP_MOVSL_STEPS = 1
+
+
+def swap_pages_steps(words_read, kinds):
+    """Guest instructions one ``swap_pages`` call executes, from its entry to its ``ret``.
+
+    ``words_read`` is the number of words read after the head, ``kinds`` the number of words
+    decoded per kind (:data:`kjcore.swap.WORD_KINDS`, head and final DONE included), as
+    :func:`kjcore.swap.plan_pass` counts them.  The native engine charges this to the
+    jump's step budget, so both engines count the same instructions (SPEC 12, invariant 13).
+    """
+    steps = SWAP_PAGES_FIXED_STEPS + SWAP_PAGES_READ_STEPS * words_read
+    steps += sum(SWAP_PAGES_WORD_STEPS[kind] * n for kind, n in kinds.items())
+    return steps + 3 * REP_MOVSL_STEPS * kinds.get("source", 0)
+
+
 def entry_offset(flags):
     """Offset of the entry point in the control page for :func:`routine_flags` ``flags``.
 

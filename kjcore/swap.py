@@ -11,6 +11,10 @@ The relocation routine swaps every destination page with its source page through
     plain numpy, one page slice at a time: the readable oracle.
 
 The emulated engine (the i386 routine on kjcore's CPU) is a fourth, checked against these.
+:func:`swap_pass` also returns the word that ended the walk (the routine leaves it in ECX);
+:func:`plan_pass` walks a list without copying and says whether a native pass is exactly what
+the routine would do (the jump's native engine leaves every other pass to the CPU).  The
+native loops are bounded and run Python's signal handlers periodically (Ctrl-C works).
 
 >>> import numpy as np, kjcore
 >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -93,6 +97,44 @@ def swap_pass(ram, head, swap_page, engine="native", *, strict_bus=False):
     if result == -1:
         raise RuntimeError("the indirection list does not reach IND_DONE (corrupted RAM)")
     return int(result), int(stop)
+
+
+#: :func:`plan_pass`'s verdicts, by the compiled walk's result code
+PLAN_RESULTS = {0: "ok", -1: "no IND_DONE", -2: "bus", -3: "hazard"}
+#: the word kinds :func:`plan_pass` counts, in the flag order the walk tests them
+WORD_KINDS = ("destination", "indirection", "done", "source", "skipped")
+
+
+def plan_pass(ram, head, swap_page, *, protect=(), strict_bus=False, max_words=MAX_WORDS):
+    """Walk a list without copying: ``(verdict, words read after the head, {kind: count})``.
+
+    The verdict says what a pass over this list would do: ``"ok"`` -- it ends, and no copy
+    writes a page the walk reads or a page holding an address of ``protect``, so a native pass
+    does exactly what the relocation routine's walk does (the routine's code and stack are
+    such pages); ``"no IND_DONE"`` -- the walk repeats itself (it enters a list page twice)
+    or reads more than ``max_words`` words; ``"bus"`` -- on a strict bus it touches memory
+    past RAM; ``"hazard"`` -- a copy would change the list being walked or a protected page,
+    so only running the routine itself gives the right result.  The counts (:data:`WORD_KINDS`,
+    head and final DONE included) are complete only for ``"ok"``.
+    Memory: one byte per page of RAM; time: the words walked.
+    """
+    from ._swap import plan_pass as plan
+    _check_ram(ram)
+    head = _u32("head", head)
+    swap_page = _u32("swap_page", swap_page)
+    if swap_page % PAGE_SIZE:
+        raise ValueError(f"swap_page={swap_page:#x} is not page-aligned")
+    frames = np.zeros(len(ram) // PAGE_SIZE, dtype=np.uint8)
+    for address in protect:
+        if 0 <= address < len(ram):
+            frames[address // PAGE_SIZE] = _PROTECTED
+    result, counts = plan(ram, head, swap_page, max(0, int(max_words)), bool(strict_bus),
+                          frames)
+    return PLAN_RESULTS[result], counts[0], dict(zip(WORD_KINDS, counts[2:]))
+
+
+#: plan_pass's mark of a page no copy may write (F_PROTECTED in _swap.pyx)
+_PROTECTED = 4
 
 
 def swap_pages_reference(ram, head, swap_page, limit, strict):
