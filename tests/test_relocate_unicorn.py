@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import KEXEC_PRESERVE_CONTEXT, PAGE_OFFSET, PAGE_SIZE, Segment
+from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, PAGE_OFFSET, PAGE_SIZE, Segment
 from kjcore import relocate as R
 from kjcore.first_kernel import (
     CR0_PG,
@@ -269,6 +269,8 @@ def test_round_trip_invariants(pae, nx):
     assert out["eflags"] == regs["eflags"]
     assert (out["cr0"], out["cr3"], out["cr4"]) == (regs["cr0"], regs["cr3"], regs["cr4"])
     assert out["esp"] == regs["esp"] + 4            # the return address was popped
+    # ECX = the DONE word the swap back stopped at, EDX = the swap page (2.6.27).
+    assert (out["ecx"], out["edx"]) == (IND_DONE, img.swap_page)
     data = R.read_data_area(after, img.control_page)
     assert data["esp"] == regs["esp"] - 20
     assert (data["cr0"], data["cr3"], data["cr4"]) == (regs["cr0"], regs["cr3"], regs["cr4"])
