@@ -13,8 +13,10 @@ Two engines produce byte-identical RAM and CPU state (SPEC §12 invariant 13):
     when the CPU reaches the routine's ``swap_pages`` the pass is done by ``kjcore/_swap.pyx``
     instead, and the CPU then runs ``swap_pages`` over an empty list (its head argument set to
     the word that ended the native walk for that call, then put back), so every register, flag
-    and stack word ends as the emulated pass leaves it.  Passes the native engine cannot
-    reproduce exactly (DF = 1, a strict-bus violation) are left to the CPU.
+    and stack word ends as the emulated pass leaves it; the pass's cost on the CPU is charged
+    to the step budget.  Passes the native engine cannot reproduce exactly (DF = 1, a list
+    that never ends or that the copies change, a strict-bus violation, a budget too small for
+    the pass: see ``_native_swap``) are left to the CPU.
 """
 from dataclasses import dataclass
 
