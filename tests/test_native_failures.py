@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kjcore
 from kjcore import IND_DONE, IND_INDIRECTION, KEXEC_PRESERVE_CONTEXT, Segment, relocate, swap
@@ -140,6 +142,42 @@ def test_corrupted_data_area_same_error_and_state(name):
     runs = [run(engine, during=DURING[name]) for engine in ENGINES]
     assert_same(*runs)
     assert isinstance(runs[1][1], CPUFault) and runs[1][0].state != "kernel"
+
+
+def _flagged(page, flag):
+    return page * 4096 | flag
+
+
+#: words a damaged list may hold: links and pages inside and past RAM, any flag mix, zeros
+WORDS = st.one_of(
+    st.builds(_flagged, st.integers(0, RAM // 4096 - 1), st.integers(0, 15)),
+    st.builds(_flagged, st.integers(RAM // 4096, (1 << 20) - 1), st.integers(0, 15)),
+    st.sampled_from([0, IND_DONE, 0xFFFFFFFF]),
+    st.integers(0, (1 << 32) - 1))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 6), WORDS), min_size=1, max_size=4),
+       st.sampled_from([300, 3000, BUDGET]), st.booleans())
+def test_randomly_damaged_lists(damage, budget, strict):
+    """Any words written over the list: both engines, same outcome, same machine."""
+    def corrupt(m, img):
+        ind = int(img.indirection_pages()[0])
+        for index, word in damage:
+            put(m.ram, ind + 4 * index, word)
+    assert_same(*(run(engine, before=corrupt, budget=budget, strict_bus=strict)
+                  for engine in ENGINES))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 8), WORDS), min_size=1, max_size=4),
+       st.sampled_from([3000, BUDGET]))
+def test_randomly_damaged_data_areas(damage, budget):
+    """Any words a peer writes over the data area: both engines, same outcome."""
+    def corrupt(m, img):
+        for index, word in damage:
+            put(m.ram, img.control_page + relocate.DATA_AREA + 4 * index, word)
+    assert_same(*(run(engine, during=corrupt, budget=budget) for engine in ENGINES))
 
 
 @pytest.mark.parametrize("name", ["self-link", "past-ram"])
