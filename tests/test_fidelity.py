@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import kjcore
-from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, Segment, relocate
+from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, PAGE_OFFSET, PAGE_SIZE, Segment, relocate
 from kjcore.cpu import CPUFault
-from kjcore.testing.payloads import JumpOracle
 
 RAM = 1 << 20
 RESERVED = 64 << 10
@@ -80,15 +79,26 @@ def test_engines_agree_on_the_registers_after_a_round_trip():
 
 
 # ------------------------------------------------------------------------------ DF
+def changed_outside_bookkeeping(m, img, before):
+    """Addresses that changed outside what a jump may change when its peer writes nothing:
+    the control and swap pages, the kexec page tables and the first kernel's stack."""
+    layout = m.first_kernel
+    mask = np.ones(len(m.ram), dtype=bool)
+    for page in [img.control_page, img.swap_page, *layout.kexec_tables()]:
+        mask[page:page + PAGE_SIZE] = False
+    mask[layout.stack_bottom:layout.kernel_esp - PAGE_OFFSET] = False
+    return np.flatnonzero((m.ram != before) & mask)
+
+
 @pytest.mark.parametrize("code", [STD_RET, STD_CALL_BACK], ids=["ret", "call"])
 def test_fix_peer_df_round_trips_a_peer_that_comes_back_with_df_set(code):
     for engine in ENGINES:
         m = machine(engine, fix_peer_df=True)
-        load(m, code)
-        oracle = JumpOracle(m).before()
+        img = load(m, code)
+        before = m.ram.copy()
         m.kernel_kexec()
         assert m.state == "kernel"
-        oracle.check()
+        assert changed_outside_bookkeeping(m, img, before).size == 0
 
 
 def _df_failure(engine):
