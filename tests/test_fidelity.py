@@ -192,3 +192,19 @@ def test_a_data_access_is_not_called_an_instruction_fetch(error_code, cr2, acces
         assert other.startswith("triple fault: exception 14")
     gp = relocate.triple_fault_message(ctrl, 13, 0, eip, state, pae=True, fix_pae_return=False)
     assert gp == f"triple fault: exception 13, error code 0x0 at EIP {eip:#010x}"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_data_read_fault_on_the_way_back_is_called_a_data_read(engine):
+    """A peer overwrites the saved ESP: the routine's POPF on the kernel stack faults."""
+    m = machine(engine)
+    img = load(m, bytes([0xE6, 0xEA]) + RET)            # out %al, $0xEA; ret
+    saved_esp = img.control_page + relocate.DATA_ESP
+    m.cpu.on_port(0xEA, lambda port, size, value: m.ram.__setitem__(
+        slice(saved_esp, saved_esp + 4), np.frombuffer(b"\x78\x56\x34\x12", np.uint8)))
+    with pytest.raises(CPUFault) as e:
+        m.kernel_kexec()
+    msg = str(e.value)
+    assert msg.startswith("triple fault: exception 14") and "PAE" not in msg
+    assert "page fault on the data read of 0x12345678" in msg
+    assert "fetch" not in msg
