@@ -45,10 +45,12 @@ cdef enum:
     F_WRITTEN = 2       # a copy writes this page
     F_PROTECTED = 4     # must not be written (set by the caller)
 
+#: plan_pass results and the ``frames`` mark of a page no copy may write
 PLAN_OK = 0
 PLAN_NO_DONE = ERR_NO_DONE
 PLAN_BUS = ERR_BUS
 PLAN_HAZARD = ERR_HAZARD
+PLAN_PROTECTED = F_PROTECTED
 
 
 cdef int signals() except -1 with gil:
@@ -209,7 +211,7 @@ def plan_pass(const uint8_t[::1] ram, uint32_t head, uint32_t swap_page, int64_t
               bint strict, uint8_t[::1] frames):
     """Walk the list without copying; returns ``(result, counts)``.
 
-    ``frames`` holds one byte per page of ``ram``, zero except F_PROTECTED (4) on the pages no
+    ``frames`` holds one byte per page of ``ram``, zero except PLAN_PROTECTED on the pages no
     copy may write; it is used as scratch.  ``result`` is PLAN_OK, PLAN_NO_DONE (the walk
     repeats itself or reads more than ``max_words`` words), PLAN_BUS (strict bus, ``counts[1]``
     is the address) or PLAN_HAZARD (a copy would write a page the walk reads, or a protected

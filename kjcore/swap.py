@@ -99,8 +99,6 @@ def swap_pass(ram, head, swap_page, engine="native", *, strict_bus=False):
     return int(result), int(stop)
 
 
-#: :func:`plan_pass`'s verdicts, by the compiled walk's result code
-PLAN_RESULTS = {0: "ok", -1: "no IND_DONE", -2: "bus", -3: "hazard"}
 #: the word kinds :func:`plan_pass` counts, in the flag order the walk tests them
 WORD_KINDS = ("destination", "indirection", "done", "source", "skipped")
 
@@ -118,7 +116,7 @@ def plan_pass(ram, head, swap_page, *, protect=(), strict_bus=False, max_words=M
     head and final DONE included) are complete only for ``"ok"``.
     Memory: one byte per page of RAM; time: the words walked.
     """
-    from ._swap import plan_pass as plan
+    from . import _swap
     _check_ram(ram)
     head = _u32("head", head)
     swap_page = _u32("swap_page", swap_page)
@@ -127,14 +125,12 @@ def plan_pass(ram, head, swap_page, *, protect=(), strict_bus=False, max_words=M
     frames = np.zeros(len(ram) // PAGE_SIZE, dtype=np.uint8)
     for address in protect:
         if 0 <= address < len(ram):
-            frames[address // PAGE_SIZE] = _PROTECTED
-    result, counts = plan(ram, head, swap_page, max(0, int(max_words)), bool(strict_bus),
-                          frames)
-    return PLAN_RESULTS[result], counts[0], dict(zip(WORD_KINDS, counts[2:]))
-
-
-#: plan_pass's mark of a page no copy may write (F_PROTECTED in _swap.pyx)
-_PROTECTED = 4
+            frames[address // PAGE_SIZE] = _swap.PLAN_PROTECTED
+    result, counts = _swap.plan_pass(ram, head, swap_page, max(0, int(max_words)),
+                                     bool(strict_bus), frames)
+    verdict = {_swap.PLAN_OK: "ok", _swap.PLAN_NO_DONE: "no IND_DONE", _swap.PLAN_BUS: "bus",
+               _swap.PLAN_HAZARD: "hazard"}[result]
+    return verdict, counts[0], dict(zip(WORD_KINDS, counts[2:]))
 
 
 def swap_pages_reference(ram, head, swap_page, limit, strict):
