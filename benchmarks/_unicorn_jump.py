@@ -51,7 +51,8 @@ class UnicornJump:
         np.copyto(self.ram[:self.size], m.ram)
         ram = self.ram[:self.size]
         regs = R.prepare_call(ram, layout, img.head, entry, img.control_page, img.swap_page,
-                              m.pae, img.preserve_context, m.fix_pae_return)
+                              m.pae, img.preserve_context, m.fix_pae_return,
+                              fix_peer_df=m.fix_peer_df)
         uc = self.uc
         kernel = initial_cpu_state(layout)
         uc.reg_write(X.UC_X86_REG_CR3, regs["cr3"])

@@ -13,12 +13,12 @@ _QWORDS = 512
 
 
 @njit(cache=True, inline="always")
-def _copy_page(ram64, size, dst, src, strict, copy):
+def _copy_page(ram64, size, dst, src, strict):
     src_in = src + 4096 <= size
     dst_in = dst + 4096 <= size
     if strict and not (src_in and dst_in):
         return False
-    if copy and dst_in and dst != src:
+    if dst_in and dst != src:
         d = dst >> 3
         if src_in:
             s = src >> 3
@@ -31,11 +31,10 @@ def _copy_page(ram64, size, dst, src, strict, copy):
 
 
 @njit(cache=True)
-def swap_pages_numba(ram, head, swap_page, max_words, strict, bad, copy=True):
+def swap_pages_numba(ram, head, swap_page, max_words, strict, bad):
     """One swap pass; returns pages swapped, ERR_NO_DONE or ERR_BUS (address in ``bad[0]``).
 
-    With ``copy=False`` nothing is written: a strict-bus dry run that finds the first address
-    past RAM a pass would touch (used by the native jump engine).
+    ``bad`` holds two int64: after a complete pass ``bad[1]`` is the word that ended the walk.
     """
     ram64 = ram.view(np.uint64)
     ram32 = ram.view(np.uint32)
@@ -52,12 +51,13 @@ def swap_pages_numba(ram, head, swap_page, max_words, strict, bad, copy=True):
         elif word & 0x2:
             ptr = word & 0xFFFFF000
         elif word & 0x4:
+            bad[1] = word
             return pages
         elif word & 0x8:
             src = word & 0xFFFFF000
-            if not (_copy_page(ram64, size, swap, src, strict, copy)
-                    and _copy_page(ram64, size, src, dest, strict, copy)
-                    and _copy_page(ram64, size, dest, swap, strict, copy)):
+            if not (_copy_page(ram64, size, swap, src, strict)
+                    and _copy_page(ram64, size, src, dest, strict)
+                    and _copy_page(ram64, size, dest, swap, strict)):
                 if dest + 4096 > size:
                     bad[0] = dest
                 elif src + 4096 > size:

@@ -82,8 +82,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
-                 engine="emulated", strict_bus=False, fix_pae_return=False, ram=None,
-                 alloc_seed=0):
+                 engine="emulated", strict_bus=False, fix_pae_return=False, fix_peer_df=False,
+                 ram=None, alloc_seed=0):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
             raise ValueError(f"ram_size={ram_size:#x} must be a positive multiple of PAGE_SIZE")
@@ -122,6 +122,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.engine = engine
         self.strict_bus = bool(strict_bus)
         self.fix_pae_return = bool(fix_pae_return)
+        self.fix_peer_df = bool(fix_peer_df)
         self._crash_region = (crash_start, crash_end)
         self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,

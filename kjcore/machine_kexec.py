@@ -12,24 +12,31 @@ Two engines produce byte-identical RAM and CPU state (SPEC §12 invariant 13):
 ``"native"``
     when the CPU reaches the routine's ``swap_pages`` the pass is done by ``kjcore/_swap.pyx``
     instead, and the CPU then runs ``swap_pages`` over an empty list (its head argument set to
-    IND_DONE for that call, then put back), so every register, flag and stack word ends as the
-    emulated pass leaves it.
+    the word that ended the native walk for that call, then put back), so every register, flag
+    and stack word ends as the emulated pass leaves it; the pass's cost on the CPU is charged
+    to the step budget.  Passes the native engine cannot reproduce exactly (DF = 1, a list
+    that never ends or that the copies change, a strict-bus violation, a budget too small for
+    the pass: see ``_native_swap``) are left to the CPU.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import relocate
-from .constants import IND_DONE
+from .constants import PAGE_SIZE
 from .cpu import CPUFault, Status, StepLimit, TripleFault
 from .cpu.state import STATE_DTYPE
-from ._swap_numba import swap_pages_numba
-from .swap import MAX_WORDS, swap_pages
+from .swap import plan_pass, swap_pass
 
 #: instruction budget of a jump when the caller gives none
 DEFAULT_MAX_STEPS = 1_000_000_000
 
 _CR0_PG = 1 << 31
+_EFLAGS_DF = 1 << 10
+#: the fewest guest instructions the routine spends on a word it reads from the list
+_MIN_STEPS_PER_WORD = relocate.SWAP_PAGES_READ_STEPS + min(relocate.SWAP_PAGES_WORD_STEPS.values())
+#: what the CPU spends on the empty pass after a native one (its head is the DONE word)
+_EMPTY_PASS_STEPS = relocate.swap_pages_steps(0, {"done": 1})
 _SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
 _GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
 #: what save_processor_state / restore_processor_state keep (SPEC §8)
@@ -109,7 +116,7 @@ def machine_kexec(m, image, max_steps=None):
     budget = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
     regs = relocate.prepare_call(m.ram, layout, image.head, image.start, image.control_page,
                                  image.swap_page, m.pae, image.preserve_context,
-                                 m.fix_pae_return)
+                                 m.fix_pae_return, fix_peer_df=m.fix_peer_df)
     load_registers(cpu, regs)
     cpu.clear_debugcon()
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
@@ -117,7 +124,7 @@ def machine_kexec(m, image, max_steps=None):
     cpu.breakpoints = {layout.return_address, swap_entry}
     per_pass = image.nr_source_pages
     steps = passes = 0
-    pending = None          # native engine: (head argument's stack address, its value, return)
+    pending = None          # native engine: (head argument's address, its value, return, steps)
     try:
         while True:
             status = cpu.run(budget - steps)
@@ -134,9 +141,10 @@ def machine_kexec(m, image, max_steps=None):
             if at == swap_entry and not paging:
                 passes += 1
                 if m.engine == "native":
-                    pending = _native_swap(m, cpu)
+                    pending = _native_swap(m, cpu, budget - steps)
                     if pending is not None:
                         cpu.breakpoints.add(pending[2])
+                        steps += pending[3]
                 continue
             if pending is not None and at == pending[2] and not paging:
                 _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
@@ -157,9 +165,9 @@ def _finish(m, image, cpu, status, steps, pages):
         m.state = "lost"
         vec, err, eip = cpu.fault
         state = cpu.get_state()
-        if relocate.is_pae_return_fault(image.control_page, eip, cpu.cr0, cpu.cr4):
-            raise TripleFault(vec, err, eip, state, relocate.PAE_RETURN_MESSAGE)
-        raise TripleFault(vec, err, eip, state)
+        raise TripleFault(vec, err, eip, state, relocate.triple_fault_message(
+            image.control_page, vec, err, eip, state, pae=m.pae,
+            fix_pae_return=m.fix_pae_return))
     if not image.preserve_context and status in (Status.HLT, Status.STEP_LIMIT):
         m.state = "image"
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
@@ -175,21 +183,43 @@ def _finish(m, image, cpu, status, steps, pages):
     raise CPUFault(f"unexpected CPU status {status!r}", cpu.get_state())
 
 
-def _native_swap(m, cpu):
+def _native_swap(m, cpu, remaining):
     """Do the pass of the ``swap_pages(head, swap_page)`` call the CPU is about to make.
 
-    On a strict bus a pass that would touch memory past RAM is left to the CPU, so it faults
-    at exactly the instruction, with exactly the partial copies, of the emulated engine.
-    Returns (head argument's stack address, its value, return address), or None.
+    The CPU then runs ``swap_pages`` with the word that ended the walk as its head argument: an
+    empty pass that leaves ECX, EDX, EFLAGS and the stack words as the full pass would.
+    A pass the native engine cannot do exactly as the routine would is left to the CPU
+    (:func:`kjcore.swap.plan_pass` decides, without copying): one entered with DF = 1 (a peer
+    came back with it and fix_peer_df is off: the copies run downwards, SPEC 7.10) or with an
+    unaligned swap page (a peer wrote the control page's data area); a list that never reaches
+    IND_DONE (self-linked, cyclic, or running through all memory) -- the CPU then walks it
+    until the budget ends, exactly like the emulated engine; one whose copies would change the
+    list, the routine's code or its stack; on a strict bus one that touches memory past RAM
+    (the CPU faults at exactly the instruction, with exactly the partial copies, of the
+    emulated engine); and one the emulated routine might not finish within the ``remaining``
+    instruction budget.  A signal that interrupts the native copies (Ctrl-C) propagates and
+    leaves the machine ``"lost"``: its memory is half swapped.
+    Returns (head argument's stack address, its value, return address, the steps the emulated
+    pass costs beyond the empty one: charged to the budget), or None.
     """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    if m.strict_bus and swap_pages_numba(m.ram, head, swap, MAX_WORDS, True,
-                                         np.zeros(1, dtype=np.int64), False) < 0:
+    if cpu.eflags & _EFLAGS_DF or swap % PAGE_SIZE:
         return None
-    swap_pages(m.ram, head, swap, "native")
-    _put_word(m.ram, esp + 4, IND_DONE)
-    return esp + 4, head, _word(m.ram, esp)
+    code = (cpu.cs.base + cpu.eip) & 0xFFFFFFFF
+    verdict, words, kinds = plan_pass(m.ram, head, swap, protect=(code, esp - 16, esp + 11),
+                                      strict_bus=m.strict_bus,
+                                      max_words=remaining // _MIN_STEPS_PER_WORD + 1)
+    steps = relocate.swap_pages_steps(words, kinds)
+    if verdict != "ok" or steps > remaining:
+        return None
+    try:
+        _, stop = swap_pass(m.ram, head, swap, "native")
+    except BaseException:
+        m.state = "lost"
+        raise
+    _put_word(m.ram, esp + 4, stop)
+    return esp + 4, head, _word(m.ram, esp), steps - _EMPTY_PASS_STEPS
 
 
 def _word(ram, addr):

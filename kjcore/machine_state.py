@@ -34,6 +34,7 @@ __all__ = ["SAVED_ATTRIBUTES", "UNSAVED_ATTRIBUTES", "machine_config", "machine_
 SAVED_ATTRIBUTES = frozenset({
     "ram_size", "pae", "nx", "profile", "crashkernel", "kexec_jump", "cap_sys_boot",
     "kernel_reserved", "engine", "strict_bus", "fix_pae_return",     # section "config"
+    "fix_peer_df",                                                     # section "config"
     "_crash_region", "_profile_id",            # derived from "config" by the constructor
     "allocator",                               # section "allocator" (+ seed in "config")
     "kexec_image", "kexec_crash_image",        # sections of the same names
@@ -63,6 +64,7 @@ def machine_config(machine):
         "kexec_jump": machine.kexec_jump, "cap_sys_boot": machine.cap_sys_boot,
         "kernel_reserved": machine.kernel_reserved, "engine": machine.engine,
         "strict_bus": machine.strict_bus, "fix_pae_return": machine.fix_pae_return,
+        "fix_peer_df": machine.fix_peer_df,
         "alloc_seed": machine.allocator.seed,
     }
 

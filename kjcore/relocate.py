@@ -65,12 +65,14 @@ DATA_HEAD = DATA_AREA + 0x1C
 DATA_FLAGS = DATA_AREA + 0x20
 #: DATA_FLAGS bit: the routine restores CR4 before setting CR0.PG on the way back
 FLAG_FIX_PAE = 1
+#: DATA_FLAGS bit: the routine clears DF before the swap back (2.6.27 has no CLD there)
+FLAG_FIX_DF = 2
 
 #: the largest routine the first half of the control page can hold
 MAX_CODE_SIZE = PAGE_SIZE // 2
 
 #: names of the symbol table at the end of the binary, in order
-SYMBOL_NAMES = ("relocate_kernel", "relocate_kernel_fix_pae", "identity_mapped",
+SYMBOL_NAMES = ("relocate_kernel", "relocate_kernel_flags", "identity_mapped",
                 "jump_back_entry", "virtual_mapped", "swap_pages", "paging_on_return",
                 "symbol_table")
 _MAGIC = b"KJRK"
@@ -113,9 +115,43 @@ IDENTITY_MAPPED_OFFSET = SYMBOLS["identity_mapped"]
 PAGING_ON_RETURN_OFFSET = SYMBOLS["paging_on_return"]
 
 
-def entry_offset(fix_pae_return):
-    """Offset of the entry point in the control page: 0, or the fix_pae_return entry."""
-    return SYMBOLS["relocate_kernel_fix_pae" if fix_pae_return else "relocate_kernel"]
+def routine_flags(fix_pae_return, fix_peer_df):
+    """The DATA_FLAGS bits for kjcore's two corrections of the 2.6.27 routine (SPEC 7.10)."""
+    return (FLAG_FIX_PAE if fix_pae_return else 0) | (FLAG_FIX_DF if fix_peer_df else 0)
+
+
+#: guest instructions ``swap_pages`` executes (relocate_kernel.S): its prologue and epilogue,
+#: reading one word after the head, and decoding one word of each kind; a SOURCE word's
+#: count includes its three REP MOVSL instructions at :data:`REP_MOVSL_STEPS` each
+SWAP_PAGES_FIXED_STEPS = 9 + 5
+SWAP_PAGES_READ_STEPS = 2
+SWAP_PAGES_WORD_STEPS = {"destination": 5, "indirection": 7, "done": 6, "source": 21,
+                         "skipped": 8}
+#: steps kjcore's CPU charges for one ``rep movsl`` of 1024 elements (a REP instruction
+#: counts as one step)
+REP_MOVSL_STEPS = 1
+
+
+def swap_pages_steps(words_read, kinds):
+    """Guest instructions one ``swap_pages`` call executes, from its entry to its ``ret``.
+
+    ``words_read`` is the number of words read after the head, ``kinds`` the number of words
+    decoded per kind (:data:`kjcore.swap.WORD_KINDS`, head and final DONE included), as
+    :func:`kjcore.swap.plan_pass` counts them.  The native engine charges this to the
+    jump's step budget, so both engines count the same instructions (SPEC 12, invariant 13).
+    """
+    steps = SWAP_PAGES_FIXED_STEPS + SWAP_PAGES_READ_STEPS * words_read
+    steps += sum(SWAP_PAGES_WORD_STEPS[kind] * n for kind, n in kinds.items())
+    return steps + 3 * REP_MOVSL_STEPS * kinds.get("source", 0)
+
+
+def entry_offset(flags):
+    """Offset of the entry point in the control page for :func:`routine_flags` ``flags``.
+
+    0 (``relocate_kernel``, the faithful routine) without flags; otherwise
+    ``relocate_kernel_flags``, which takes the bits in EAX.
+    """
+    return SYMBOLS["relocate_kernel_flags" if flags else "relocate_kernel"]
 
 
 def jump_back_entry(control_page):
@@ -169,7 +205,7 @@ def stack_words(ram, esp, n):
 
 
 def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
-                 preserve_context, fix_pae_return, *, has_pae=True):
+                 preserve_context, fix_pae_return, *, fix_peer_df=False, has_pae=True):
     """machine_kexec up to the call: returns the CPU registers to start the routine with.
 
     ``swap_page`` may be None (a crash image has none; page_list then carries 0).
@@ -178,6 +214,8 @@ def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
     The dict holds every key of :func:`kjcore.first_kernel.initial_cpu_state`, with EIP at
     the entry point (kernel VA of the control page), ESP at the pushed return address,
     EFLAGS with IF clear, the flat kernel segments reloaded and GDTR/IDTR = PAGE_OFFSET/0.
+    With ``fix_pae_return`` or ``fix_peer_df`` the entry is ``relocate_kernel_flags`` and
+    EAX holds the :func:`routine_flags` bits.
     """
     if bool(pae) != layout.pae:
         raise ValueError(f"pae={pae} does not match the first kernel (layout.pae={layout.pae})")
@@ -195,10 +233,12 @@ def prepare_call(ram, layout, image_head, start, control_page, swap_page, pae,
     _write_words(ram, esp - PAGE_OFFSET,
                  [layout.return_address, image_head, page_list_va, start,
                   1 if has_pae else 0, 1 if preserve_context else 0])
+    flags = routine_flags(fix_pae_return, fix_peer_df)
     regs = initial_cpu_state(layout)
     regs.update(flat_kernel_segments())
     regs.update({
-        "eip": layout.va(control_page) + entry_offset(fix_pae_return),
+        "eax": flags,
+        "eip": layout.va(control_page) + entry_offset(flags),
         "esp": esp,
         "eflags": regs["eflags"] & ~0x200 | EFLAGS_RESERVED,
         "gdtr_base": PAGE_OFFSET, "gdtr_limit": 0,
@@ -214,14 +254,61 @@ def read_data_area(ram, control_page):
     return dict(zip(names, (int(w) for w in words)))
 
 
-def is_pae_return_fault(control_page, eip, cr0, cr4):
+#: page-fault error code bits (Intel SDM vol. 3, 4.7)
+_PF_WRITE = 0x2
+_PF_FETCH = 0x10
+#: the longest i386 instruction: a fetch fault's CR2 lies within this many bytes of EIP
+_MAX_INSN = 15
+_PAGE_FAULT = 14
+
+
+def page_fault_access(error_code, eip, cr2):
+    """What a page fault was doing: ``"instruction fetch"``, ``"data write"`` or ``"data read"``.
+
+    The error code says "write" (bit 1) and, only with NX in use, "fetch" (bit 4); otherwise
+    a fetch is recognised by CR2 lying in the instruction's bytes at EIP (flat code segment).
+    A write is never a fetch; a read of the instruction's own page cannot fault where its
+    fetch did not.
+    """
+    error_code = error_code or 0
+    if error_code & _PF_WRITE:
+        return "data write"
+    if error_code & _PF_FETCH or 0 <= (cr2 - eip) & 0xFFFFFFFF <= _MAX_INSN:
+        return "instruction fetch"
+    return "data read"
+
+
+def is_pae_return_fault(control_page, vector, error_code, eip, state):
     """True when a fault is the 2.6.27 PAE return failure (SPEC §7.10).
 
     The faithful routine sets CR0.PG with CR4 = 0 while CR3 holds PAE-format kexec tables;
-    the next fetch, at ``control_page + PAGING_ON_RETURN_OFFSET``, faults.
+    the next instruction fetch, at ``control_page + PAGING_ON_RETURN_OFFSET``, page-faults.
+    ``state`` is the CPU state at the fault (``cr0``, ``cr2``, ``cr4``).  Only that fetch
+    matches: another exception, or a data access, at the same EIP does not.  Whether the
+    machine runs a PAE kernel without fix_pae_return is the caller's half of the question.
     """
-    return (eip == (control_page + PAGING_ON_RETURN_OFFSET) & 0xFFFFFFFF
-            and bool(cr0 & 0x80000000) and not cr4 & 0x20)
+    return (vector == _PAGE_FAULT
+            and eip == (control_page + PAGING_ON_RETURN_OFFSET) & 0xFFFFFFFF
+            and bool(state["cr0"] & 0x80000000) and not state["cr4"] & 0x20
+            and page_fault_access(error_code, eip, int(state["cr2"])) == "instruction fetch")
+
+
+def triple_fault_message(control_page, vector, error_code, eip, state, *, pae,
+                         fix_pae_return):
+    """The message of the TripleFault that ends a jump: what faulted, and why when known.
+
+    A page fault names its access and CR2.  The PAE return explanation is given only on a PAE
+    first kernel without ``fix_pae_return`` and only for :func:`is_pae_return_fault`.
+    """
+    err = "" if error_code is None else f", error code {error_code:#x}"
+    what = f"exception {vector}{err} at EIP {eip:#010x}"
+    if vector == _PAGE_FAULT:
+        cr2 = int(state["cr2"])
+        what += f" (page fault on the {page_fault_access(error_code, eip, cr2)} of {cr2:#010x})"
+    if pae and not fix_pae_return and is_pae_return_fault(control_page, vector, error_code,
+                                                          eip, state):
+        return f"{PAE_RETURN_MESSAGE} [{what}]"
+    return f"triple fault: {what}"
 
 
 #: explanation for the TripleFault raised when :func:`is_pae_return_fault` holds

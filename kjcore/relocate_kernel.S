@@ -18,10 +18,18 @@
  *
  * Two entry points:
  *   relocate_kernel (offset 0)   the 2.6.27 behaviour: on the way back paging is turned on
- *                                before CR4 is restored (a PAE kernel cannot come back).
- *   relocate_kernel_fix_pae      Machine(fix_pae_return=True): the saved CR4 is restored just
- *                                before CR0.PG is set again (SPEC 7.10).  The choice is kept
- *                                in the data area (DATA_FLAGS) across the call to the peer.
+ *                                before CR4 is restored (a PAE kernel cannot come back), and
+ *                                the peer's DF is used as it comes back (no CLD).
+ *   relocate_kernel_flags        kjcore's corrections, chosen by the bits in EAX (DATA_FLAGS):
+ *                                FLAG_FIX_PAE, Machine(fix_pae_return=True): the saved CR4 is
+ *                                restored just before CR0.PG is set again; FLAG_FIX_DF,
+ *                                Machine(fix_peer_df=True): DF is cleared before the swap back
+ *                                (SPEC 7.10).  The bits are kept in the data area across the
+ *                                call to the peer.
+ *
+ * Registers on the way back are the 2.6.27 routine's: swap_pages leaves ECX = the word that
+ * ended the walk (IND_DONE) and EDX = the swap page, and nothing after the swap back touches
+ * them, so the first kernel gets them from the call.
  *
  * The binary ends with a symbol table (magic "KJRK", then the offsets of the labels
  * relocate.py needs) so that the Python side never hard-codes an offset of the code.
@@ -70,9 +78,16 @@
 	.equ	DATA_PA_PGD,	DATA_AREA + 0x14
 	.equ	DATA_PA_SWAP,	DATA_AREA + 0x18
 	.equ	DATA_HEAD,	DATA_AREA + 0x1c
-	.equ	DATA_FLAGS,	DATA_AREA + 0x20	/* bit 0: restore CR4 before paging on */
+	.equ	DATA_FLAGS,	DATA_AREA + 0x20	/* FLAG_* bits of the entry point */
 
-	.equ	FLAG_FIX_PAE,	1
+	.equ	FLAG_FIX_PAE,	1	/* restore CR4 before paging on, on the way back */
+	.equ	FLAG_FIX_DF,	2	/* clear DF before the swap back */
+
+/* Indirection list flags (SPEC 1.1), tested in this order. */
+	.equ	IND_DESTINATION,	0x1
+	.equ	IND_INDIRECTION,	0x2
+	.equ	IND_DONE,		0x4
+	.equ	IND_SOURCE,		0x8
 
 /* Arguments on the first kernel's stack once the five saved words are pushed. */
 	.equ	SAVED,		20
@@ -86,7 +101,7 @@
 relocate_kernel:
 	/* Which behaviour on the way back: EAX is a scratch register under cdecl. */
 	xorl	%eax, %eax
-entry_common:
+relocate_kernel_flags:
 	/* Step 1: the callee-saved registers and EFLAGS stay on the caller's stack. */
 	pushl	%ebx
 	pushl	%esi
@@ -141,7 +156,7 @@ map_pae:
 	call	map_pae_one
 
 mapped:
-	/* Step 3: interrupts off and every other flag cleared (DF = 0 for the string copies). */
+	/* Step 3: interrupts off and every other flag cleared (DF = 0 for the first pass). */
 	pushl	$0
 	popfl
 
@@ -187,11 +202,14 @@ identity_mapped:
 	xorl	%eax, %eax
 	movl	%eax, %cr3
 
-	/* Step 6: destinations and sources change places. */
+	/* Step 6: destinations and sources change places.  The pass keeps EBX, ESI and EDI
+	 * but not EDX: the start address waits on our stack. */
+	pushl	%edx
 	pushl	DATA_PA_SWAP(%edi)
 	pushl	%ebx
 	call	swap_pages
 	addl	$8, %esp
+	popl	%edx
 
 	/* The swap may have rewritten pages holding code: a CR3 write serializes the
 	 * instruction stream before anything that was copied runs. */
@@ -233,13 +251,20 @@ jump_back_entry:
 	popl	%ebx
 	subl	$(1b - relocate_kernel), %ebx
 
-	/* Step 10: swap back with what was recorded on the way out, on our own stack. */
+	/* Step 10: swap back with what was recorded on the way out, on our own stack.  The
+	 * copies run in the direction the peer left in DF, unless fix_peer_df asked for CLD. */
 	leal	PAGE_SIZE(%ebx), %esp
+	testl	$FLAG_FIX_DF, DATA_FLAGS(%ebx)
+	jz	2f
+	cld
+2:
 	pushl	DATA_PA_SWAP(%ebx)
 	pushl	DATA_HEAD(%ebx)
 	call	swap_pages
 	addl	$8, %esp
 
+	/* From here to the return only EAX, EDI and ESP change: ECX and EDX stay as the pass
+	 * left them. */
 	movl	DATA_PA_PGD(%ebx), %eax
 	movl	%eax, %cr3
 	testl	$FLAG_FIX_PAE, DATA_FLAGS(%ebx)
@@ -272,11 +297,6 @@ virtual_mapped:
 	popl	%esi
 	popl	%ebx
 	ret
-
-/* The fix_pae_return entry: same as relocate_kernel with the flag set. */
-relocate_kernel_fix_pae:
-	movl	$FLAG_FIX_PAE, %eax
-	jmp	entry_common
 
 /*
  * map_2level: EAX = address to map to the control page, EDX = PA of the PTE page,
@@ -325,57 +345,65 @@ map_pae_one:
 	ret
 
 /*
- * swap_pages(head, swap_page), cdecl, all registers preserved (SPEC 7.6).
- * EBX = the word being decoded, EBP = where the next word is read, EAX = destination D,
- * EDX = swap page.  Flags are tested in the order DESTINATION, INDIRECTION, DONE, SOURCE.
- * The walk starts like the reference engine: cursor 0, destination 0.
+ * swap_pages(head, swap_page), cdecl (SPEC 7.6): EBX, ESI, EDI and EBP are kept, EAX is
+ * scratch, and like the 2.6.27 routine it returns with ECX = the word that ended the walk
+ * (IND_DONE) and EDX = the swap page.  There is no CLD: the copies run in the direction of
+ * DF, and D moves on by EDI's progress through the last copy (down a page when DF = 1).
+ * In the loop ECX = the word being decoded, EBX = where the next word is read, EDI = D,
+ * EDX = swap page; for a SOURCE word EBP = S and EAX = D.  The walk starts like the
+ * reference engine: cursor 0, destination 0.
  */
 swap_pages:
-	pushal
-	/* The peer may come back with DF set; the copies below must run upward. */
-	cld
-	movl	36(%esp), %ebx
-	movl	40(%esp), %edx
-	xorl	%eax, %eax
-	xorl	%ebp, %ebp
+	pushl	%ebp
+	pushl	%ebx
+	pushl	%esi
+	pushl	%edi
+	movl	20(%esp), %ecx
+	movl	24(%esp), %edx
+	xorl	%ebx, %ebx
+	xorl	%edi, %edi
 	jmp	decode
 next_word:
-	movl	(%ebp), %ebx
-	addl	$4, %ebp
+	movl	(%ebx), %ecx
+	addl	$4, %ebx
 decode:
-	testl	$0x1, %ebx			/* IND_DESTINATION */
+	testl	$IND_DESTINATION, %ecx
 	jz	1f
-	movl	%ebx, %eax
-	andl	$PAGE_MASK, %eax
+	movl	%ecx, %edi
+	andl	$PAGE_MASK, %edi
 	jmp	next_word
 1:
-	testl	$0x2, %ebx			/* IND_INDIRECTION */
+	testl	$IND_INDIRECTION, %ecx
 	jz	2f
-	movl	%ebx, %ebp
-	andl	$PAGE_MASK, %ebp
+	movl	%ecx, %ebx
+	andl	$PAGE_MASK, %ebx
 	jmp	next_word
 2:
-	testl	$0x4, %ebx			/* IND_DONE */
+	testl	$IND_DONE, %ecx
 	jnz	done
-	testl	$0x8, %ebx			/* IND_SOURCE */
-	jz	next_word
-	movl	%ebx, %esi			/* S -> swap page */
-	andl	$PAGE_MASK, %esi
+	testl	$IND_SOURCE, %ecx
+	jz	next_word			/* any other word is skipped */
+	movl	%ecx, %ebp
+	andl	$PAGE_MASK, %ebp
+	movl	%edi, %eax
+	movl	%ebp, %esi			/* S -> swap page */
 	movl	%edx, %edi
 	movl	$1024, %ecx
 	rep	movsl
-	leal	-PAGE_SIZE(%esi), %edi		/* D -> S */
-	movl	%eax, %esi
+	movl	%eax, %esi			/* D -> S */
+	movl	%ebp, %edi
 	movl	$1024, %ecx
 	rep	movsl
-	movl	%edx, %esi			/* swap page -> D */
+	movl	%edx, %esi			/* swap page -> D, leaving EDI at the next D */
 	movl	%eax, %edi
 	movl	$1024, %ecx
 	rep	movsl
-	movl	%edi, %eax			/* D += PAGE_SIZE (wraps at 2^32) */
 	jmp	next_word
 done:
-	popal
+	popl	%edi
+	popl	%esi
+	popl	%ebx
+	popl	%ebp
 	ret
 
 /* Symbol table for kjcore/relocate.py: magic, count, then one offset per name in the order
@@ -385,7 +413,7 @@ symbol_table:
 	.ascii	"KJRK"
 	.long	8
 	.long	relocate_kernel - relocate_kernel
-	.long	relocate_kernel_fix_pae - relocate_kernel
+	.long	relocate_kernel_flags - relocate_kernel
 	.long	identity_mapped - relocate_kernel
 	.long	jump_back_entry - relocate_kernel
 	.long	virtual_mapped - relocate_kernel

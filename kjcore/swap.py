@@ -11,6 +11,10 @@ The relocation routine swaps every destination page with its source page through
     plain numpy, one page slice at a time: the readable oracle.
 
 The emulated engine (the i386 routine on kjcore's CPU) is a fourth, checked against these.
+:func:`swap_pass` also returns the word that ended the walk (the routine leaves it in ECX);
+:func:`plan_pass` walks a list without copying and says whether a native pass is exactly what
+the routine would do (the jump's native engine leaves every other pass to the CPU).  The
+native loops are bounded and run Python's signal handlers periodically (Ctrl-C works).
 
 >>> import numpy as np, kjcore
 >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -62,6 +66,14 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     Returns the number of source pages swapped.  Raises ``RuntimeError`` when the list never
     reaches IND_DONE (corrupted RAM) and :class:`BusError` on a strict bus.
     """
+    return swap_pass(ram, head, swap_page, engine, strict_bus=strict_bus)[0]
+
+
+def swap_pass(ram, head, swap_page, engine="native", *, strict_bus=False):
+    """:func:`swap_pages`, returning ``(pages swapped, the word that ended the walk)``.
+
+    The second value is what the relocation routine leaves in ECX (SPEC 7.10).
+    """
     _check_ram(ram)
     head = check_u32("head", head)
     swap_page = check_u32("swap_page", swap_page)
@@ -70,25 +82,62 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     limit = MAX_WORDS
     if engine == "native":
         from ._swap import swap_pages_native
-        result, bad = swap_pages_native(ram, head, swap_page, limit, bool(strict_bus))
+        result, bad, stop = swap_pages_native(ram, head, swap_page, limit, bool(strict_bus))
     elif engine == "numba":
         from ._swap_numba import swap_pages_numba
-        badarr = np.zeros(1, dtype=np.int64)
-        result = swap_pages_numba(ram, head, swap_page, limit, bool(strict_bus), badarr)
-        bad = int(badarr[0])
+        out = np.zeros(2, dtype=np.int64)
+        result = swap_pages_numba(ram, head, swap_page, limit, bool(strict_bus), out)
+        bad, stop = int(out[0]), int(out[1])
     elif engine == "reference":
-        result, bad = swap_pages_reference(ram, head, swap_page, limit, bool(strict_bus))
+        result, bad, stop = swap_pages_reference(ram, head, swap_page, limit, bool(strict_bus))
     else:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if result == -2:
         raise BusError(bad)
     if result == -1:
         raise RuntimeError("the indirection list does not reach IND_DONE (corrupted RAM)")
-    return int(result)
+    return int(result), int(stop)
+
+
+#: the word kinds :func:`plan_pass` counts, in the flag order the walk tests them
+WORD_KINDS = ("destination", "indirection", "done", "source", "skipped")
+
+
+def plan_pass(ram, head, swap_page, *, protect=(), strict_bus=False, max_words=MAX_WORDS):
+    """Walk a list without copying: ``(verdict, words read after the head, {kind: count})``.
+
+    The verdict says what a pass over this list would do: ``"ok"`` -- it ends, and no copy
+    writes a page the walk reads or a page holding an address of ``protect``, so a native pass
+    does exactly what the relocation routine's walk does (the routine's code and stack are
+    such pages); ``"no IND_DONE"`` -- the walk repeats itself (it enters a list page twice)
+    or reads more than ``max_words`` words; ``"bus"`` -- on a strict bus it touches memory
+    past RAM; ``"hazard"`` -- a copy would change the list being walked or a protected page,
+    so only running the routine itself gives the right result.  The counts (:data:`WORD_KINDS`,
+    head and final DONE included) are complete only for ``"ok"``.
+    Memory: one byte per page of RAM; time: the words walked.
+    """
+    from . import _swap
+    _check_ram(ram)
+    head = _u32("head", head)
+    swap_page = _u32("swap_page", swap_page)
+    if swap_page % PAGE_SIZE:
+        raise ValueError(f"swap_page={swap_page:#x} is not page-aligned")
+    frames = np.zeros(len(ram) // PAGE_SIZE, dtype=np.uint8)
+    for address in protect:
+        if 0 <= address < len(ram):
+            frames[address // PAGE_SIZE] = _swap.PLAN_PROTECTED
+    result, counts = _swap.plan_pass(ram, head, swap_page, max(0, int(max_words)),
+                                     bool(strict_bus), frames)
+    verdict = {_swap.PLAN_OK: "ok", _swap.PLAN_NO_DONE: "no IND_DONE", _swap.PLAN_BUS: "bus",
+               _swap.PLAN_HAZARD: "hazard"}[result]
+    return verdict, counts[0], dict(zip(WORD_KINDS, counts[2:]))
 
 
 def swap_pages_reference(ram, head, swap_page, limit, strict):
-    """Plain-numpy swap pass: the readable oracle for the compiled engines."""
+    """Plain-numpy swap pass: the readable oracle for the compiled engines.
+
+    Returns ``(result, bad address, the word that ended the walk)`` like the native engine.
+    """
     size = len(ram)
 
     def page(addr):
@@ -109,21 +158,21 @@ def swap_pages_reference(ram, head, swap_page, limit, strict):
         elif word & 2:
             ptr = word & 0xFFFFF000
         elif word & 4:
-            return pages, 0
+            return pages, 0, word
         elif word & 8:
             src = word & 0xFFFFF000
             if not (copy(swap_page, src) and copy(src, dest) and copy(dest, swap_page)):
                 bad = dest if page(dest) is None else src if page(src) is None else swap_page
-                return -2, bad
+                return -2, bad, 0
             dest = (dest + PAGE_SIZE) & 0xFFFFFFFF
             pages += 1
         nread += 1
         if nread > limit:
-            return -1, 0
+            return -1, 0, 0
         if ptr + 4 <= size:
             word = int(ram[ptr:ptr + 4].view("<u4")[0])
         elif strict:
-            return -2, ptr
+            return -2, ptr, 0
         else:
             word = 0xFFFFFFFF
         ptr = (ptr + 4) & 0xFFFFFFFF

@@ -10,8 +10,15 @@ import pytest
 import kjcore
 from kjcore import PAGE_OFFSET, PAGE_SIZE
 from kjcore import relocate as R
-from kjcore.first_kernel import (ACCESS_CODE0, ACCESS_DATA0, EFLAGS_IF, KERNEL_CS, KERNEL_DS,
-                                 build_first_kernel, initial_cpu_state)
+from kjcore.first_kernel import (
+    ACCESS_CODE0,
+    ACCESS_DATA0,
+    EFLAGS_IF,
+    KERNEL_CS,
+    KERNEL_DS,
+    build_first_kernel,
+    initial_cpu_state,
+)
 
 SRC = Path(kjcore.__file__).with_name("relocate_kernel.S")
 BIN = Path(kjcore.__file__).with_name("relocate_kernel.bin")
@@ -51,6 +58,7 @@ def test_symbols_and_constants_agree_with_the_source(tmp_path):
         assert syms[name] == offset, name
     for name in ("DATA_ESP", "DATA_CR0", "DATA_CR3", "DATA_CR4", "DATA_VA_CONTROL",
                  "DATA_PA_PGD", "DATA_PA_SWAP", "DATA_HEAD", "DATA_FLAGS", "FLAG_FIX_PAE",
+                 "FLAG_FIX_DF",
                  "PA_CONTROL_PAGE", "VA_CONTROL_PAGE", "PA_PGD", "VA_PGD", "PA_PTE_0",
                  "VA_PTE_0", "PA_PTE_1", "VA_PTE_1", "PA_SWAP_PAGE", "PA_PMD_0", "VA_PMD_0",
                  "PA_PMD_1", "VA_PMD_1"):
@@ -96,20 +104,26 @@ def test_page_list(pae):
     assert len(words) == (R.PAGES_NR_PAE if pae else R.PAGES_NR)
 
 
-@pytest.mark.parametrize("pae,preserve,fix", [(False, True, False), (True, False, True),
-                                              (True, True, False)])
-def test_prepare_call(pae, preserve, fix):
+@pytest.mark.parametrize("pae,preserve,fix,df", [(False, True, False, False),
+                                                 (True, False, True, False),
+                                                 (True, True, False, True),
+                                                 (False, True, True, True)])
+def test_prepare_call(pae, preserve, fix, df):
     ram = np.zeros(8 << 20, dtype=np.uint8)
     layout = build_first_kernel(ram, ram_size=len(ram), kernel_reserved=1 << 20, pae=pae,
                                 nx=pae)
     ram[0x600000:0x601000] = 0xEE
     regs = R.prepare_call(ram, layout, image_head=0x123002, start=0x200000,
                           control_page=0x600000, swap_page=0x601000, pae=pae,
-                          preserve_context=preserve, fix_pae_return=fix)
+                          preserve_context=preserve, fix_pae_return=fix, fix_peer_df=df)
     # The routine is in the first half of the control page; the second half is untouched.
     assert bytes(ram[0x600000:0x600000 + len(R.ROUTINE)]) == R.ROUTINE
     assert np.all(ram[0x600000 + len(R.ROUTINE):0x601000] == 0xEE)
-    assert regs["eip"] == PAGE_OFFSET + 0x600000 + R.entry_offset(fix)
+    # The faithful routine at offset 0, or the flags entry with the correction bits in EAX.
+    flags = (R.FLAG_FIX_PAE if fix else 0) | (R.FLAG_FIX_DF if df else 0)
+    assert R.routine_flags(fix, df) == regs["eax"] == flags
+    assert regs["eip"] == PAGE_OFFSET + 0x600000 + R.entry_offset(flags)
+    assert (R.entry_offset(flags) == 0) == (flags == 0)
     ret, head, plist, start, has_pae, pres = R.stack_words(ram, regs["esp"], 6)
     assert (ret, head, start, has_pae, pres) == (layout.return_address, 0x123002, 0x200000, 1,
                                                  int(preserve))
@@ -126,7 +140,7 @@ def test_prepare_call(pae, preserve, fix):
                 regs[f"{seg}_access"]) == (KERNEL_DS, 0, 0xFFFFFFFF, ACCESS_DATA0)
     state = initial_cpu_state(layout)
     assert set(regs) == set(state)
-    for key in ("cr0", "cr3", "cr4", "efer", "tr_selector", "ldtr_selector"):
+    for key in ("cr0", "cr3", "cr4", "efer", "tr_selector", "ldtr_selector", "ebx", "ecx"):
         assert regs[key] == state[key]
 
 

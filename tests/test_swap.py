@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 
 import kjcore
 from kjcore import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE
-from kjcore.swap import BusError, swap_pages
+from kjcore.swap import BusError, swap_pages, swap_pass
 from kjcore.testing.strategies import kimages
 
 MiB = 1 << 20
@@ -127,3 +127,12 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         swap_pages(ram, IND_DONE, 0, engine="magic")
     assert swap_pages(ram, IND_DONE, 0) == 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_swap_pass_returns_the_word_that_ended_the_walk(engine):
+    """What the relocation routine leaves in ECX (SPEC 7.10): DONE may carry other bits."""
+    ram = np.zeros(16 * 4096, dtype=np.uint8)
+    hand_list(ram, 0x1000, [0x3000 | IND_DESTINATION, 0x4000 | IND_SOURCE, 0xABC000 | IND_DONE])
+    assert swap_pass(ram, 0x1000 | IND_INDIRECTION, 0x2000, engine) == (1, 0xABC004)
+    assert swap_pass(ram, IND_DONE | 0x10, 0x2000, engine) == (0, 0x14)

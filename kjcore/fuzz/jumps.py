@@ -43,8 +43,10 @@ from .payloads import random_payload
 RAM = 1 << 20
 RESERVED = 64 << 10
 CHECKPOINT_PORT = 0xEA
-CONFIGS = (dict(pae=False), dict(pae=True, fix_pae_return=True),
-           dict(pae=True, nx=True, fix_pae_return=True))
+#: the payloads come back with DF = 1, which the faithful routine does not survive (SPEC 7.10)
+CONFIGS = (dict(pae=False, fix_peer_df=True),
+           dict(pae=True, fix_pae_return=True, fix_peer_df=True),
+           dict(pae=True, nx=True, fix_pae_return=True, fix_peer_df=True))
 #: CPU state fields that count work done, not architectural state
 NOT_ARCHITECTURAL = frozenset({"tsc", "steps", "trace_pos", "trace_cnt", "con_len"})
 

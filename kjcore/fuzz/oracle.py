@@ -89,7 +89,7 @@ class JumpOracle:
         self.ram_before = m.ram.copy()
         regs = relocate.prepare_call(self.ram_before, m.first_kernel, img.head, img.start,
                                      img.control_page, img.swap_page, m.pae, True,
-                                     m.fix_pae_return)
+                                     m.fix_pae_return, fix_peer_df=m.fix_peer_df)
         self.call_esp = regs["esp"]
         self.call_regs = regs
         if self.mask is None:

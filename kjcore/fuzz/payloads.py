@@ -30,7 +30,7 @@ them (invariant 7).
 
 >>> import numpy as np, kjcore
 >>> from kjcore.fuzz.payloads import random_payload
->>> m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10)
+>>> m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10, fix_peer_df=True)
 >>> p = random_payload(np.random.default_rng(1), dest=0x80000, npages=2, exit="call")
 >>> m.kexec_load(p.entry, p.segments(), kjcore.KEXEC_PRESERVE_CONTEXT)
 >>> img = m.kexec_image
