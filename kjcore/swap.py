@@ -118,8 +118,8 @@ def plan_pass(ram, head, swap_page, *, protect=(), strict_bus=False, max_words=M
     """
     from . import _swap
     _check_ram(ram)
-    head = _u32("head", head)
-    swap_page = _u32("swap_page", swap_page)
+    head = check_u32("head", head)
+    swap_page = check_u32("swap_page", swap_page)
     if swap_page % PAGE_SIZE:
         raise ValueError(f"swap_page={swap_page:#x} is not page-aligned")
     frames = np.zeros(len(ram) // PAGE_SIZE, dtype=np.uint8)
