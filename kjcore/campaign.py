@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
+from .cpu.state import WORK_FIELDS
 from .machine import Machine
 from .segment import Segment
 from .testing.payloads import JumpOracle, random_payload
@@ -41,7 +42,7 @@ CHECKPOINT_PORT = 0xEA
 CONFIGS = (dict(pae=False), dict(pae=True, fix_pae_return=True),
            dict(pae=True, nx=True, fix_pae_return=True))
 #: CPU state fields that count work done, not architectural state
-NOT_ARCHITECTURAL = frozenset({"tsc", "steps", "trace_pos", "trace_cnt", "con_len"})
+NOT_ARCHITECTURAL = WORK_FIELDS
 
 
 @dataclass

@@ -23,7 +23,9 @@ import sys
 
 from .constants import (KEXEC_ARCH_386, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT,
                         LINUX_REBOOT_CMD_KEXEC, LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, U32)
+from .cpu import CPUFault
 from .errors import KexecError
+from .machine_kexec import ExecResult
 
 #: exit status of a failed action (kexec-tools returns -1 from main)
 EXIT_FAILED = 255
@@ -337,9 +339,6 @@ class _MachineLost(Exception):
 
 def _exec(machine):
     """``kexec -e``: reboot(LINUX_REBOOT_CMD_KEXEC), then say what happened."""
-    if not hasattr(machine, "reboot"):
-        raise _Fatal("kjexec: this kjcore cannot execute images yet (Machine.reboot is "
-                     "missing)")
     image = machine.kexec_image
     preserve = image.preserve_context
     start = image.start
@@ -352,16 +351,12 @@ def _exec(machine):
     except KexecError as e:
         _kexec_error("kexec failed", e)
         return -1
-    except Exception as e:          # a guest event that lost the first kernel (SPEC 7)
-        if type(e).__module__.startswith("kjcore.cpu") or type(e).__name__ in (
-                "TripleFault", "CPUFault", "StepLimit", "BusError"):
-            _show_console(machine, None, console_before)
-            raise _MachineLost(f"{type(e).__name__}: {e}") from e
-        raise
+    except CPUFault as e:           # a guest event that lost the first kernel (SPEC 7)
+        _show_console(machine, None, console_before)
+        raise _MachineLost(f"{type(e).__name__}: {e}") from e
     result = getattr(machine, "last_result", None) if isinstance(ret, int) else ret
     _show_console(machine, result, console_before)
-    if getattr(machine, "state", None) == "image" or (result is not None
-                                                      and not hasattr(result, "start")):
+    if isinstance(result, ExecResult):
         steps = getattr(result, "steps", None)
         status = getattr(result, "status", None)
         detail = ", ".join(x for x in (f"{steps} instructions" if steps is not None else "",

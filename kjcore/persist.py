@@ -50,6 +50,7 @@ import numpy as np
 
 from .constants import PAGE_SIZE
 from .kimage import KImage
+from .pm import bound_log
 from .segment import Segment
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MachineFileError", "ForeignMachineFile",
@@ -97,10 +98,10 @@ SAVED_ATTRIBUTES = frozenset({
     "_crash_region", "_profile_id",            # derived from "config" by the constructor
     "allocator",                               # section "allocator" (+ seed in "config")
     "kexec_image", "kexec_crash_image",        # sections of the same names
-    "pm_log",                                  # section "pm" (optional: default empty)
+    "pm_log", "pm_log_dropped",                # section "pm" (optional: default empty)
     "ram",                                     # saved beside the state (ram-N.bin)
     "cpu", "state",                            # section "cpu" (optional: the boot state)
-    "debugcon",                                # section "console" (optional: empty)
+    "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
@@ -199,9 +200,10 @@ def machine_state(machine):
         "allocator": {"free_stack": machine.allocator.state()},
         "kexec_image": kimage_state(machine.kexec_image),
         "kexec_crash_image": kimage_state(machine.kexec_crash_image),
-        "pm": {"log": [str(step) for step in getattr(machine, "pm_log", ())]},
+        "pm": {"log": [str(step) for step in machine.pm_log], "dropped": machine.pm_log_dropped},
         "cpu": {"registers": _cpu_registers(machine.cpu), "state": machine.state},
-        "console": {"debugcon": np.frombuffer(machine.debugcon, dtype=np.uint8).copy()},
+        "console": {"debugcon": np.frombuffer(machine.debugcon, dtype=np.uint8).copy(),
+                    "dropped": machine.debugcon_dropped},
     }
 
 
@@ -239,16 +241,25 @@ def set_machine_state(machine, state):
               kimage_from_state(machine, state["kexec_crash_image"]))
     machine.allocator.set_state(free)
     machine.kexec_image, machine.kexec_crash_image = images
-    if hasattr(machine, "pm_log"):
-        machine.pm_log = list(state.get("pm", {}).get("log", []))
+    pm = state.get("pm", {})
+    machine.pm_log = list(pm.get("log", []))
+    machine.pm_log_dropped = _count(pm.get("dropped", 0), "pm.dropped")
+    bound_log(machine)
     cpu = state.get("cpu")
     if cpu is not None:
         regs = np.asarray(cpu["registers"], dtype=np.int64)
         machine.cpu.set_state(regs.view(STATE_DTYPE)[0])
         machine.state = str(cpu["state"])
-    console = state.get("console")
-    machine.debugcon = b"" if console is None else bytes(np.asarray(console["debugcon"],
-                                                                    dtype=np.uint8))
+    console = state.get("console") or {}
+    machine.debugcon = bytes(np.asarray(console.get("debugcon", ()), dtype=np.uint8))
+    machine.debugcon_dropped = _count(console.get("dropped", 0), "console.dropped")
+
+
+def _count(value, name):
+    """A non-negative integer from saved state, or ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"saved state: {name} must be a non-negative integer, not {value!r}")
+    return value
 
 
 class Snapshot(NamedTuple):

@@ -26,7 +26,8 @@ import pytest
 import kjcore
 from kjcore import KEXEC_PRESERVE_CONTEXT, PAGE_OFFSET, PAGE_SIZE, Segment
 from kjcore import relocate as R
-from kjcore.first_kernel import (CR0_PG, CR4_PAE, EFLAGS_IF, MSR_EFER, build_first_kernel,
+from kjcore.cpu.state import IF as EFLAGS_IF
+from kjcore.first_kernel import (CR0_PG, CR4_PAE, MSR_EFER, build_first_kernel,
                                  initial_cpu_state, set_page_executable)
 from kjcore.swap import swap_pages
 

@@ -8,12 +8,26 @@ instruction completes exactly once.  I/O permission: CPL > IOPL is #GP(0)
 (the TSS I/O bitmap is not consulted).
 """
 from .jit import kernel
-
 from .memory import exc
 from .operands import get_reg, set_reg
 from .state import (
-    CON_LEN, CPL, D_EXC, D_IMM, D_OP, D_OSZ, EAX, EDX, EFLAGS, GP_, IO_DIR, IO_PENDING,
-    IO_PORT, IO_SIZE, IO_VAL, ST_IO, M32,
+    CON_LEN,
+    CPL,
+    D_EXC,
+    D_IMM,
+    D_OP,
+    D_OSZ,
+    EAX,
+    EDX,
+    EFLAGS,
+    GP_,
+    IO_DIR,
+    IO_PENDING,
+    IO_PORT,
+    IO_SIZE,
+    IO_VAL,
+    M32,
+    ST_IO,
 )
 
 ST_CON_FULL = 8     # internal: Python drains the console buffer and resumes

@@ -51,6 +51,7 @@ import numpy as np
 
 from .. import relocate
 from ..constants import PAGE_OFFSET, PAGE_SIZE
+from ..machine_kexec import PRESERVED_STATE
 from ..relocate import jump_back_entry
 from ..segment import Segment
 
@@ -298,13 +299,6 @@ def random_payload(rng, dest, npages=2, *, n_ops=16, exit="call", checkpoint_por
     image[len(a.code):min(bufsz, PAGE_SIZE)] = bytes(max(0, min(bufsz, PAGE_SIZE) - len(a.code)))
     return Payload(dest=dest, npages=npages, image=bytes(image), entry=dest, reentry=reentry,
                    exit=exit, ops=ops, exit_regs=regs)
-
-
-#: CPU state fields the first kernel gets back unchanged from a round trip (SPEC §8)
-PRESERVED_STATE = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit", "cr0", "cr2", "cr3",
-                   "cr4", "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
-    f"{seg}_{f}" for seg in ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
-    for f in ("sel", "base", "limit", "attr"))
 
 
 class JumpOracle:
