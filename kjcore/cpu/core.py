@@ -175,7 +175,6 @@ def run(s, ram, ram64, con, max_steps):
     fphys = s[D_FPHYS]
     nofast = s[NO_FAST]
     stop = False
-    extra = 0                          # steps charged beyond one per instruction (REP elements)
     while n < max_steps:
         start = s[EIP]
         f = s[EFLAGS]
@@ -257,7 +256,7 @@ def run(s, ram, ram64, con, max_steps):
                     s[TRACE + tp] = (s[cs_base] + start) & M32
                     tp = (tp + 1) & (TRACE_N - 1)
                     n += done
-                    extra += done - 1
+                    s[TRACE_CNT] -= done - 1   # one trace entry, ``done`` steps
                 break
             s[TRACE + tp] = (s[cs_base] + start) & M32
             tp = (tp + 1) & (TRACE_N - 1)
@@ -270,7 +269,7 @@ def run(s, ram, ram64, con, max_steps):
         n += 1
         if done > 1:
             n += done - 1
-            extra += done - 1
+            s[TRACE_CNT] -= done - 1           # one trace entry, ``done`` steps
         if s[D_EXC] >= 0:
             vec = s[D_EXC]
             soft = s[D_SOFT] != 0
@@ -299,6 +298,6 @@ def run(s, ram, ram64, con, max_steps):
         fphys = s[D_FPHYS]
     s[STEPS] = n
     s[TSC] += n
-    s[TRACE_CNT] += n - extra
+    s[TRACE_CNT] += n
     s[TRACE_POS] = tp
     return status
