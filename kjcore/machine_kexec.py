@@ -133,6 +133,7 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
     user_breakpoints = set(cpu.breakpoints)
     cpu.breakpoints = {layout.return_address, swap_entry}
+    user_open_bus, cpu.open_bus = cpu.open_bus, True   # ports nobody handles: an empty bus
     per_pass = len(image.source_pages())
     steps = passes = 0
     pending = None          # native engine: (head argument's stack address, its value, return)
@@ -163,6 +164,7 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
                 pending = None
     finally:
         cpu.breakpoints = user_breakpoints
+        cpu.open_bus = user_open_bus
         _keep_console(m, cpu)
     return _finish(m, image, cpu, status, steps, passes * per_pass, timeout)
 
@@ -229,6 +231,7 @@ def _put_word(ram, addr, value):
 
 
 def _empty_port(cpu):
-    """An I/O port nobody answers: reads float high, writes go nowhere."""
+    """An I/O port nobody answers: reads float high, writes go nowhere (the compiled code does
+    this itself unless more than ``PORT_MAX`` ports have handlers)."""
     port, size, out, _ = cpu.io_request
     cpu.complete_io(0 if out else (1 << (8 * size)) - 1)

@@ -40,19 +40,9 @@ from .core import run as _run
 from .io import ST_CON_FULL
 from .jit import kernel
 from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
-from .registers import SegmentRegister, TableRegister, reg_property
+from .registers import LOAD_LIMITS, SegmentRegister, TableRegister, reg_property
 from .segments import desc_attr, desc_base, desc_limit
 from .status import STATUS_EXCEPTION, Status, status_exception
-
-
-def _load_limits():
-    """Largest value of each key :meth:`CPU.load` accepts."""
-    limits = dict.fromkeys(S.REG_NAMES + S.CONTROL_NAMES + S.TABLE_NAMES, S.M32)
-    limits.update(gdtr_limit=0xFFFF, idtr_limit=0xFFFF)
-    seg_max = dict(zip(S.SEG_KEYS, (0xFFFF, S.M32, S.M32, 0xFF, 0xF)))
-    for seg in S.SEG_NAMES:
-        limits.update({f"{seg}_{key}": top for key, top in seg_max.items()})
-    return limits
 
 
 class CPU:
@@ -78,6 +68,12 @@ class CPU:
     debugcon_dropped : int
         Console bytes discarded because :attr:`debugcon` keeps only the last
         ``DEBUGCON_LIMIT`` bytes.
+    open_bus : bool
+        If True, I/O to a port that has neither a built-in meaning (0xE9,
+        0x80) nor a handler (:meth:`on_port`) reads all ones and drops writes
+        without stopping the run, like an empty ISA bus (default False: the
+        run stops with ``Status.IO``).  Compiled code knows up to
+        ``state.PORT_MAX`` handled ports; with more, every such access stops.
     """
 
     #: bytes of debug-console output buffered in compiled code between drains
@@ -88,7 +84,6 @@ class CPU:
     SLICE_SECONDS = 0.02
     #: bounds of a slice, in steps
     SLICE_MIN, SLICE_MAX = 1 << 12, 1 << 24
-    _LOAD_LIMITS = _load_limits()
 
     def __init__(self, ram, *, strict_bus=False):
         if not isinstance(ram, np.ndarray) or ram.dtype != np.uint8 or ram.ndim != 1:
@@ -108,6 +103,7 @@ class CPU:
         self._bp_active = frozenset()
         self.breakpoints = set()
         self.strict_bus = strict_bus
+        self.open_bus = False
         self.jit = True
         self.jit_threshold = loopjit.THRESHOLD
         self._jit_generation = loopjit.generation
@@ -182,7 +178,7 @@ class CPU:
         """
         values = {}
         for name, value in regs.items():
-            top = self._LOAD_LIMITS.get(name)
+            top = LOAD_LIMITS.get(name)
             if top is None:
                 raise ValueError(f"CPU.load: unknown register {name!r}")
             if isinstance(value, bool):
@@ -286,6 +282,14 @@ class CPU:
         self._s[S.IO_VAL] = int(value) & S.M32
         self._s[S.IO_PENDING] = 1
 
+    def _sync_ports(self):
+        ports = sorted(self._ports)
+        if self.open_bus and len(ports) <= S.PORT_MAX:
+            self._s[S.PORTS:S.PORTS + len(ports)] = ports
+            self._s[S.OPEN_BUS] = len(ports) + 1
+        else:
+            self._s[S.OPEN_BUS] = 0
+
     def _sync_breakpoints(self):
         bps = sorted(self.breakpoints)[:S.BP_MAX]
         self._s[S.NBP] = len(bps)
@@ -322,6 +326,7 @@ class CPU:
         this one stopped.  Slicing never changes what the guest computes.
         """
         self._sync_breakpoints()
+        self._sync_ports()
         s = self._s
         s[S.STRICT_BUS] = 1 if self.strict_bus else 0
         s[S.NO_JIT] = 0 if self.jit else 1
@@ -366,6 +371,7 @@ class CPU:
                     if h is not None:
                         r = h(port, size, value if out else None)
                         self.complete_io(0 if out or r is None else r)
+                        self._sync_ports()  # the handler may have added or removed ports
                         continue
                 break
         finally:

@@ -4,7 +4,22 @@ Each view reads and writes the CPU's state vector directly, so ``cpu.cs.base = 0
 effect at the next run; writes that change how code is fetched or translated drop the cached
 code page (and, for control registers, the software TLB).
 """
+from types import MappingProxyType
+
 from . import state as S
+
+
+def _load_limits():
+    limits = dict.fromkeys(S.REG_NAMES + S.CONTROL_NAMES + S.TABLE_NAMES, S.M32)
+    limits.update(gdtr_limit=0xFFFF, idtr_limit=0xFFFF)
+    seg_max = dict(zip(S.SEG_KEYS, (0xFFFF, S.M32, S.M32, 0xFF, 0xF)))
+    for seg in S.SEG_NAMES:
+        limits.update({f"{seg}_{key}": top for key, top in seg_max.items()})
+    return MappingProxyType(limits)
+
+
+#: every key ``CPU.load`` accepts, with the largest value it takes
+LOAD_LIMITS = _load_limits()
 
 
 class SegmentRegister:

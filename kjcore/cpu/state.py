@@ -92,9 +92,13 @@ JIT_REQ = 123       # ST_JIT_REQUEST: offset in s of the hot-loop table entry to
 JIT_HOT = 124       # backward branches to a loop head before it is compiled
 D_BUDGET = 125      # steps the instruction being executed may take (a REP string: one per element)
 D_DONE = 126        # string elements the instruction completed (charged as steps by the run loop)
+OPEN_BUS = 127      # 0: a port without built-in meaning stops the run (ST_IO); k > 0: it reads
+                    # all ones and drops writes, except the k - 1 ports at PORTS (Python handlers)
 
 BP = 128            # breakpoint linear addresses
 BP_MAX = 32
+PORTS = 160         # ports with a Python handler (see OPEN_BUS)
+PORT_MAX = 96
 TLB = 256
 TLB_N = 256
 TLB_END = TLB + 3 * TLB_N

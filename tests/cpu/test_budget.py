@@ -100,6 +100,21 @@ def test_rep_outs_to_a_port_python_answers_is_charged_per_element():
     assert st == Status.HLT and total + cpu.steps == 3 + 100 + 1
 
 
+def test_open_bus_answers_ports_nobody_handles_in_compiled_code():
+    # in al,0x60; mov ecx,1000; mov dx,0x1234; mov edi,0x3000; rep insb; out 0x61,al; hlt
+    code = (b"\xe4\x60\xb9" + d32(1000) + b"\x66\xba\x34\x12\xbf" + d32(0x3000)
+            + b"\xf3\x6c\xe6\x61\xf4")
+    cpu = cpu_with(code)
+    assert cpu.run(10 ** 6) == Status.IO and cpu.io_request[0] == 0x60     # default: stop
+    cpu = cpu_with(code)
+    cpu.open_bus = True
+    seen = []
+    cpu.on_port(0x61, lambda port, size, value: seen.append(value))
+    assert cpu.run(10 ** 6) == Status.HLT and cpu.steps == 4 + 1000 + 2
+    assert cpu.eax & 0xFF == 0xFF and seen == [0xFF]                     # a handler still runs
+    assert bytes(cpu.ram[0x3000:0x3000 + 1000]) == b"\xff" * 1000 and cpu.ram[0x3000 + 1000] == 0
+
+
 # ------------------------------------------------------------------ time and slices
 def test_timeout_stops_an_endless_loop_and_the_run_resumes():
     cpu = cpu_with(b"\x40\x43\xeb\xfc")            # L: inc eax; inc ebx; jmp L
