@@ -44,9 +44,10 @@ class JumpResult:
     """A preserve-context jump that came back (``kernel_kexec`` with KEXEC_PRESERVE_CONTEXT).
 
     ``start`` is the new ``image.start`` (the re-entry point read at [ESP] on return), ``eax``
-    what the routine returned (the same value), ``steps`` the guest instructions executed,
-    ``pages_swapped`` the source pages swapped in and back, ``debugcon`` what the guest wrote
-    to port 0xE9 during this jump.
+    what the routine returned (the same value), ``steps`` the guest steps executed
+    (instructions, each element of a REP string instruction counted as one), ``pages_swapped``
+    the source pages swapped in and back, ``debugcon`` what the guest wrote to port 0xE9 during
+    this jump.
     """
     start: int
     steps: int
