@@ -58,27 +58,25 @@ from dataclasses import dataclass
 import numpy as np
 
 from .constants import MAX_RAM_SIZE, PAGE_OFFSET, PAGE_SIZE
+from .cpu.state import (
+    CR0_AM,
+    CR0_EM,
+    CR0_ET,
+    CR0_NE,
+    CR0_PE,
+    CR0_PG,
+    CR0_TS,
+    CR0_WP,
+    CR4_PAE,
+    CR4_PSE,
+    EFER_NXE,
+    SEG_KEYS,
+    SEG_NAMES,
+)
 
 # ---------------------------------------------------------------------------------- bits
-CR0_PE = 1 << 0
-CR0_MP = 1 << 1
-CR0_EM = 1 << 2
-CR0_TS = 1 << 3
-CR0_ET = 1 << 4
-CR0_NE = 1 << 5
-CR0_WP = 1 << 16
-CR0_AM = 1 << 18
-CR0_PG = 1 << 31
-
-CR4_PSE = 1 << 4
-CR4_PAE = 1 << 5
-CR4_PGE = 1 << 7
-
-EFER_NXE = 1 << 11
 MSR_EFER = 0xC0000080
-
 EFLAGS_RESERVED = 0x2            # bit 1 always reads as one
-EFLAGS_IF = 1 << 9
 
 PTE_PRESENT = 0x001
 PTE_RW = 0x002
@@ -332,11 +330,12 @@ def _build_descriptors(ram, layout):
 
 
 # ---------------------------------------------------------------------------- CPU state
-_SEGMENTS = ("cs", "ds", "es", "fs", "gs", "ss")
+#: the data and code segment registers (all but LDTR and TR)
+_SEGMENTS = SEG_NAMES[:6]
 
 
 def _segment(selector, base, limit, access, flags):
-    return {"selector": selector, "base": base, "limit": limit, "access": access, "flags": flags}
+    return dict(zip(SEG_KEYS, (selector, base, limit, access, flags)))
 
 
 def initial_cpu_state(layout):

@@ -33,13 +33,13 @@ from .first_kernel import (
 from .kimage_alloc import load_image
 from .load_checks import PROFILE_2627, PROFILE_MAINLINE, check_header, describe
 from .machine_kexec import (
-    load_registers,
+    check_budget,
     machine_kexec,
     restore_processor_state,
     save_processor_state,
 )
 from .memory import FrameAllocator
-from .pm import preserve_context_transition, shutdown_transition
+from .pm import bound_log, preserve_context_transition, shutdown_transition
 from .segment import Segment, check_u32
 
 
@@ -144,19 +144,22 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                                   kernel_reserved=kernel_reserved,
                                                   pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
-        load_registers(self.cpu, initial_cpu_state(self.first_kernel))
+        self.cpu.load(initial_cpu_state(self.first_kernel))
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
         #: preserve-context image never came back) or "lost" (triple fault)
         self.state = "kernel"
         #: the JumpResult / ExecResult of the last kernel_kexec
         self.last_result = None
-        #: every byte guest code wrote to the debug console (port 0xE9), all jumps together
+        #: what guest code wrote to the debug console (port 0xE9), all jumps together: the last
+        #: CPU.DEBUGCON_LIMIT bytes; debugcon_dropped counts the older bytes discarded
         self.debugcon = b""
+        self.debugcon_dropped = 0
         self.kexec_lock = threading.Lock()
         self.kexec_image = None
         self.kexec_crash_image = None
         self.devices = []               # see kjcore.pm: suspend/resume callbacks, in order
-        self.pm_log = []                # every power-management step of kernel_kexec, in order
+        self.pm_log = []                # the power-management steps of kernel_kexec, in order
+        self.pm_log_dropped = 0         # older steps discarded (kjcore.pm.PM_LOG_LIMIT)
         self.freeze_processes = lambda: 0   # research knob: return an error to fail the freeze
         #: the machine directory this machine was opened from or last saved to (set by
         #: kjcore.store, which refuses to save over a newer save made by someone else)
@@ -248,16 +251,17 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.cpu.flush_tlb()
 
     # ------------------------------------------------------------------ reboot(2), the jump
-    def reboot(self, magic1, magic2, cmd, **limits):
-        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec` (with ``limits``,
-        its ``max_steps``/``timeout`` keywords); returns 0.
+    def reboot(self, magic1, magic2, cmd, *, max_steps=None, timeout=None):
+        """reboot(2) with ``LINUX_REBOOT_CMD_KEXEC``: run :meth:`kernel_kexec`; returns 0.
 
         EPERM without CAP_SYS_BOOT; EINVAL for wrong magic numbers or another command (kjcore
         models only the kexec command), and for any of the three that is not an integer (a
         ``bool``, ``float`` or ``str`` never reaches the kernel as its ``int``).  ``RuntimeError``
         when the first kernel is not running, as in :meth:`kexec_load`.  The JumpResult or
-        ExecResult is kept in :attr:`last_result`.
+        ExecResult is kept in :attr:`last_result`.  ``max_steps`` and ``timeout`` (keyword-only:
+        the system call has no such arguments) are passed on to :meth:`kernel_kexec`.
         """
+        max_steps, timeout = check_budget(max_steps, timeout)
         self._check_running("reboot")
         if not self.cap_sys_boot:
             raise KexecError(errno.EPERM, "caller lacks CAP_SYS_BOOT")
@@ -268,19 +272,29 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             shown = f"{cmd:#x}" if _is_int(cmd) else repr(cmd)
             raise KexecError(errno.EINVAL, f"reboot command {shown} is not modelled "
                              "(only LINUX_REBOOT_CMD_KEXEC)")
-        self.kernel_kexec(**limits)
+        self.kernel_kexec(max_steps=max_steps, timeout=timeout)
         return 0
 
-    def kernel_kexec(self, max_steps=None):
+    def kernel_kexec(self, max_steps=None, timeout=None):
         """Execute the loaded normal image (the crash image is never run here).
 
         With ``preserve_context`` the 2.6.27 power-management sequence (:mod:`kjcore.pm`) runs
         around the jump and a :class:`~kjcore.machine_kexec.JumpResult` comes back; the image
         stays loaded with ``start`` set to its re-entry point.  Without it the devices are shut
-        down and the image runs until it halts or ``max_steps`` instructions have run
+        down and the image runs until it halts or its budget ends
         (:class:`~kjcore.machine_kexec.ExecResult`; ``state`` becomes ``"image"``).
         EBUSY when the kexec lock is held, EINVAL when no image is loaded.
+
+        The guest's budget: ``max_steps`` steps (default
+        :data:`~kjcore.machine_kexec.DEFAULT_MAX_STEPS`; every element of a REP string
+        instruction is a step) and ``timeout`` seconds of wall-clock time (default: none).  A
+        preserve-context image that does not return within it raises
+        :class:`~kjcore.cpu.StepLimit` / :class:`~kjcore.cpu.GuestTimeout`, and Ctrl-C
+        (``KeyboardInterrupt``) stops the guest within a fraction of a second; either way
+        ``state`` is then ``"image"`` (the first kernel is not running: :meth:`restore` a
+        snapshot to get it back) and the CPU is stopped between two steps.
         """
+        max_steps, timeout = check_budget(max_steps, timeout)
         if self.state != "kernel":
             raise RuntimeError(f"the first kernel is not running (state={self.state!r}); "
                                "restore() a snapshot first")
@@ -293,13 +307,14 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             if image.preserve_context:
                 saved = {}
                 result = preserve_context_transition(
-                    self, jump=lambda: machine_kexec(self, image, max_steps),
+                    self, jump=lambda: machine_kexec(self, image, max_steps, timeout),
                     save_state=lambda: saved.update(state=save_processor_state(self.cpu)),
                     restore_state=lambda: restore_processor_state(self.cpu, saved["state"]))
             else:
                 shutdown_transition(self)
-                result = machine_kexec(self, image, max_steps)
+                result = machine_kexec(self, image, max_steps, timeout)
         finally:
+            bound_log(self)
             self.kexec_lock.release()
         self.last_result = result
         return result

@@ -18,33 +18,33 @@ Two engines produce byte-identical RAM and CPU state (SPEC §12 invariant 13):
     that never ends or that the copies change, a strict-bus violation, a budget too small for
     the pass: see ``_native_swap``) are left to the CPU.
 """
+import math
+import numbers
+import operator
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import relocate
 from .constants import PAGE_SIZE
-from .cpu import CPUFault, Status, StepLimit, TripleFault
-from .cpu.state import STATE_DTYPE
+from .cpu import Status
+from .cpu import state as S
 from .swap import plan_pass, swap_pass
 
-#: instruction budget of a jump when the caller gives none
+#: step budget of a jump when the caller gives none
 DEFAULT_MAX_STEPS = 1_000_000_000
 
-_CR0_PG = 1 << 31
-_EFLAGS_DF = 1 << 10
 #: the fewest guest instructions the routine spends on a word it reads from the list
 _MIN_STEPS_PER_WORD = relocate.SWAP_PAGES_READ_STEPS + min(relocate.SWAP_PAGES_WORD_STEPS.values())
 #: what the CPU spends on the empty pass after a native one (its head is the DONE word)
 _EMPTY_PASS_STEPS = relocate.swap_pages_steps(0, {"done": 1})
-_SEGMENTS = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
-_GPRS = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
-#: what save_processor_state / restore_processor_state keep (SPEC §8)
-_PRESERVED = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit", "cr0", "cr2", "cr3", "cr4",
-              "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
-    f"{seg}_{field}" for seg in _SEGMENTS for field in ("sel", "base", "limit", "attr"))
+#: what save_processor_state / restore_processor_state keep (SPEC §8): state record fields
+PRESERVED_STATE = S.TABLE_NAMES + (
+    "cr0", "cr2", "cr3", "cr4", "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
+    f"{seg}_{field}" for seg in S.SEG_NAMES for field in S.SEG_FIELDS)
 #: their slots in a CPU state record, copied in one step
-_PRESERVED_SLOTS = np.array([STATE_DTYPE.names.index(n) for n in _PRESERVED])
+_PRESERVED_SLOTS = np.array([S.STATE_DTYPE.names.index(n) for n in PRESERVED_STATE])
 
 
 @dataclass
@@ -52,9 +52,10 @@ class JumpResult:
     """A preserve-context jump that came back (``kernel_kexec`` with KEXEC_PRESERVE_CONTEXT).
 
     ``start`` is the new ``image.start`` (the re-entry point read at [ESP] on return), ``eax``
-    what the routine returned (the same value), ``steps`` the guest instructions executed,
-    ``pages_swapped`` the source pages swapped in and back, ``debugcon`` what the guest wrote
-    to port 0xE9 during this jump.
+    what the routine returned (the same value), ``steps`` the guest steps executed
+    (instructions, each element of a REP string instruction counted as one), ``pages_swapped``
+    the source pages swapped in and back, ``debugcon`` what the guest wrote to port 0xE9 during
+    this jump.
     """
     start: int
     steps: int
@@ -67,7 +68,9 @@ class JumpResult:
 class ExecResult:
     """A plain kexec: the new image runs and the first kernel is gone.
 
-    ``status`` is why the CPU stopped (``Status.HLT`` or ``Status.STEP_LIMIT``).
+    ``status`` is why the CPU stopped: ``Status.HLT``, or ``Status.STEP_LIMIT`` /
+    ``Status.TIMEOUT`` when the caller's budget ended first (the image is then stopped between
+    two steps: ``m.cpu.run()`` continues it).
     """
     status: Status
     steps: int
@@ -76,19 +79,29 @@ class ExecResult:
     eip: int
 
 
-def load_registers(cpu, regs):
-    """Set the CPU from a register dict in :func:`kjcore.first_kernel.initial_cpu_state` form."""
-    for name in _GPRS + ("eip", "eflags", "cr0", "cr2", "cr3", "cr4", "efer"):
-        if name in regs:
-            setattr(cpu, name, regs[name])
-    cpu.gdtr.base, cpu.gdtr.limit = regs["gdtr_base"], regs["gdtr_limit"]
-    cpu.idtr.base, cpu.idtr.limit = regs["idtr_base"], regs["idtr_limit"]
-    for seg in _SEGMENTS:
-        if f"{seg}_selector" in regs:
-            attr = regs[f"{seg}_access"] | regs[f"{seg}_flags"] << 8
-            cpu.load_segment(seg, regs[f"{seg}_selector"], regs[f"{seg}_base"],
-                             regs[f"{seg}_limit"], attr)
-    cpu.flush_tlb()
+def check_budget(max_steps, timeout):
+    """Validate a jump's budget: ``(max_steps, timeout)`` as an int or None and a float or None.
+
+    ``max_steps`` must be a positive integer and ``timeout`` a positive, finite number of
+    seconds; anything else is a ``TypeError`` / ``ValueError`` naming the argument.
+    """
+    if max_steps is not None:
+        if isinstance(max_steps, bool):
+            raise TypeError("max_steps must be an integer, not bool")
+        try:
+            max_steps = operator.index(max_steps)
+        except TypeError:
+            raise TypeError(f"max_steps must be an integer, not {type(max_steps).__name__}") \
+                from None
+        if max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, not {max_steps}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__}")
+        timeout = float(timeout)
+        if not (timeout > 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout}")
+    return max_steps, timeout
 
 
 def save_processor_state(cpu):
@@ -104,30 +117,39 @@ def restore_processor_state(cpu, saved):
     cpu.set_state(now)
 
 
-def machine_kexec(m, image, max_steps=None):
+def machine_kexec(m, image, max_steps=None, timeout=None):
     """Run the relocation routine for ``image`` on ``m.cpu``; a JumpResult or an ExecResult.
 
-    Raises :class:`kjcore.cpu.TripleFault` (the first kernel is lost; ``m.state`` becomes
-    ``"lost"``), :class:`kjcore.cpu.StepLimit` when a preserve-context image does not come back
-    within the budget, :class:`kjcore.cpu.CPUFault` for a halted preserve-context image or a
-    strict-bus violation.
+    ``max_steps`` (default :data:`DEFAULT_MAX_STEPS`) and ``timeout`` (seconds, default none)
+    bound the guest, as checked by :func:`check_budget`.  From the call into the routine until
+    it returns, ``m.state`` is ``"image"``: whatever stops the guest on the way (a budget, an
+    exception from a port handler, ``KeyboardInterrupt``) leaves it so, with the CPU between
+    two steps.  The exceptions come from :meth:`kjcore.cpu.CPU.raise_for_status`:
+    :class:`~kjcore.cpu.TripleFault` (``m.state`` becomes ``"lost"``), and for a
+    preserve-context image that does not come back :class:`~kjcore.cpu.StepLimit`,
+    :class:`~kjcore.cpu.GuestTimeout` or :class:`~kjcore.cpu.GuestHalted` (``"image"``);
+    :class:`~kjcore.cpu.BusError` / :class:`~kjcore.cpu.UnsupportedOperation` (``"lost"``).
     """
     cpu, layout = m.cpu, m.first_kernel
-    budget = DEFAULT_MAX_STEPS if max_steps is None else int(max_steps)
+    budget = DEFAULT_MAX_STEPS if max_steps is None else max_steps
+    deadline = None if timeout is None else time.monotonic() + timeout
     regs = relocate.prepare_call(m.ram, layout, image.head, image.start, image.control_page,
                                  image.swap_page, m.pae, image.preserve_context,
                                  m.fix_pae_return, fix_peer_df=m.fix_peer_df)
-    load_registers(cpu, regs)
+    cpu.load(regs)
+    m.state = "image"           # until the routine returns to the first kernel
     cpu.clear_debugcon()
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
     user_breakpoints = set(cpu.breakpoints)
     cpu.breakpoints = {layout.return_address, swap_entry}
+    user_open_bus, cpu.open_bus = cpu.open_bus, True   # ports nobody handles: an empty bus
     per_pass = image.nr_source_pages
     steps = passes = 0
     pending = None          # native engine: (head argument's address, its value, return, steps)
     try:
         while True:
-            status = cpu.run(budget - steps)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            status = cpu.run(budget - steps, timeout=left)
             steps += cpu.steps
             if status == Status.IO:
                 _empty_port(cpu)
@@ -135,7 +157,7 @@ def machine_kexec(m, image, max_steps=None):
             if status != Status.BREAK:
                 break
             at = (cpu.cs.base + cpu.eip) & 0xFFFFFFFF
-            paging = cpu.cr0 & _CR0_PG
+            paging = cpu.cr0 & S.CR0_PG
             if at == layout.return_address and paging:
                 break
             if at == swap_entry and not paging:
@@ -152,35 +174,47 @@ def machine_kexec(m, image, max_steps=None):
                 pending = None
     finally:
         cpu.breakpoints = user_breakpoints
-        m.debugcon += cpu.debugcon
-    return _finish(m, image, cpu, status, steps, passes * per_pass)
+        cpu.open_bus = user_open_bus
+        _keep_console(m, cpu)
+    return _finish(m, image, cpu, status, steps, passes * per_pass, timeout)
 
 
-def _finish(m, image, cpu, status, steps, pages):
+def _finish(m, image, cpu, status, steps, pages, timeout):
     if status == Status.BREAK:
+        m.state = "kernel"
         image.start = cpu.eax
         return JumpResult(start=cpu.eax, steps=steps, pages_swapped=pages, debugcon=cpu.debugcon,
                           eax=cpu.eax)
-    if status == Status.TRIPLE_FAULT:
-        m.state = "lost"
-        vec, err, eip = cpu.fault
-        state = cpu.get_state()
-        raise TripleFault(vec, err, eip, state, relocate.triple_fault_message(
-            image.control_page, vec, err, eip, state, pae=m.pae,
-            fix_pae_return=m.fix_pae_return))
-    if not image.preserve_context and status in (Status.HLT, Status.STEP_LIMIT):
-        m.state = "image"
+    stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT)
+    if stopped and not image.preserve_context:
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
                           debugcon=cpu.debugcon, eip=cpu.eip)
-    m.state = "image" if status in (Status.HLT, Status.STEP_LIMIT) else "lost"
+    if not stopped:
+        m.state = "lost"
+    at = f"EIP {cpu.eip:#010x}"
+    message = None
     if status == Status.HLT:
-        raise CPUFault(f"the image halted at EIP {cpu.eip:#010x} with interrupts off: it never "
-                       "returns to the first kernel", cpu.get_state())
-    if status == Status.STEP_LIMIT:
-        raise StepLimit(f"the image did not return within {steps} instructions "
-                        f"(EIP {cpu.eip:#010x})", cpu.get_state())
-    cpu.raise_for_status(status)
-    raise CPUFault(f"unexpected CPU status {status!r}", cpu.get_state())
+        message = f"the image halted at {at} with interrupts off: it never returns to the first " \
+            "kernel"
+    elif status == Status.STEP_LIMIT:
+        message = f"the image did not return within {steps} steps ({at})"
+    elif status == Status.TIMEOUT:
+        message = f"the image did not return within {timeout:g} s ({steps} steps, {at})"
+    elif status == Status.TRIPLE_FAULT:
+        vec, err, eip = cpu.fault
+        message = relocate.triple_fault_message(image.control_page, vec, err, eip,
+                                                cpu.get_state(), pae=m.pae,
+                                                fix_pae_return=m.fix_pae_return)
+    cpu.raise_for_status(status, message, expected=())
+
+
+def _keep_console(m, cpu):
+    """Append the jump's console output to ``m.debugcon``, which keeps the last
+    ``CPU.DEBUGCON_LIMIT`` bytes; ``m.debugcon_dropped`` counts every byte discarded."""
+    out = m.debugcon + cpu.debugcon
+    excess = max(0, len(out) - cpu.DEBUGCON_LIMIT)
+    m.debugcon = out[excess:]
+    m.debugcon_dropped += cpu.debugcon_dropped + excess
 
 
 def _native_swap(m, cpu, remaining):
@@ -204,7 +238,7 @@ def _native_swap(m, cpu, remaining):
     """
     esp = cpu.esp
     head, swap = _word(m.ram, esp + 4), _word(m.ram, esp + 8)
-    if cpu.eflags & _EFLAGS_DF or swap % PAGE_SIZE:
+    if cpu.eflags & S.DF or swap % PAGE_SIZE:
         return None
     code = (cpu.cs.base + cpu.eip) & 0xFFFFFFFF
     verdict, words, kinds = plan_pass(m.ram, head, swap, protect=(code, esp - 16, esp + 11),
@@ -231,6 +265,7 @@ def _put_word(ram, addr, value):
 
 
 def _empty_port(cpu):
-    """An I/O port nobody answers: reads float high, writes go nowhere."""
+    """An I/O port nobody answers: reads float high, writes go nowhere (the compiled code does
+    this itself unless more than ``PORT_MAX`` ports have handlers)."""
     port, size, out, _ = cpu.io_request
     cpu.complete_io(0 if out else (1 << (8 * size)) - 1)

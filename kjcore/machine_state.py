@@ -23,8 +23,10 @@ from typing import NamedTuple
 import numpy as np
 
 from .constants import KEXEC_SEGMENT_MAX, PAGE_SIZE
+from .cpu import CPU
 from .cpu.state import NSTATE, STATE_DTYPE, SYSENTER_EIP
 from .kimage import KImage, list_limit, walk_list
+from .pm import PM_LOG_LIMIT
 from .segment import Segment
 
 __all__ = ["SAVED_ATTRIBUTES", "UNSAVED_ATTRIBUTES", "machine_config", "machine_state",
@@ -38,10 +40,10 @@ SAVED_ATTRIBUTES = frozenset({
     "_crash_region", "_profile_id",            # derived from "config" by the constructor
     "allocator",                               # section "allocator" (+ seed in "config")
     "kexec_image", "kexec_crash_image",        # sections of the same names
-    "pm_log",                                  # section "pm" (optional: default empty)
+    "pm_log", "pm_log_dropped",                # section "pm" (optional: default empty)
     "ram",                                     # saved beside the state (ram-N.bin)
     "cpu", "state",                            # section "cpu" (optional: the boot state)
-    "debugcon",                                # section "console" (optional: empty)
+    "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
@@ -224,9 +226,10 @@ def machine_state(machine):
         "allocator": {"free_stack": machine.allocator.state()},
         "kexec_image": kimage_state(machine.kexec_image),
         "kexec_crash_image": kimage_state(machine.kexec_crash_image),
-        "pm": {"log": [str(step) for step in machine.pm_log]},
+        "pm": {"log": [str(step) for step in machine.pm_log], "dropped": machine.pm_log_dropped},
         "cpu": {"registers": _cpu_registers(machine.cpu), "state": machine.state},
-        "console": {"debugcon": np.frombuffer(machine.debugcon, dtype=np.uint8).copy()},
+        "console": {"debugcon": np.frombuffer(machine.debugcon, dtype=np.uint8).copy(),
+                    "dropped": machine.debugcon_dropped},
     }
 
 
@@ -301,6 +304,9 @@ def _checked(machine, state, ram):
     pm = _section(state, "pm", optional=True) or {"log": []}
     if not isinstance(pm["log"], list) or not all(isinstance(x, str) for x in pm["log"]):
         raise ValueError("the power-management log is not a list of strings")
+    if len(pm["log"]) > PM_LOG_LIMIT:
+        raise ValueError(f"the power-management log holds more than {PM_LOG_LIMIT} steps")
+    pm_dropped = _int(pm.get("dropped", 0), "pm.dropped", 0, 1 << 63)
     cpu = _section(state, "cpu", optional=True)
     record, run_state = machine.cpu.get_state(), machine.state
     if cpu is not None:
@@ -308,20 +314,21 @@ def _checked(machine, state, ram):
         run_state = cpu["state"]
         if run_state not in _RUN_STATES:
             raise ValueError(f"machine state {run_state!r} is not one of {_RUN_STATES}")
-    console = _section(state, "console", optional=True)
-    debugcon = b"" if console is None else _array(console["debugcon"], "debugcon", "u",
-                                                  len(ram)).tobytes()
-    return free, images, list(pm["log"]), record, run_state, debugcon
+    console = _section(state, "console", optional=True) or {"debugcon": np.zeros(0, np.uint8)}
+    debugcon = _array(console["debugcon"], "debugcon", "u", CPU.DEBUGCON_LIMIT).tobytes()
+    con_dropped = _int(console.get("dropped", 0), "console.dropped", 0, 1 << 63)
+    return (free, images, list(pm["log"]), pm_dropped, record, run_state, debugcon,
+            con_dropped)
 
 
 def _apply(machine, checked):
-    free, images, log, record, run_state, debugcon = checked
+    free, images, log, pm_dropped, record, run_state, debugcon, con_dropped = checked
     machine.allocator.set_state(free)
     machine.kexec_image, machine.kexec_crash_image = images
-    machine.pm_log = log
+    machine.pm_log, machine.pm_log_dropped = log, pm_dropped
     machine.cpu.set_state(record)
     machine.state = run_state
-    machine.debugcon = debugcon
+    machine.debugcon, machine.debugcon_dropped = debugcon, con_dropped
 
 
 class Snapshot(NamedTuple):

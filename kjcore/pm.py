@@ -9,7 +9,9 @@ kjcore models the steps with a small device model so research scripts can watch 
 non-preserve path).  ``suspend``/``power_down`` return 0 or an errno (a negative errno is
 accepted too); a device that fails suspend makes the devices already suspended resume, in reverse
 order.  A callback that raises is a failure too: the same unwinding runs, then its exception
-propagates unchanged.  Every step is appended to ``Machine.pm_log``.
+propagates unchanged.  Every step is appended to ``Machine.pm_log``, which keeps the last
+:data:`PM_LOG_LIMIT` steps (``Machine.pm_log_dropped`` counts the older ones discarded, see
+:func:`bound_log`).
 
 >>> import errno, kjcore
 >>> from kjcore.pm import RecordingDevice, preserve_context_transition
@@ -28,6 +30,8 @@ from .errors import KexecError
 
 PMSG_FREEZE = "freeze"
 PMSG_RESTORE = "restore"
+#: ``Machine.pm_log`` keeps at most this many steps (the most recent ones)
+PM_LOG_LIMIT = 4096
 
 
 class RecordingDevice:
@@ -147,6 +151,15 @@ def _freeze(m):
     err = m.freeze_processes()
     if err:
         raise KexecError(errno.EBUSY, f"freezing processes failed ({err})")
+
+
+def bound_log(m):
+    """Drop the oldest steps of ``m.pm_log`` beyond :data:`PM_LOG_LIMIT`, counting them in
+    ``m.pm_log_dropped`` (so thousands of jumps do not grow the log without bound)."""
+    excess = len(m.pm_log) - PM_LOG_LIMIT
+    if excess > 0:
+        del m.pm_log[:excess]
+        m.pm_log_dropped += excess
 
 
 def shutdown_transition(m):

@@ -127,9 +127,9 @@ SWAP_PAGES_FIXED_STEPS = 9 + 5
 SWAP_PAGES_READ_STEPS = 2
 SWAP_PAGES_WORD_STEPS = {"destination": 5, "indirection": 7, "done": 6, "source": 21,
                          "skipped": 8}
-#: steps kjcore's CPU charges for one ``rep movsl`` of 1024 elements (a REP instruction
-#: counts as one step)
-REP_MOVSL_STEPS = 1
+#: steps kjcore's CPU charges for one ``rep movsl`` of 1024 elements (one per element, so a
+#: long string cannot run past the step budget)
+REP_MOVSL_STEPS = PAGE_SIZE // 4
 
 
 def swap_pages_steps(words_read, kinds):

@@ -326,12 +326,11 @@ def test_exec_reports_a_returned_jump_result(capsys, mpath, monkeypatch):
 
 
 def test_exec_without_preserve_context(capsys, mpath, monkeypatch):
-    from types import SimpleNamespace
-
     def reboot(self, *args):
         self.state = "image"
         self.debugcon = b"new kernel\n"
-        return SimpleNamespace(steps=10, status=SimpleNamespace(name="HLT"))
+        return kjcore.ExecResult(status=kjcore.cpu.Status.HLT, steps=10, pages_swapped=0,
+                                 debugcon=b"new kernel\n", eip=0)
     monkeypatch.setattr(kjcore.Machine, "reboot", reboot, raising=False)
     assert run(capsys, mpath, "-l", "--args-none", PHY_MODE)[0] == 0
     status, out, err = run(capsys, mpath, "-e")
@@ -354,12 +353,9 @@ def test_exec_kexec_error(capsys, mpath, monkeypatch):
 
 
 def test_exec_lost_first_kernel_keeps_the_file(capsys, mpath, monkeypatch):
-    class TripleFault(Exception):
-        pass
-
     def reboot(self, *args):
         self.kexec_image.start = 0xDEAD
-        raise TripleFault("vector 13 at eip 0x1000004")
+        raise kjcore.cpu.TripleFault(13, 0, 0x1000004, None)
     monkeypatch.setattr(kjcore.Machine, "reboot", reboot, raising=False)
     assert run(capsys, mpath, *SEED_EXAMPLE, PHY_MODE)[0] == 0
     status, out, err = run(capsys, mpath, "-e")

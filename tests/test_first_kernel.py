@@ -6,6 +6,7 @@ import pytest
 
 from kjcore import PAGE_OFFSET, PAGE_SIZE
 from kjcore import first_kernel as fk
+from kjcore.cpu import state as cpu_state
 from kjcore.first_kernel import (build_first_kernel, initial_cpu_state, set_page_executable,
                                  translate)
 
@@ -105,9 +106,9 @@ def test_descriptors_and_cpu_state(pae):
     assert state["idtr_base"] == PAGE_OFFSET + layout.idt and state["idtr_limit"] == 2047
     assert state["cr3"] == layout.pgd
     assert state["cr0"] & (fk.CR0_PE | fk.CR0_PG | fk.CR0_WP) == fk.CR0_PE | fk.CR0_PG | fk.CR0_WP
-    assert bool(state["cr4"] & fk.CR4_PAE) == pae and state["cr4"] & fk.CR4_PGE == 0
+    assert bool(state["cr4"] & fk.CR4_PAE) == pae and state["cr4"] & cpu_state.CR4_PGE == 0
     assert state["efer"] == (fk.EFER_NXE if pae else 0)
-    assert state["eflags"] & fk.EFLAGS_IF == 0
+    assert state["eflags"] & cpu_state.IF == 0
     assert layout.stack_bottom + PAGE_OFFSET < state["esp"] < layout.stack_top_va
     # Every IDT gate leads to the kernel's fault stub.
     gate = int(ram[layout.idt + 8 * 14:layout.idt + 8 * 15].view("<u8")[0])

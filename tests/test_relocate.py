@@ -10,10 +10,10 @@ import pytest
 import kjcore
 from kjcore import PAGE_OFFSET, PAGE_SIZE
 from kjcore import relocate as R
+from kjcore.cpu.state import IF as EFLAGS_IF
 from kjcore.first_kernel import (
     ACCESS_CODE0,
     ACCESS_DATA0,
-    EFLAGS_IF,
     KERNEL_CS,
     KERNEL_DS,
     build_first_kernel,

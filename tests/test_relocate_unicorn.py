@@ -26,10 +26,10 @@ import pytest
 import kjcore
 from kjcore import IND_DONE, KEXEC_PRESERVE_CONTEXT, PAGE_OFFSET, PAGE_SIZE, Segment
 from kjcore import relocate as R
+from kjcore.cpu.state import IF as EFLAGS_IF
 from kjcore.first_kernel import (
     CR0_PG,
     CR4_PAE,
-    EFLAGS_IF,
     MSR_EFER,
     build_first_kernel,
     initial_cpu_state,

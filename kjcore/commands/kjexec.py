@@ -28,7 +28,9 @@ from ..constants import (
     LINUX_REBOOT_MAGIC2,
     U32,
 )
+from ..cpu import CPUFault
 from ..errors import KexecError
+from ..machine_kexec import ExecResult
 from .kjexec_options import (
     ENV_MACHINE,
     EXIT_FAILED,
@@ -122,7 +124,11 @@ def _read_image(o):
 
 def _load(machine, o):
     from ..elf32 import LoaderError
-    from ..loader import check_placement, preserve_context_backup_segments, sort_segments
+    from ..loader import (
+        check_placement,
+        preserve_context_backup_segments,
+        sort_segments,
+    )
     read = _read_image(o)
     if read is None:
         return -1
@@ -195,9 +201,6 @@ def _exec(machine, limits, after_save):
     """``kexec -e``: reboot(LINUX_REBOOT_CMD_KEXEC) within ``limits`` (``max_steps``,
     ``timeout``), then say what happened; what is only true once the machine is saved goes
     to ``after_save``."""
-    if not hasattr(machine, "reboot"):
-        raise _Fatal("kjexec: this kjcore cannot execute images yet (Machine.reboot is "
-                     "missing)")
     image = machine.kexec_image
     preserve = image.preserve_context
     start = image.start
@@ -211,16 +214,12 @@ def _exec(machine, limits, after_save):
     except KexecError as e:
         _kexec_error("kexec failed", e)
         return -1
-    except Exception as e:          # a guest event that lost the first kernel (SPEC 7)
-        if type(e).__module__.startswith("kjcore.cpu") or type(e).__name__ in (
-                "TripleFault", "CPUFault", "StepLimit", "BusError"):
-            _show_console(machine, None, console_before)
-            raise _MachineLost(f"{type(e).__name__}: {e}") from e
-        raise
+    except CPUFault as e:           # a guest event that lost the first kernel (SPEC 7)
+        _show_console(machine, None, console_before)
+        raise _MachineLost(f"{type(e).__name__}: {e}") from e
     result = getattr(machine, "last_result", None) if isinstance(ret, int) else ret
     _show_console(machine, result, console_before)
-    if getattr(machine, "state", None) == "image" or (result is not None
-                                                      and not hasattr(result, "start")):
+    if isinstance(result, ExecResult):
         steps = getattr(result, "steps", None)
         status = getattr(result, "status", None)
         detail = ", ".join(x for x in (f"{steps} instructions" if steps is not None else "",

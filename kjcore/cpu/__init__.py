@@ -2,6 +2,18 @@
 
 See docs/cpu.rst for the design and the fidelity rules.
 """
-from .cpu import CPU, CPUFault, Status, StepLimit, TripleFault
+from .cpu import CPU
+from .status import (
+    STATUS_EXCEPTION,
+    BusError,
+    CPUFault,
+    GuestHalted,
+    GuestTimeout,
+    Status,
+    StepLimit,
+    TripleFault,
+    UnsupportedOperation,
+)
 
-__all__ = ["CPU", "Status", "CPUFault", "TripleFault", "StepLimit"]
+__all__ = ["CPU", "Status", "STATUS_EXCEPTION", "CPUFault", "TripleFault", "StepLimit",
+           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted"]

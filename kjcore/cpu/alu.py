@@ -7,10 +7,17 @@ the direction bit 1 (SDM vol. 2, appendix A).
 Undefined flags: AND/OR/XOR/TEST clear AF (what Intel and AMD parts do).
 """
 from .jit import kernel
-
 from .muldiv import grp3_muldiv
 from .operands import (
-    MASK, check_rm_write, flags_add, flags_sub, get_reg, read_rm, set_arith, set_reg, szp,
+    MASK,
+    check_rm_write,
+    flags_add,
+    flags_sub,
+    get_reg,
+    read_rm,
+    set_arith,
+    set_reg,
+    szp,
     write_rm,
 )
 from .state import AF, CF, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, EFLAGS, OF

@@ -4,14 +4,26 @@ The destination is always written (CMPXCHG writes the old value back on a
 mismatch, as the locked bus cycle does), so a read-only destination faults
 whatever the comparison says.
 """
-from .jit import kernel
-
 from .alu import alu_op
-from .memory import exc, read_mem, write_mem, check_write_mem
+from .jit import kernel
+from .memory import check_write_mem, exc, read_mem, write_mem
 from .operands import MASK, check_rm_write, get_reg, read_rm, set_reg, write_rm
 from .state import (
-    D_EAOFF, D_EASEG, D_EXC, D_MOD, D_OP, D_OSZ, D_REG, EAX, EBX, ECX, EDX, EFLAGS, M32,
-    UD_, ZF,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    EAX,
+    EBX,
+    ECX,
+    EDX,
+    EFLAGS,
+    M32,
+    UD_,
+    ZF,
 )
 
 

@@ -5,7 +5,6 @@ CF, AF and OF (the QEMU choices).  DAA/DAS follow the SDM pseudocode
 (the *old* AL decides the high-nibble adjustment).
 """
 from .jit import kernel
-
 from .memory import exc
 from .operands import szp
 from .state import AF, CF, D_IMM, D_OP, DE_, EAX, EFLAGS, OF

@@ -8,11 +8,25 @@ documented AMD and QEMU behaviour).  BSWAP with a 16-bit operand clears
 the low word (undefined in the manual).
 """
 from .jit import kernel
-
-from .operands import MASK, get_reg, read_rm, set_reg, check_rm_write, write_rm
-from .memory import exc, read_mem, write_mem, check_write_mem
-from .state import CF, D_ASZ, D_EAOFF, D_EASEG, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, D_RM, EFLAGS, M32, UD_, ZF
-from .operands import sext
+from .memory import check_write_mem, exc, read_mem, write_mem
+from .operands import MASK, check_rm_write, get_reg, read_rm, set_reg, sext, write_rm
+from .state import (
+    CF,
+    D_ASZ,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_IMM,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    D_RM,
+    EFLAGS,
+    M32,
+    UD_,
+    ZF,
+)
 
 
 @kernel("i", "sr")
@@ -63,7 +77,8 @@ def op_bits(s, ram):
         if s[D_MOD] != 3:
             so = sext(off, size)
             # The bit base is added in address-size arithmetic.
-            addr = (addr + size * (so >> (4 if size == 2 else 5))) & (M32 if s[D_ASZ] == 4 else 0xFFFF)
+            amask = M32 if s[D_ASZ] == 4 else 0xFFFF
+            addr = (addr + size * (so >> (4 if size == 2 else 5))) & amask
             off = so & (bits - 1)
         else:
             off &= bits - 1

@@ -1,7 +1,6 @@
 """Conditional family: SETcc and CMOVcc (P6).  CMOVcc reads its source even
 when the condition is false, so a bad address faults either way."""
 from .jit import kernel
-
 from .operands import cond, read_rm, set_reg, write_rm
 from .state import D_EXC, D_OP, D_OSZ, D_REG
 

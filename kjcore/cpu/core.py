@@ -1,15 +1,21 @@
 """The step loop: decode, dispatch to the family handler, deliver exceptions.
 
 ``run(s, ram, ram64, con, max_steps)`` executes up to ``max_steps``
-instructions and returns a status code (state.ST_*); it never raises for
-anything the guest does.  EIP is advanced past the instruction before the
-handler runs (branches overwrite it); if the handler leaves an exception
-pending, EIP goes back to the instruction for faults, stays past it for
-traps (INT n, INT3, INTO), and the exception is delivered through the IDT.
+steps and returns a status code (state.ST_*); it never raises for
+anything the guest does.  A step is one instruction, or one element of a
+REP string instruction: the string handler gets the steps left in
+``D_BUDGET``, stops exactly there (registers describing the elements done,
+EIP still on the instruction) and reports its elements in ``D_DONE``, so a
+16 MiB ``rep movsb`` costs 16M steps of the budget, and a REP INS/OUTS
+stopped at a port Python answers is charged for the elements it completed.
+The trace ring holds one entry per instruction executed.
+
+EIP is advanced past the instruction before the handler runs (branches
+overwrite it); if the handler leaves an exception pending, EIP goes back
+to the instruction for faults, stays past it for traps (INT n, INT3,
+INTO), and the exception is delivered through the IDT.
 """
 import numpy as np
-
-from .jit import inline_kernel, kernel
 
 from .alu import op_alu, op_grp3, op_incdec
 from .atomic import op_atomic
@@ -25,22 +31,76 @@ from .hotloop import REQUEST, enter_loop, loop_head
 from .interrupts import op_int, raise_exception
 from .io import op_io
 from .isa import (
-    F_ALU, F_ATOMIC, F_BCD, F_BITS, F_COND, F_FAR, F_FLAGS, F_FPU, F_GRP3, F_GRP5, F_INCDEC,
-    F_INT, F_IO, F_JUMP, F_MOV, F_MULDIV, F_SHIFT, F_STACK, F_STRING, F_SYS,
+    F_ALU,
+    F_ATOMIC,
+    F_BCD,
+    F_BITS,
+    F_COND,
+    F_FAR,
+    F_FLAGS,
+    F_FPU,
+    F_GRP3,
+    F_GRP5,
+    F_INCDEC,
+    F_INT,
+    F_IO,
+    F_JUMP,
+    F_MOV,
+    F_MULDIV,
+    F_SHIFT,
+    F_STACK,
+    F_STRING,
+    F_SYS,
 )
+from .jit import inline_kernel, kernel
 from .jump import op_grp5, op_jump
 from .memory import exc
 from .mov import op_mov
 from .muldiv import op_muldiv
 from .shift import op_shift
 from .stack import op_stack
+from .state import (
+    A_DB,
+    BP,
+    BUS_ADDR,
+    CS,
+    D_BUDGET,
+    D_DONE,
+    D_ERR,
+    D_EXC,
+    D_FPAGE,
+    D_FPHYS,
+    D_NEXT,
+    D_SOFT,
+    D_START,
+    DB_,
+    DR0,
+    EFLAGS,
+    EIP,
+    M32,
+    NBP,
+    NO_FAST,
+    S_BASE,
+    SEG,
+    ST_BREAK,
+    ST_BUS_ERROR,
+    ST_HLT,
+    ST_JIT_REQUEST,
+    ST_OK,
+    ST_STEP_LIMIT,
+    ST_TRIPLE_FAULT,
+    STEPS,
+    STRICT_BUS,
+    TF,
+    TRACE,
+    TRACE_CNT,
+    TRACE_N,
+    TRACE_POS,
+    TSC,
+    UD_,
+)
 from .string import op_string
 from .system import op_sys
-from .state import (
-    A_DB, BP, BUS_ADDR, CS, D_EXC, D_FPAGE, D_FPHYS, D_ERR, D_NEXT, D_SOFT, D_START, DB_, DR0, EFLAGS, EIP, M32, NBP, NO_FAST,
-    SEG, STEPS, ST_BREAK, ST_BUS_ERROR, ST_HLT, ST_OK, ST_STEP_LIMIT, ST_TRIPLE_FAULT,
-    ST_JIT_REQUEST, STRICT_BUS, S_BASE, TF, TRACE, TRACE_CNT, TRACE_N, TRACE_POS, TSC, UD_,
-)
 
 
 @kernel("i", "srqci")
@@ -179,16 +239,24 @@ def run(s, ram, ram64, con, max_steps):
         s[D_EXC] = -1
         s[D_START] = start
         s[STEPS] = n                           # RDTSC reads TSC + STEPS
+        s[D_BUDGET] = max_steps - n
+        s[D_DONE] = 0
         fam = decode(s, ram)
         st = ST_OK
         if fam >= 0:
             s[EIP] = s[D_NEXT]
             st = dispatch(s, ram, ram64, con, fam)
+        done = s[D_DONE]
         if st != ST_OK:
             s[D_EXC] = -1
             if st != ST_HLT:
                 s[EIP] = start                 # IO / unsupported: restart later
                 status = st
+                if done > 0:                   # a REP INS/OUTS did elements before the port
+                    s[TRACE + tp] = (s[cs_base] + start) & M32
+                    tp = (tp + 1) & (TRACE_N - 1)
+                    n += done
+                    s[TRACE_CNT] -= done - 1   # one trace entry, ``done`` steps
                 break
             s[TRACE + tp] = (s[cs_base] + start) & M32
             tp = (tp + 1) & (TRACE_N - 1)
@@ -199,6 +267,9 @@ def run(s, ram, ram64, con, max_steps):
         s[TRACE + tp] = (s[cs_base] + start) & M32
         tp = (tp + 1) & (TRACE_N - 1)
         n += 1
+        if done > 1:
+            n += done - 1
+            s[TRACE_CNT] -= done - 1           # one trace entry, ``done`` steps
         if s[D_EXC] >= 0:
             vec = s[D_EXC]
             soft = s[D_SOFT] != 0

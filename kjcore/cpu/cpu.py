@@ -13,112 +13,41 @@
 A hot register-only loop is compiled to host code after ``cpu.jit_threshold``
 trips round it (the hot-loop tier, ``loopjit``); results are the same:
 
->>> loop = bytes.fromhex("01 c8 31 c2 49 75 f9 f4")      # add eax,ecx; xor edx,eax; dec ecx; jnz; hlt
+>>> loop = bytes.fromhex("01 c8 31 c2 49 75 f9 f4")  # add eax,ecx; xor edx,eax; dec ecx; jnz; hlt
 >>> ram[0x2000:0x2000 + len(loop)] = np.frombuffer(loop, np.uint8)
 >>> cpu.eip, cpu.ecx = 0x2000, 100_000
 >>> cpu.run(10 ** 6), cpu.steps, hex(cpu.eax), cpu.compiled_loops
 (<Status.HLT: 2>, 400001, '0x2a06b57b', [(8192, 7)])
+
+Every status that ends a run abnormally has exactly one exception class (all
+``CPUFault``, in ``status.py``); :meth:`CPU.raise_for_status` raises them, for
+the CPU and for ``Machine``:
+
+>>> cpu.eip = 0x2000
+>>> cpu.raise_for_status(cpu.run(3))
+Traceback (most recent call last):
+  ...
+kjcore.cpu.status.StepLimit: step limit reached at EIP 0x00002005
 """
-from enum import IntEnum
+import operator
+import time
 
 import numpy as np
-from .jit import kernel
 
-from . import state as S
 from . import loopjit, warmup
+from . import state as S
 from .core import run as _run
 from .io import ST_CON_FULL
+from .jit import kernel
 from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
-from .segments import desc_attr
+from .registers import LOAD_LIMITS, SegmentRegister, TableRegister, reg_property
+from .segments import desc_attr, desc_base, desc_limit
+from .status import STATUS_EXCEPTION, Status, status_exception
 
 
-class Status(IntEnum):
-    """Why :meth:`CPU.run` stopped."""
-    STEP_LIMIT = S.ST_STEP_LIMIT
-    HLT = S.ST_HLT
-    IO = S.ST_IO                  #: an IN/OUT to a port without handler; see CPU.io_request
-    TRIPLE_FAULT = S.ST_TRIPLE_FAULT
-    BREAK = S.ST_BREAK
-    BUS_ERROR = S.ST_BUS_ERROR    #: strict_bus: physical access past RAM (CPU.bus_address)
-    UNSUPPORTED = S.ST_UNSUPPORTED  #: task switch, call gate, v86 or real mode requested
-
-
-class CPUFault(Exception):
-    """A run ended in a state the caller asked to treat as an error."""
-
-    def __init__(self, message, state=None):
-        super().__init__(message)
-        self.state = state
-
-
-class TripleFault(CPUFault):
-    """The guest could not deliver an exception: the processor shut down."""
-
-    def __init__(self, vector, error_code, eip, state, message=None):
-        self.vector = vector
-        self.error_code = error_code
-        self.eip = eip
-        err = "" if error_code is None else f", error code {error_code:#x}"
-        super().__init__(message or f"triple fault: exception {vector}{err} at EIP {eip:#010x}",
-                         state)
-
-
-class StepLimit(CPUFault):
-    """The step budget ran out before the guest finished."""
-
-class SegmentRegister:
-    """Live view of one segment register (selector + hidden descriptor cache)."""
-    def __init__(self, cpu, index):
-        self._s = cpu._s
-        self._b = S.SEG + 4 * index
-        self.name = S.SEG_NAMES[index]
-    def _set_selector(self, v):
-        self._s[self._b] = v & 0xFFFF
-        if self._b == S.SEG + 4 * S.CS:
-            self._s[S.CPL] = v & 3          # CPL is CS.RPL in protected mode
-            self._s[S.D_FPAGE] = -1
-
-    selector = property(lambda self: int(self._s[self._b]), _set_selector)
-    def _set_cache(self, k, v):
-        self._s[self._b + k] = v
-        self._s[S.D_FPAGE] = -1
-
-    base = property(lambda self: int(self._s[self._b + 1]),
-                    lambda self, v: self._set_cache(1, v & S.M32))
-    limit = property(lambda self: int(self._s[self._b + 2]),
-                     lambda self, v: self._set_cache(2, v & S.M32))
-    #: access byte (bits 0-7), AVL/L/D-B/G (bits 8-11), usable (bit 16)
-    attrib = property(lambda self: int(self._s[self._b + 3]),
-                      lambda self, v: self._set_cache(3, v))
-    flags = attrib
-    @property
-    def dpl(self):
-        return (self.attrib >> 5) & 3
-    def __repr__(self):
-        return (f"<{self.name} sel={self.selector:#06x} base={self.base:#010x} "
-                f"limit={self.limit:#010x} attr={self.attrib:#07x}>")
-class TableRegister:
-    """GDTR / IDTR (base, limit)."""
-    def __init__(self, cpu, slot, name):
-        self._s = cpu._s
-        self._b = slot
-        self.name = name
-    base = property(lambda self: int(self._s[self._b]),
-                    lambda self, v: self._s.__setitem__(self._b, v & S.M32))
-    limit = property(lambda self: int(self._s[self._b + 1]),
-                     lambda self, v: self._s.__setitem__(self._b + 1, v & 0xFFFF))
-    def __repr__(self):
-        return f"<{self.name} base={self.base:#010x} limit={self.limit:#06x}>"
-def _reg_property(slot, doc):
-    def get(self):
-        return int(self._s[slot])
-    def put(self, v):
-        self._s[slot] = int(v) & S.M32
-        if slot in (S.CR0, S.CR3, S.CR4, S.EFER):
-            self.flush_tlb()
-    return property(get, put, doc=doc)
 class CPU:
     """An i386 (P6 integer subset, no FPU) running on the caller's RAM array.
+
     Parameters
     ----------
     ram : numpy.ndarray
@@ -136,8 +65,26 @@ class CPU:
     jit_threshold : int
         Taken branches back to a loop head before that loop is compiled
         (default ``loopjit.THRESHOLD``).
+    debugcon_dropped : int
+        Console bytes discarded because :attr:`debugcon` keeps only the last
+        ``DEBUGCON_LIMIT`` bytes.
+    open_bus : bool
+        If True, I/O to a port that has neither a built-in meaning (0xE9,
+        0x80) nor a handler (:meth:`on_port`) reads all ones and drops writes
+        without stopping the run, like an empty ISA bus (default False: the
+        run stops with ``Status.IO``).  Compiled code knows up to
+        ``state.PORT_MAX`` handled ports; with more, every such access stops.
     """
+
+    #: bytes of debug-console output buffered in compiled code between drains
     CONSOLE_BUFFER = 1 << 16
+    #: :attr:`debugcon` keeps at most this many bytes (the most recent ones)
+    DEBUGCON_LIMIT = 1 << 20
+    #: wall-clock length aimed at for one compiled slice of a run (see :meth:`run`)
+    SLICE_SECONDS = 0.02
+    #: bounds of a slice, in steps
+    SLICE_MIN, SLICE_MAX = 1 << 12, 1 << 24
+
     def __init__(self, ram, *, strict_bus=False):
         if not isinstance(ram, np.ndarray) or ram.dtype != np.uint8 or ram.ndim != 1:
             raise TypeError("ram must be a 1-D numpy uint8 array")
@@ -149,15 +96,20 @@ class CPU:
         self._s = np.zeros(S.STATE_SIZE, np.int64)
         self._con = np.zeros(self.CONSOLE_BUFFER, np.uint8)
         self._debugcon = bytearray()
+        self.debugcon_dropped = 0
         self._ports = {}
         self._steps = 0
+        self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
+        self._bp_active = frozenset()
         self.breakpoints = set()
         self.strict_bus = strict_bus
+        self.open_bus = False
         self.jit = True
         self.jit_threshold = loopjit.THRESHOLD
         self._jit_generation = loopjit.generation
-        warmup.start()                 # cold cache: a helper process starts compiling
+        warmup.start()  # cold cache: a helper process starts compiling
         self.reset()
+
     # ------------------------------------------------------------------ state
     def reset(self):
         """Reset to the SPEC 9.2 state: protected mode, flat ring-0 segments."""
@@ -177,10 +129,12 @@ class CPU:
         s[S.DR0 + 6] = 0xFFFF0FF0
         s[S.DR0 + 7] = 0x400
         self.flush_tlb()
+
     def flush_tlb(self):
         """Drop every cached translation (call after editing page tables from Python)."""
         self._s[S.TLB:S.TLB_END:3] = -1
         self._s[S.D_FPAGE] = -1
+
     def load_segment(self, name, selector, base, limit, access, flags=None):
         """Load a segment register fully: selector and hidden cache.
 
@@ -198,7 +152,6 @@ class CPU:
         b = S.SEG + 4 * idx
         if access > 0xFFFFF:
             lo, hi = access & S.M32, access >> 32
-            from .segments import desc_base, desc_limit
             base, limit = int(desc_base(lo, hi)), int(desc_limit(hi, lo))
             access = int(desc_attr(hi))
         elif access and not access & S.A_USABLE and (access & 0x80):
@@ -210,47 +163,105 @@ class CPU:
         if idx == S.CS:
             self._s[S.CPL] = selector & 3
             self._s[S.D_FPAGE] = -1
+
+    def load(self, regs):
+        """Set registers from a dict of name -> value; the TLB is flushed.
+
+        Keys: the general registers (``"eax"`` ...), ``"eip"``, ``"eflags"``, ``"cr0"``,
+        ``"cr2"``, ``"cr3"``, ``"cr4"``, ``"efer"``, ``"gdtr_base"``, ``"gdtr_limit"``,
+        ``"idtr_base"``, ``"idtr_limit"``, and for a segment register all five of
+        ``<seg>_selector``, ``_base``, ``_limit`` (byte-granular), ``_access`` (descriptor
+        byte 5) and ``_flags`` (the G/D-B/L/AVL nibble): the form of
+        :func:`kjcore.first_kernel.initial_cpu_state`.  Keys left out keep their value.  An
+        unknown key, a value that is not an integer or does not fit its register, or an
+        incomplete segment raises ``ValueError`` / ``TypeError`` before anything is set.
+        """
+        values = {}
+        for name, value in regs.items():
+            top = LOAD_LIMITS.get(name)
+            if top is None:
+                raise ValueError(f"CPU.load: unknown register {name!r}")
+            if isinstance(value, bool):
+                raise TypeError(f"CPU.load: {name} must be an integer, not bool")
+            try:
+                v = operator.index(value)
+            except TypeError:
+                raise TypeError(f"CPU.load: {name} must be an integer, not "
+                                f"{type(value).__name__}") from None
+            if not 0 <= v <= top:
+                raise ValueError(f"CPU.load: {name}={v:#x} does not fit (0..{top:#x})")
+            values[name] = v
+        segments = []
+        for seg in S.SEG_NAMES:
+            keys = [f"{seg}_{key}" for key in S.SEG_KEYS]
+            given = [k in values for k in keys]
+            if any(given) and not all(given):
+                missing = keys[given.index(False)]
+                raise ValueError(f"CPU.load: segment {seg} needs all of {', '.join(keys)} "
+                                 f"({missing} is missing)")
+            if all(given):
+                segments.append((seg, *(values[k] for k in keys)))
+        s = self._s
+        for slot, name in enumerate(S.REG_NAMES + S.CONTROL_NAMES):
+            if name in values:
+                s[slot] = values[name]
+        for i, name in enumerate(S.TABLE_NAMES):
+            if name in values:
+                s[S.GDTR_BASE + i] = values[name]
+        for seg, selector, base, limit, access, flags in segments:
+            self.load_segment(seg, selector, base, limit, access, flags)
+        self.flush_tlb()
+
     def get_state(self):
         """A copy of the architectural state as a structured record."""
         return self._s[:S.NSTATE].copy().view(S.STATE_DTYPE)[0]
+
     def set_state(self, rec):
         """Restore a record from :meth:`get_state` (the TLB is flushed)."""
         arr = np.asarray(rec).reshape(1).view(np.int64)
         self._s[:S.NSTATE] = arr[:S.NSTATE]
         self.flush_tlb()
+
     for _i, _n in enumerate(S.REG_NAMES):
-        locals()[_n] = _reg_property(_i, f"register {_n.upper()}")
-    eip = _reg_property(S.EIP, "instruction pointer (offset in CS)")
-    eflags = _reg_property(S.EFLAGS, "EFLAGS")
-    cr0 = _reg_property(S.CR0, "CR0")
-    cr2 = _reg_property(S.CR2, "CR2 (page-fault linear address)")
-    cr3 = _reg_property(S.CR3, "CR3")
-    cr4 = _reg_property(S.CR4, "CR4")
-    efer = _reg_property(S.EFER, "IA32_EFER (only NXE is implemented)")
-    tsc = _reg_property(S.TSC, "time-stamp counter (= instructions executed)")
+        locals()[_n] = reg_property(_i, f"register {_n.upper()}")
+    eip = reg_property(S.EIP, "instruction pointer (offset in CS)")
+    eflags = reg_property(S.EFLAGS, "EFLAGS")
+    cr0 = reg_property(S.CR0, "CR0")
+    cr2 = reg_property(S.CR2, "CR2 (page-fault linear address)")
+    cr3 = reg_property(S.CR3, "CR3")
+    cr4 = reg_property(S.CR4, "CR4")
+    efer = reg_property(S.EFER, "IA32_EFER (only NXE is implemented)")
+    tsc = reg_property(S.TSC, "time-stamp counter (= steps executed)")
     del _i, _n
+
     @property
     def cpl(self):
         return int(self._s[S.CPL])
-    es = property(lambda self: SegmentRegister(self, S.ES))
-    cs = property(lambda self: SegmentRegister(self, S.CS))
-    ss = property(lambda self: SegmentRegister(self, S.SS))
-    ds = property(lambda self: SegmentRegister(self, S.DS))
-    fs = property(lambda self: SegmentRegister(self, S.FS))
-    gs = property(lambda self: SegmentRegister(self, S.GS))
-    ldtr = property(lambda self: SegmentRegister(self, S.LDTR))
-    tr = property(lambda self: SegmentRegister(self, S.TR))
-    gdtr = property(lambda self: TableRegister(self, S.GDTR_BASE, "gdtr"))
-    idtr = property(lambda self: TableRegister(self, S.IDTR_BASE, "idtr"))
+
+    es = property(lambda self: SegmentRegister(self._s, S.ES))
+    cs = property(lambda self: SegmentRegister(self._s, S.CS))
+    ss = property(lambda self: SegmentRegister(self._s, S.SS))
+    ds = property(lambda self: SegmentRegister(self._s, S.DS))
+    fs = property(lambda self: SegmentRegister(self._s, S.FS))
+    gs = property(lambda self: SegmentRegister(self._s, S.GS))
+    ldtr = property(lambda self: SegmentRegister(self._s, S.LDTR))
+    tr = property(lambda self: SegmentRegister(self._s, S.TR))
+    gdtr = property(lambda self: TableRegister(self._s, S.GDTR_BASE, "gdtr"))
+    idtr = property(lambda self: TableRegister(self._s, S.IDTR_BASE, "idtr"))
+
     def dr(self, n):
         return int(self._s[S.DR0 + n])
+
     # ------------------------------------------------------------------ running
     @property
     def steps(self):
-        """Instructions executed by the last :meth:`run` / :meth:`step`."""
+        """Steps executed by the last :meth:`run` / :meth:`step`: instructions, with every
+        element of a REP string instruction counted as one step."""
         return self._steps
+
     def on_port(self, port, handler):
         """Answer guest I/O on ``port`` from Python.
+
         ``handler(port, size, value)`` is called for OUT with the value
         written and for IN with ``value=None``; for IN it returns the value.
         ``handler=None`` removes the handler.
@@ -259,76 +270,137 @@ class CPU:
             self._ports.pop(port, None)
         else:
             self._ports[port] = handler
+
     @property
     def io_request(self):
         """(port, size, is_out, value) of the IN/OUT that stopped the run."""
         s = self._s
         return int(s[S.IO_PORT]), int(s[S.IO_SIZE]), bool(s[S.IO_DIR]), int(s[S.IO_VAL])
+
     def complete_io(self, value=0):
         """Answer the pending IN (or acknowledge the OUT); the next run finishes it."""
         self._s[S.IO_VAL] = int(value) & S.M32
         self._s[S.IO_PENDING] = 1
+
+    def _sync_ports(self):
+        ports = sorted(self._ports)
+        if self.open_bus and len(ports) <= S.PORT_MAX:
+            self._s[S.PORTS:S.PORTS + len(ports)] = ports
+            self._s[S.OPEN_BUS] = len(ports) + 1
+        else:
+            self._s[S.OPEN_BUS] = 0
+
     def _sync_breakpoints(self):
         bps = sorted(self.breakpoints)[:S.BP_MAX]
         self._s[S.NBP] = len(bps)
         for i, a in enumerate(bps):
             self._s[S.BP + i] = a & S.M32
+        self._bp_active = frozenset(a & S.M32 for a in bps)
+
+    def _at_breakpoint(self):
+        """True if the next instruction's linear address is a breakpoint."""
+        s = self._s
+        lin = int(s[S.SEG + 4 * S.CS + S.S_BASE] + s[S.EIP]) & S.M32
+        return lin in self._bp_active
+
     def _drain_console(self):
         n = int(self._s[S.CON_LEN])
         if n:
             self._debugcon += self._con[:n].tobytes()
             self._s[S.CON_LEN] = 0
-    def run(self, max_steps=10_000_000):
-        """Execute up to ``max_steps`` instructions; returns a :class:`Status`."""
+            excess = len(self._debugcon) - self.DEBUGCON_LIMIT
+            if excess > 0:
+                del self._debugcon[:excess]
+                self.debugcon_dropped += excess
+
+    def run(self, max_steps=10_000_000, *, timeout=None):
+        """Execute up to ``max_steps`` steps; returns a :class:`Status`.
+
+        A step is one instruction, or one element of a REP string instruction (a run can
+        stop inside one, with the registers describing the elements done; the next run
+        resumes it).  ``timeout`` (seconds) stops the run with ``Status.TIMEOUT`` once that
+        much wall-clock time has passed.  The compiled loop runs in slices of about
+        ``SLICE_SECONDS`` and returns to Python between them, so the deadline is checked and
+        signal handlers run (Ctrl-C raises ``KeyboardInterrupt`` here) within a fraction of
+        a second; the CPU is then between two steps and a new run continues exactly where
+        this one stopped.  Slicing never changes what the guest computes.
+        """
         self._sync_breakpoints()
+        self._sync_ports()
         s = self._s
         s[S.STRICT_BUS] = 1 if self.strict_bus else 0
         s[S.NO_JIT] = 0 if self.jit else 1
         s[S.JIT_HOT] = max(1, int(self.jit_threshold))
         warmup.finish()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        max_steps = int(max_steps)
         total = 0
-        while True:
-            if self._jit_generation != loopjit.generation:
-                loopjit.forget(s)              # compiled code was thrown away meanwhile
-                self._jit_generation = loopjit.generation
-            st = _run(s, self.ram, self._ram64, self._con, max_steps - total)
-            total += int(s[S.STEPS])
-            self._drain_console()
-            if st == ST_CON_FULL:
-                continue
-            if st == S.ST_JIT_REQUEST:
-                loopjit.install(s, self.ram)
-                self._jit_generation = loopjit.generation
-                continue
-            if st == S.ST_IO:
-                port, size, out, value = self.io_request
-                h = self._ports.get(port)
-                if h is not None:
-                    r = h(port, size, value if out else None)
-                    self.complete_io(0 if out or r is None else r)
+        st = S.ST_STEP_LIMIT
+        resumed = False  # the last slice stopped only to come back to Python
+        try:
+            while total < max_steps:
+                if deadline is not None and time.monotonic() >= deadline:
+                    st = S.ST_TIMEOUT
+                    break
+                if resumed and self._at_breakpoint():
+                    st = S.ST_BREAK  # the compiled loop skips a breakpoint it starts on
+                    break
+                if self._jit_generation != loopjit.generation:
+                    loopjit.forget(s)  # compiled code was thrown away meanwhile
+                    self._jit_generation = loopjit.generation
+                self._slice = min(max(self._slice, self.SLICE_MIN), self.SLICE_MAX)
+                budget = min(max_steps - total, self._slice)
+                t0 = time.perf_counter()
+                st = _run(s, self.ram, self._ram64, self._con, budget)
+                elapsed = time.perf_counter() - t0
+                total += int(s[S.STEPS])
+                self._drain_console()
+                resumed = st in (S.ST_STEP_LIMIT, S.ST_JIT_REQUEST)
+                if st == S.ST_STEP_LIMIT:
+                    self._adapt_slice(budget, elapsed)
                     continue
-            break
-        self._steps = total
-        s[S.STEPS] = total             # not just the last stretch between Python round trips
+                if st == ST_CON_FULL:
+                    continue
+                if st == S.ST_JIT_REQUEST:
+                    loopjit.install(s, self.ram)
+                    self._jit_generation = loopjit.generation
+                    continue
+                if st == S.ST_IO:
+                    port, size, out, value = self.io_request
+                    h = self._ports.get(port)
+                    if h is not None:
+                        r = h(port, size, value if out else None)
+                        self.complete_io(0 if out or r is None else r)
+                        self._sync_ports()  # the handler may have added or removed ports
+                        continue
+                break
+        finally:
+            self._steps = total
+            s[S.STEPS] = total  # not just the last stretch between Python round trips
         return Status(st)
+
+    def _adapt_slice(self, budget, elapsed):
+        """Size the next slice so that it takes about ``SLICE_SECONDS``."""
+        if elapsed > self.SLICE_SECONDS:
+            self._slice = max(self.SLICE_MIN, self._slice // 2)
+        elif budget == self._slice and elapsed < self.SLICE_SECONDS / 4:
+            self._slice = min(self.SLICE_MAX, self._slice * 2)
+
     def step(self):
-        """Execute one instruction."""
+        """Execute one instruction (one element of a REP string instruction)."""
         return self.run(1)
-    def raise_for_status(self, status):
-        """Turn a run status into the matching exception (the one place that raises)."""
-        s = self._s
-        if status == Status.TRIPLE_FAULT:
-            err = int(s[S.FAULT_ERR])
-            raise TripleFault(int(s[S.FAULT_VEC]), None if err < 0 else err,
-                              int(s[S.FAULT_EIP]), self.get_state())
-        if status == Status.STEP_LIMIT:
-            raise StepLimit(f"step limit reached at EIP {self.eip:#010x}", self.get_state())
-        if status == Status.BUS_ERROR:
-            raise CPUFault(f"physical access past RAM at {int(s[S.BUS_ADDR]):#x}",
-                           self.get_state())
-        if status == Status.UNSUPPORTED:
-            raise CPUFault(f"unsupported operation at EIP {self.eip:#010x} "
-                           "(task switch, call gate, v86 or real mode)", self.get_state())
+
+    def raise_for_status(self, status, message=None, *, expected=(Status.HLT,)):
+        """Raise the exception of ``status`` (:data:`~kjcore.cpu.status.STATUS_EXCEPTION`),
+        unless it is a normal end (BREAK, IO, or one of ``expected``).
+
+        The one place that turns run statuses into exceptions, for the CPU and for
+        ``Machine``; ``message`` replaces the default text.
+        """
+        status = Status(status)
+        if status in STATUS_EXCEPTION and status not in expected:
+            raise status_exception(status, self.get_state(), message)
+
     @property
     def fault(self):
         """(vector, error code or None, EIP) of the first exception of the last
@@ -336,23 +408,30 @@ class CPU:
         s = self._s
         e = int(s[S.FAULT_ERR])
         return int(s[S.FAULT_VEC]), (None if e < 0 else e), int(s[S.FAULT_EIP])
+
     @property
     def bus_address(self):
         a = int(self._s[S.BUS_ADDR])
         return None if a < 0 else a
+
     # ------------------------------------------------------------------ console
     @property
     def debugcon(self):
-        """Bytes the guest wrote to port 0xE9."""
+        """Bytes the guest wrote to port 0xE9 (the last ``DEBUGCON_LIMIT`` of them)."""
         return bytes(self._debugcon)
+
     def clear_debugcon(self):
+        """Empty :attr:`debugcon` and reset :attr:`debugcon_dropped`."""
         self._debugcon.clear()
+        self.debugcon_dropped = 0
+
     # ------------------------------------------------------------------ memory views
     def translate(self, linear, write=False, user=False, fetch=False):
         """Physical address for ``linear`` or None; no side effects at all."""
         acc = (ACC_WRITE if write else 0) | (ACC_USER if user else 0) | (ACC_FETCH if fetch else 0)
         p = int(_peek_translate(self._s, self.ram, int(linear) & S.M32, acc))
         return None if p < 0 else p
+
     def read_linear(self, linear, n):
         """Read ``n`` bytes through the page tables (debugger view, no side effects)."""
         out = bytearray()
@@ -360,11 +439,13 @@ class CPU:
             p = self.translate((linear + i) & S.M32)
             out.append(int(self.ram[p]) if p is not None and p < len(self.ram) else 0xFF)
         return bytes(out)
+
     @property
     def compiled_loops(self):
         """(physical address, length in bytes) of the loops this CPU runs as
         compiled code (the hot-loop tier; see ``kjcore.cpu.loopjit``)."""
         return loopjit.compiled(self._s)
+
     # ------------------------------------------------------------------ trace
     def trace(self, n=32):
         """Linear addresses of the last ``n`` executed instructions, oldest first."""
@@ -373,18 +454,20 @@ class CPU:
         pos = int(s[S.TRACE_POS])
         idx = [(pos - cnt + i) % S.TRACE_N for i in range(cnt)]
         return [int(s[S.TRACE + i]) for i in idx]
+
     def disassemble_trace(self, n=32):
         """The trace as text, disassembled with capstone (optional dependency).
+
         The bytes are read from memory now, so code rewritten since shows
         its current form.
         """
         try:
             import capstone
-        except ImportError as e:      # pragma: no cover
+        except ImportError as e:  # pragma: no cover
             raise ImportError("disassembly needs the optional 'capstone' package "
                               "(pip install kjcore[disasm])") from e
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32
-                         if self.cs.attrib & S.A_DB else capstone.CS_MODE_16)
+        md = capstone.Cs(capstone.CS_ARCH_X86,
+                         capstone.CS_MODE_32 if self.cs.attrib & S.A_DB else capstone.CS_MODE_16)
         lines = []
         for lin in self.trace(n):
             code = self.read_linear(lin, 15)
@@ -394,6 +477,7 @@ class CPU:
             else:
                 lines.append(f"{lin:08x}: {insn.mnemonic} {insn.op_str}".rstrip())
         return lines
+
     def __repr__(self):
         regs = " ".join(f"{n}={getattr(self, n):08x}" for n in S.REG_NAMES)
         return f"<CPU {regs} eip={self.eip:08x} eflags={self.eflags:08x} cr0={self.cr0:08x}>"

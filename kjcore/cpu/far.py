@@ -8,15 +8,42 @@ and task switches are not modelled: a gate or TSS selector as a far target
 stops the run with Status.UNSUPPORTED.
 """
 from .jit import kernel
-
 from .memory import exc, read_mem, write_mem
-from .operands import get_reg, set_reg, stack32, stack_read, sp_add
+from .operands import get_reg, set_reg, sp_add, stack32, stack_read
 from .segments import check_code_target, load_seg, null_outer_segments, read_desc, set_cache
 from .stack import write_eflags
 from .state import (
-    A_S, CPL, CS, D_EAOFF, D_EASEG, D_EXC, D_IMM, D_IMM2, D_MOD, D_OP, D_OSZ, D_REG, EFLAGS,
-    EIP, ESP, GP_, M32, NT, SEG, SS, ST_UNSUPPORTED, S_ATTR, S_BASE, S_LIMIT, S_SEL, UD_, VM,
-    DS, ES, FS, GS,
+    A_S,
+    CPL,
+    CS,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_IMM,
+    D_IMM2,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    DS,
+    EFLAGS,
+    EIP,
+    ES,
+    ESP,
+    FS,
+    GP_,
+    GS,
+    M32,
+    NT,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
+    S_SEL,
+    SEG,
+    SS,
+    ST_UNSUPPORTED,
+    UD_,
+    VM,
 )
 
 

@@ -1,7 +1,6 @@
 """Flag-control family: CMC, CLC, STC, CLI, STI, CLD, STD.
 CLI/STI need CPL <= IOPL (#GP(0) otherwise; no VME/PVI)."""
 from .jit import kernel
-
 from .memory import exc
 from .state import CF, CPL, D_OP, DF, EFLAGS, GP_, IF
 

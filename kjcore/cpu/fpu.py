@@ -3,7 +3,6 @@ OS can emulate), and #UD otherwise (there is no unit to talk to).  WAIT
 raises #NM with CR0.TS and CR0.MP, else does nothing.  MMX/SSE opcodes are
 absent from the opcode table and decode as #UD."""
 from .jit import kernel
-
 from .memory import exc
 from .state import CR0, CR0_EM, CR0_MP, CR0_TS, D_OP, NM_, UD_
 

@@ -12,18 +12,64 @@ switch from the TSS on entry to an inner ring.  Task gates stop the run
 with ST_UNSUPPORTED.  The EFLAGS image pushed is the current one (RF is
 not set in fault images).
 """
-from .jit import kernel
-
 from .far import far_return
+from .jit import kernel
 from .memory import exc, lin_write, read_mem, sys_read, write_mem
 from .operands import get_reg, sext, stack32
 from .segments import desc_attr, desc_base, desc_limit, read_desc, set_cache
 from .state import (
-    A_CODE, A_E, A_P, A_S, A_USABLE, A_W, A_DB, BR_, CPL, CS, D_EAOFF, D_EASEG, D_EXC,
-    D_MOD, D_OP, D_OSZ, D_REG, D_SOFT, D_IMM, DF_, EFLAGS, EIP, ESP, FAULT_EIP, FAULT_ERR,
-    FAULT_VEC, GP_, IDTR_BASE, IDTR_LIMIT, IF, LAST_ERR, LAST_VEC, M32, NP_, NT, OF, PF_,
-    RF, SEG, SS, ST_TRIPLE_FAULT, ST_UNSUPPORTED, S_ATTR, S_BASE, S_LIMIT, S_SEL, TF, TR,
-    TS_, UD_, VM, D_ERR,
+    A_CODE,
+    A_DB,
+    A_E,
+    A_P,
+    A_S,
+    A_USABLE,
+    A_W,
+    BR_,
+    CPL,
+    CS,
+    D_EAOFF,
+    D_EASEG,
+    D_ERR,
+    D_EXC,
+    D_IMM,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    D_SOFT,
+    DF_,
+    EFLAGS,
+    EIP,
+    ESP,
+    FAULT_EIP,
+    FAULT_ERR,
+    FAULT_VEC,
+    GP_,
+    IDTR_BASE,
+    IDTR_LIMIT,
+    IF,
+    LAST_ERR,
+    LAST_VEC,
+    M32,
+    NP_,
+    NT,
+    OF,
+    PF_,
+    RF,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
+    S_SEL,
+    SEG,
+    SS,
+    ST_TRIPLE_FAULT,
+    ST_UNSUPPORTED,
+    TF,
+    TR,
+    TS_,
+    UD_,
+    VM,
 )
 
 

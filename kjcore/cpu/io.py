@@ -4,16 +4,35 @@ Port 0xE9 is the debug console (bytes buffered in compiled code; reading it
 returns 0xE9, the Bochs convention); port 0x80 (POST codes) is ignored and
 reads as all ones.  Any other port stops the run with ``ST_IO`` and the
 instruction restarts once Python has answered (``IO_PENDING``), so the
-instruction completes exactly once.  I/O permission: CPL > IOPL is #GP(0)
-(the TSS I/O bitmap is not consulted).
+instruction completes exactly once.  With ``OPEN_BUS`` set (``CPU.open_bus``)
+a port no Python handler claims is answered here instead, as an empty ISA
+bus does: reads give all ones, writes go nowhere, and the run goes on (a
+``rep insb`` from such a port costs what any string instruction costs).
+I/O permission: CPL > IOPL is #GP(0) (the TSS I/O bitmap is not consulted).
 """
 from .jit import kernel
-
 from .memory import exc
 from .operands import get_reg, set_reg
 from .state import (
-    CON_LEN, CPL, D_EXC, D_IMM, D_OP, D_OSZ, EAX, EDX, EFLAGS, GP_, IO_DIR, IO_PENDING,
-    IO_PORT, IO_SIZE, IO_VAL, ST_IO, M32,
+    CON_LEN,
+    CPL,
+    D_EXC,
+    D_IMM,
+    D_OP,
+    D_OSZ,
+    EAX,
+    EDX,
+    EFLAGS,
+    GP_,
+    IO_DIR,
+    IO_PENDING,
+    IO_PORT,
+    IO_SIZE,
+    IO_VAL,
+    M32,
+    OPEN_BUS,
+    PORTS,
+    ST_IO,
 )
 
 ST_CON_FULL = 8     # internal: Python drains the console buffer and resumes
@@ -25,6 +44,14 @@ def io_allowed(s):
         exc(s, GP_, 0)
         return False
     return True
+
+
+@kernel("b", "si")
+def _has_handler(s, port):
+    for i in range(s[OPEN_BUS] - 1):
+        if s[PORTS + i] == port:
+            return True
+    return False
 
 
 @kernel("ii", "sciibi")
@@ -44,6 +71,8 @@ def port_io(s, con, port, size, out, value):
     if s[IO_PENDING] and s[IO_PORT] == port and s[IO_SIZE] == size and s[IO_DIR] == out:
         s[IO_PENDING] = 0
         return 0, s[IO_VAL] & ((1 << (8 * size)) - 1)
+    if s[OPEN_BUS] > 0 and not _has_handler(s, port):
+        return 0, (1 << (8 * size)) - 1
     s[IO_PENDING] = 0
     s[IO_PORT] = port
     s[IO_SIZE] = size

@@ -5,17 +5,40 @@ The step loop has already advanced EIP past the instruction; a branch
 overwrites it.  A target outside the CS limit is #GP(0) raised by the
 branch itself, with nothing committed (SDM vol. 2, JMP/CALL/RET).
 """
-from .jit import kernel
-
 from .alu import inc_dec
 from .far import far_call, far_jmp
+from .jit import kernel
 from .memory import exc, read_mem
 from .operands import (
-    check_rm_write, cond, push, read_rm, sp_add, stack_read, write_rm, MASK,
+    MASK,
+    check_rm_write,
+    cond,
+    push,
+    read_rm,
+    sp_add,
+    stack_read,
+    write_rm,
 )
 from .state import (
-    CS, D_ASZ, D_EAOFF, D_EASEG, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, ECX, EFLAGS,
-    EIP, GP_, M32, SEG, S_LIMIT, UD_, ZF,
+    CS,
+    D_ASZ,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_IMM,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    ECX,
+    EFLAGS,
+    EIP,
+    GP_,
+    M32,
+    S_LIMIT,
+    SEG,
+    UD_,
+    ZF,
 )
 
 

@@ -14,12 +14,44 @@ Faults never raise: a routine that fails stores the vector and error code in
 test ``s[D_EXC] >= 0``.
 """
 import numpy as np
-from .jit import kernel
 
+from .jit import kernel
 from .state import (
-    A_CODE, A_E, A_DB, A_USABLE, A_W, BUS_ADDR, CPL, CR0, CR0_PG, CR0_WP, CR2, CR3, CR4,
-    CR4_PAE, CR4_PGE, CR4_PSE, D_ERR, D_EXC, D_FPAGE, EFER, EFER_NXE, GP_, M32, PF_,
-    PFE_I, PFE_P, PFE_RSVD, PFE_U, PFE_W, SEG, SS, SS_, STRICT_BUS, TLB, TLB_N,
+    A_CODE,
+    A_DB,
+    A_E,
+    A_USABLE,
+    A_W,
+    BUS_ADDR,
+    CPL,
+    CR0,
+    CR0_PG,
+    CR0_WP,
+    CR2,
+    CR3,
+    CR4,
+    CR4_PAE,
+    CR4_PGE,
+    CR4_PSE,
+    D_ERR,
+    D_EXC,
+    D_FPAGE,
+    EFER,
+    EFER_NXE,
+    GP_,
+    M32,
+    PF_,
+    PFE_I,
+    PFE_P,
+    PFE_RSVD,
+    PFE_U,
+    PFE_W,
+    SEG,
+    SS,
+    SS_,
+    STRICT_BUS,
+    TLB,
+    TLB_N,
 )
 
 # Access kinds for translate(); combine with ACC_USER.

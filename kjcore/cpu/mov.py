@@ -1,13 +1,33 @@
 """Data movement family: MOV (all forms), MOVZX/MOVSX, LEA, XCHG, CBW/CWD
 family, SAHF/LAHF, XLAT, and the multi-byte NOPs."""
 from .jit import kernel
-
 from .memory import exc, read_mem, write_mem
-from .operands import MASK, get_reg, read_rm, set_reg, sext, write_rm, check_rm_write
+from .operands import MASK, check_rm_write, get_reg, read_rm, set_reg, sext, write_rm
 from .segments import load_seg
 from .state import (
-    AF, CF, CS, D_ASZ, D_EXC, D_IMM, D_MOD, D_OP, D_OSZ, D_REG, D_RM, D_SEGOVR, DS, EAX,
-    EBX, EDX, EFLAGS, PF, SEG, SF, UD_, ZF, D_EAOFF,
+    AF,
+    CF,
+    CS,
+    D_ASZ,
+    D_EAOFF,
+    D_EXC,
+    D_IMM,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    D_RM,
+    D_SEGOVR,
+    DS,
+    EAX,
+    EBX,
+    EDX,
+    EFLAGS,
+    PF,
+    SEG,
+    SF,
+    UD_,
+    ZF,
 )
 
 

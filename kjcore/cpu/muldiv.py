@@ -6,8 +6,8 @@ and IDIV leave all flags unchanged.  #DE for a zero divisor or a quotient
 that does not fit, with nothing modified.
 """
 import numpy as np
-from .jit import kernel
 
+from .jit import kernel
 from .memory import exc
 from .operands import MASK, get_reg, read_rm, set_arith, set_reg, sext, szp
 from .state import CF, D_EXC, D_IMM, D_OP, D_OSZ, D_REG, DE_, EAX, EDX, M32, OF

@@ -1,11 +1,30 @@
 """Register and ModRM operand access, flag arithmetic shared by the families."""
 import numpy as np
-from .jit import kernel
 
-from .memory import read_mem, write_mem, check_write_mem
+from .jit import kernel
+from .memory import check_write_mem, read_mem, write_mem
 from .state import (
-    AF, CF, D_ASZ, D_EAOFF, D_EASEG, D_EXC, D_MOD, D_OSZ, D_REG, D_RM, EFLAGS, M32, OF,
-    PF, SF, ZF, ESP, SS, SEG, S_ATTR, A_DB,
+    A_DB,
+    AF,
+    CF,
+    D_ASZ,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_MOD,
+    D_OSZ,
+    D_REG,
+    D_RM,
+    EFLAGS,
+    ESP,
+    M32,
+    OF,
+    PF,
+    S_ATTR,
+    SEG,
+    SF,
+    SS,
+    ZF,
 )
 
 PARITY = np.array([PF if bin(i).count("1") % 2 == 0 else 0 for i in range(256)], np.int64)

@@ -6,12 +6,36 @@ cache keeps working when GDTR changes or the table is overwritten, as on
 the hardware.
 """
 from .jit import kernel
-
 from .memory import exc, sys_read, sys_write
 from .state import (
-    A_ACCESSED, A_CODE, A_E, A_P, A_S, A_USABLE, A_W, CPL, CS, D_EXC, D_FPAGE, DS, ES, FS,
-    GDTR_BASE, GDTR_LIMIT, GP_, GS, LDTR, M32, NP_, SEG, SS, SS_, S_ATTR, S_BASE, S_LIMIT,
+    A_ACCESSED,
+    A_CODE,
+    A_E,
+    A_P,
+    A_S,
+    A_USABLE,
+    A_W,
+    CPL,
+    CS,
+    D_EXC,
+    D_FPAGE,
+    DS,
+    ES,
+    FS,
+    GDTR_BASE,
+    GDTR_LIMIT,
+    GP_,
+    GS,
+    LDTR,
+    M32,
+    NP_,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
     S_SEL,
+    SEG,
+    SS,
+    SS_,
 )
 
 

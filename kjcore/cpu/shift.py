@@ -12,11 +12,17 @@ widened value (0).  SHLD/SHRD with a 16-bit count above 16 leave an
 undefined result (tests exclude it).
 """
 from .jit import kernel
-
 from .operands import (
-    MASK, SIGN, check_rm_write, get_reg, read_rm, set_arith, szp, write_rm,
+    MASK,
+    SIGN,
+    check_rm_write,
+    get_reg,
+    read_rm,
+    set_arith,
+    szp,
+    write_rm,
 )
-from .state import AF, CF, D_EXC, D_IMM, D_OP, D_OSZ, D_REG, EFLAGS, ECX, OF
+from .state import AF, CF, D_EXC, D_IMM, D_OP, D_OSZ, D_REG, ECX, EFLAGS, OF
 
 
 @kernel("i", "siiii")

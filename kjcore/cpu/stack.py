@@ -8,16 +8,52 @@ of the two behaviours SDM vol. 2 PUSH allows; QEMU/Unicorn do the same,
 while recent Intel cores write only the low 16 bits).
 """
 from .jit import kernel
-
 from .memory import exc, read_mem, write_mem
 from .operands import (
-    get_reg, push, read_rm, set_reg, sp_add, stack32, stack_read, write_rm,
+    get_reg,
+    push,
+    set_reg,
+    sp_add,
+    stack32,
+    stack_read,
+    write_rm,
 )
 from .segments import load_seg
 from .state import (
-    AC, AF, CF, CPL, CS, D_BASE, D_EAOFF, D_EXC, D_IMM, D_IMM2, D_MOD, D_OP, D_OSZ, DF,
-    EBP, EFLAGS, ESP, GP_, ID, IF, IOPL, M32, NT, OF, PF, RF, SEG, SF, SS, TF, UD_, VM, ZF,
+    AC,
+    AF,
+    CF,
+    CPL,
+    CS,
+    D_BASE,
+    D_EAOFF,
+    D_EXC,
+    D_IMM,
+    D_IMM2,
+    D_MOD,
+    D_OP,
+    D_OSZ,
     D_REG,
+    DF,
+    EBP,
+    EFLAGS,
+    ESP,
+    GP_,
+    ID,
+    IF,
+    IOPL,
+    M32,
+    NT,
+    OF,
+    PF,
+    RF,
+    SEG,
+    SF,
+    SS,
+    TF,
+    UD_,
+    VM,
+    ZF,
 )
 
 POPF_BITS = CF | PF | AF | ZF | SF | TF | DF | OF | NT | AC | ID

@@ -90,9 +90,15 @@ NO_FAST = 121       # nonzero: run skips the fast path (tests compare both paths
 NO_JIT = 122        # nonzero: run does not enter or request compiled hot loops (loopjit.py)
 JIT_REQ = 123       # ST_JIT_REQUEST: offset in s of the hot-loop table entry to compile
 JIT_HOT = 124       # backward branches to a loop head before it is compiled
+D_BUDGET = 125      # steps the instruction being executed may take (a REP string: one per element)
+D_DONE = 126        # string elements the instruction completed (charged as steps by the run loop)
+OPEN_BUS = 127      # 0: a port without built-in meaning stops the run (ST_IO); k > 0: it reads
+                    # all ones and drops writes, except the k - 1 ports at PORTS (Python handlers)
 
 BP = 128            # breakpoint linear addresses
 BP_MAX = 32
+PORTS = 160         # ports with a Python handler (see OPEN_BUS)
+PORT_MAX = 96
 TLB = 256
 TLB_N = 256
 TLB_END = TLB + 3 * TLB_N
@@ -156,19 +162,33 @@ ST_BUS_ERROR = 6
 ST_UNSUPPORTED = 7
 ST_JIT_REQUEST = 9  # internal: Python compiles the hot loop s[JIT_REQ] names and resumes
 
+ST_TIMEOUT = 10     # never returned by compiled code: CPU.run's wall-clock deadline passed
+
+# Names.  Each is defined here once; the state record, CPU.load, machine_kexec and the first
+# kernel's register dict all use these.
 REG_NAMES = ("eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi")
+#: slots EIP..EFER in order (so ``REG_NAMES + CONTROL_NAMES`` are slots 0..EFER)
+CONTROL_NAMES = ("eip", "eflags", "cr0", "cr2", "cr3", "cr4", "efer")
+#: slots GDTR_BASE..IDTR_LIMIT in order
+TABLE_NAMES = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit")
 SEG_NAMES = ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
+#: the four slots of a segment register, as state record fields ``<seg>_<field>``
+SEG_FIELDS = ("sel", "base", "limit", "attr")
+#: a segment register in a register dict (CPU.load, ``first_kernel.initial_cpu_state``):
+#: ``<seg>_<key>``; access is descriptor byte 5 and flags the G/D-B/L/AVL nibble
+SEG_KEYS = ("selector", "base", "limit", "access", "flags")
+#: state record fields that count work done, not architectural state
+WORK_FIELDS = frozenset({"tsc", "steps", "trace_pos", "trace_cnt", "con_len"})
 
 
 def _state_fields():
-    names = {i: n for i, n in enumerate(REG_NAMES)}
-    names.update({EIP: "eip", EFLAGS: "eflags", CR0: "cr0", CR2: "cr2", CR3: "cr3",
-                  CR4: "cr4", EFER: "efer", CPL: "cpl"})
+    names = dict(enumerate(REG_NAMES + CONTROL_NAMES))
+    names[CPL] = "cpl"
     for i, n in enumerate(SEG_NAMES):
-        for j, f in enumerate(("sel", "base", "limit", "attr")):
+        for j, f in enumerate(SEG_FIELDS):
             names[SEG + 4 * i + j] = f"{n}_{f}"
-    names.update({GDTR_BASE: "gdtr_base", GDTR_LIMIT: "gdtr_limit",
-                  IDTR_BASE: "idtr_base", IDTR_LIMIT: "idtr_limit", TSC: "tsc",
+    names.update({GDTR_BASE + i: n for i, n in enumerate(TABLE_NAMES)})
+    names.update({TSC: "tsc",
                   SYSENTER_CS: "sysenter_cs", SYSENTER_ESP: "sysenter_esp",
                   SYSENTER_EIP: "sysenter_eip", FAULT_VEC: "fault_vec",
                   FAULT_ERR: "fault_err", FAULT_EIP: "fault_eip", LAST_VEC: "last_vec",

@@ -11,31 +11,60 @@ instruction can be restarted").  Overlapping forward copies closer than
 one chunk fall back to element order, so the result is always the
 architectural one.
 
-A REP instruction yields after REP_ELEMENTS elements (REP_BYTES bytes on
-the block path) with EIP still on it, as if an interrupt window had opened
-(SDM vol. 2, REP: registers describe the progress and the instruction
-resumes): one step never runs unbounded, whatever ECX says.
+Every element is one step of the run's budget: the handler does at most
+``D_BUDGET`` elements (the steps left), counts them in ``D_DONE`` (the run
+loop charges them), and when the budget ends inside the string it stops with
+EIP still on the instruction, as if an interrupt window had opened (SDM
+vol. 2, REP: registers describe the progress and the instruction resumes).
+So one step never runs unbounded, whatever ECX says, and a run's budget
+bounds the bytes a guest can move.
 """
 import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .jit import kernel
-
 from .io import io_allowed, port_io
+from .jit import kernel
 from .memory import (
-    ACC_WRITE, check_write_mem, phys_read, phys_write, read_mem, seg_lin, translate, user_acc, write_mem,
+    ACC_WRITE,
+    check_write_mem,
+    phys_read,
+    phys_write,
+    read_mem,
+    seg_lin,
+    translate,
+    user_acc,
+    write_mem,
 )
 from .operands import MASK, flags_sub, get_reg, set_arith, set_reg
 from .state import (
-    A_CODE, A_E, D_ASZ, D_EXC, D_START, EIP, D_OP, D_OSZ, D_REP, D_SEGOVR, DF, DS, EAX, ECX, EDI, EDX,
-    EFLAGS, ES, ESI, M32, SEG, S_ATTR, ZF,
+    A_CODE,
+    A_E,
+    D_ASZ,
+    D_BUDGET,
+    D_DONE,
+    D_EXC,
+    D_OP,
+    D_OSZ,
+    D_REP,
+    D_SEGOVR,
+    D_START,
+    DF,
+    DS,
+    EAX,
+    ECX,
+    EDI,
+    EDX,
+    EFLAGS,
+    EIP,
+    ES,
+    ESI,
+    M32,
+    S_ATTR,
+    SEG,
+    ZF,
 )
-
-
-REP_ELEMENTS = 1 << 16
-REP_BYTES = 16 << 20
 
 
 @kernel("v", "siii")
@@ -119,13 +148,13 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
     nram = ram.shape[0]
     acc = user_acc(s)
     val = get_reg(s, EAX, size)
-    moved = 0
+    budget = s[D_BUDGET]
     while True:
         count = s[ECX] & am
         if count == 0:
             return 0
-        if moved >= REP_BYTES:
-            s[EIP] = s[D_START]                 # yield; the instruction resumes
+        if s[D_DONE] >= budget:
+            s[EIP] = s[D_START]                 # out of steps; the instruction resumes
             return 0
         dlin, n = _chunk(s, ES, s[EDI] & am, size, am, True)
         if dlin < 0:
@@ -135,7 +164,7 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
             if slin < 0:
                 return 0
             n = min(n, n2)
-        n = min(n, count)
+        n = min(n, count, budget - s[D_DONE])
         if n <= 0:
             # An element straddles a page (or the segment edge): do it alone.
             if movs:
@@ -171,7 +200,7 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
             s[ESI] = (s[ESI] & ~am & M32) | ((s[ESI] + n * size) & am)
         s[EDI] = (s[EDI] & ~am & M32) | ((s[EDI] + n * size) & am)
         s[ECX] = (s[ECX] & ~am & M32) | ((count - n) & am)
-        moved += n * size
+        s[D_DONE] += n
 
 
 @kernel("i", "srqc")
@@ -191,7 +220,7 @@ def op_string(s, ram, ram64, con):
     if kind == 0x6C or kind == 0x6E:
         if not io_allowed(s):
             return 0
-    budget = REP_ELEMENTS
+    budget = s[D_BUDGET]
     while True:
         if kind == 0xA4:                         # MOVS
             v = read_mem(s, ram, src, s[ESI] & am, size)
@@ -248,6 +277,7 @@ def op_string(s, ram, ram64, con):
             if st != 0:
                 return st
             _adv(s, ESI, delta, am)
+        s[D_DONE] += 1
         if not rep:
             return 0
         c = (s[ECX] - 1) & am
@@ -258,7 +288,6 @@ def op_string(s, ram, ram64, con):
             zf = (s[EFLAGS] & ZF) != 0
             if (rep == 0xF3 and not zf) or (rep == 0xF2 and zf):
                 return 0
-        budget -= 1
-        if budget == 0:
-            s[EIP] = s[D_START]                 # yield; the instruction resumes
+        if s[D_DONE] >= budget:
+            s[EIP] = s[D_START]                 # out of steps; the instruction resumes
             return 0

@@ -9,20 +9,75 @@ PSE, TSC, MSR, PAE, CX8, PGE, CMOV and (extended leaf) NX.  The time stamp
 counter counts executed instructions.
 """
 from .jit import kernel
-
 from .memory import exc, read_mem, sys_read, sys_write, tlb_flush, tlb_flush_page, write_mem
 from .operands import get_reg, read_rm, set_reg, write_rm
 from .segments import desc_attr, desc_base, desc_limit, read_desc, set_cache
 from .state import (
-    A_CODE, A_E, A_P, A_S, A_USABLE, A_W, CPL, CR0, CR0_CD, CR0_ET, CR0_NW, CR0_PE, CR0_PG,
-    CR0_WP, CR2, CR3, CR4, CR4_DE, CR4_PAE, CR4_PGE, CR4_PSE, CR4_TSD, CR4_VALID, D_EAOFF,
-    D_EASEG, D_EXC, D_MOD, D_OP, D_OSZ, D_REG, D_RM, DR0, EAX, EBX, ECX, EDX, EFER,
-    EFER_NXE, EFLAGS, GDTR_BASE, GDTR_LIMIT, GP_, IDTR_BASE, IDTR_LIMIT, LDTR, M32, NP_,
-    SEG, ST_HLT, ST_UNSUPPORTED, S_ATTR, S_SEL, SYSENTER_CS, SYSENTER_EIP, SYSENTER_ESP,
-    TR, TSC, UD_, ZF, CR0_TS, STEPS,
+    A_CODE,
+    A_E,
+    A_P,
+    A_S,
+    A_USABLE,
+    A_W,
+    CPL,
+    CR0,
+    CR0_CD,
+    CR0_ET,
+    CR0_NW,
+    CR0_PE,
+    CR0_PG,
+    CR0_TS,
+    CR0_WP,
+    CR2,
+    CR3,
+    CR4,
+    CR4_DE,
+    CR4_PAE,
+    CR4_PGE,
+    CR4_PSE,
+    CR4_TSD,
+    CR4_VALID,
+    D_EAOFF,
+    D_EASEG,
+    D_EXC,
+    D_MOD,
+    D_OP,
+    D_OSZ,
+    D_REG,
+    D_RM,
+    DR0,
+    EAX,
+    EBX,
+    ECX,
+    EDX,
+    EFER,
+    EFER_NXE,
+    EFLAGS,
+    GDTR_BASE,
+    GDTR_LIMIT,
+    GP_,
+    IDTR_BASE,
+    IDTR_LIMIT,
+    LDTR,
+    M32,
+    NP_,
+    S_ATTR,
+    S_SEL,
+    SEG,
+    ST_HLT,
+    ST_UNSUPPORTED,
+    STEPS,
+    SYSENTER_CS,
+    SYSENTER_EIP,
+    SYSENTER_ESP,
+    TR,
+    TSC,
+    UD_,
+    ZF,
 )
 
-CPUID_FEATURES = (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 13) | (1 << 15)
+CPUID_FEATURES = ((1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 13)
+                  | (1 << 15))
 MSR_TSC = 0x10
 MSR_EFER = 0xC0000080
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..constants import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE
 from ..cpu import CPU
+from ..cpu.state import WORK_FIELDS
 from ..machine import Machine
 from ..segment import Segment
 from .oracle import JumpOracle
@@ -48,7 +49,7 @@ CONFIGS = (dict(pae=False, fix_peer_df=True),
            dict(pae=True, fix_pae_return=True, fix_peer_df=True),
            dict(pae=True, nx=True, fix_pae_return=True, fix_peer_df=True))
 #: CPU state fields that count work done, not architectural state
-NOT_ARCHITECTURAL = frozenset({"tsc", "steps", "trace_pos", "trace_cnt", "con_len"})
+NOT_ARCHITECTURAL = WORK_FIELDS
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import relocate
 from ..constants import PAGE_OFFSET, PAGE_SIZE
+from ..machine_kexec import PRESERVED_STATE
 
 
 def _get32(buf, off):
@@ -49,13 +50,6 @@ def preserved_mask(machine, image, *, stack_top=None):
         keep[page:page + PAGE_SIZE] = False
     keep[fk.stack_bottom:stack_top] = False
     return keep
-
-
-#: CPU state fields the first kernel gets back unchanged from a round trip (SPEC §8)
-PRESERVED_STATE = ("gdtr_base", "gdtr_limit", "idtr_base", "idtr_limit", "cr0", "cr2", "cr3",
-                   "cr4", "efer", "eflags", "ebx", "esi", "edi", "ebp", "esp", "cpl") + tuple(
-    f"{seg}_{f}" for seg in ("es", "cs", "ss", "ds", "fs", "gs", "ldtr", "tr")
-    for f in ("sel", "base", "limit", "attr"))
 
 
 class JumpOracle:

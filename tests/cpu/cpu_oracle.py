@@ -364,6 +364,8 @@ class Oracle:
         s[S.EIP] = CODE
         s[S.EFLAGS] = case.eflags
         st = cpu.run(1)
+        while case.string and st == Status.STEP_LIMIT and cpu.eip == CODE:
+            st = cpu.run(1)            # a step is one REP element: finish the instruction
         uc.context_restore(self.uc_ctx)
         uc.mem_write(0, data.tobytes())
         uc.mem_write(CODE, case.code + bytes(16 - len(case.code)))

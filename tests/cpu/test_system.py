@@ -273,7 +273,7 @@ def test_rep_movs_fault_mid_string_leaves_completed_part(world):
     cpu = w.load(asm("cld; movl $0x30010, %esi; movl $0x40010, %edi; movl $0x1000, %ecx; rep movsl; hlt"))
     cpu.cr3 = pd
     cpu.cr0 |= 0x80000000
-    assert cpu.run(10) == Status.HLT and w.handler_of(cpu) == 14
+    assert cpu.run(10_000) == Status.HLT and w.handler_of(cpu) == 14
     done = (0x43000 - 0x40010) // 4
     assert cpu.ecx == 0x1000 - done and cpu.edi == 0x43000 and cpu.esi == 0x30010 + 4 * done
     assert cpu.cr2 == 0x43000 and w.word(cpu.esp + 4) == 0x1010   # EIP of the rep movsl
@@ -284,7 +284,7 @@ def test_rep_movs_overlap_is_element_order(world):
     w = world
     w.put(0x4000, bytes(range(64)))
     cpu = w.load(asm("cld; movl $0x4000, %esi; movl $0x4002, %edi; movl $8, %ecx; rep movsl; hlt"))
-    assert cpu.run(10) == Status.HLT
+    assert cpu.run(100) == Status.HLT
     ref = bytearray(range(64))
     for i in range(8):
         ref[2 + 4 * i:6 + 4 * i] = ref[4 * i:4 * i + 4]
