@@ -12,7 +12,7 @@ DEST = 0x80000
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(payloads(dest=DEST, checkpoint_port=0xEA))
 def test_drawn_payloads_jump_as_their_model_says(p):
-    m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10)
+    m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10, fix_peer_df=True)
     m.kexec_load(p.entry, p.segments(), kjcore.KEXEC_PRESERVE_CONTEXT)
     img, oracle, pages = m.kexec_image, JumpOracle(m), p.initial_pages()
     for _ in range(3):
