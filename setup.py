@@ -11,7 +11,8 @@ from setuptools.command.build_ext import build_ext
 try:
     from Cython.Build import cythonize
 except ImportError:  # pragma: no cover - pyproject.toml lists Cython as a build requirement
-    sys.exit("kjcore: building needs Cython >= 3 (pip installs it from pyproject.toml's build requirements)")
+    sys.exit("kjcore: building needs Cython >= 3 (pip installs it from pyproject.toml's build "
+             "requirements)")
 
 
 class BuildExt(build_ext):

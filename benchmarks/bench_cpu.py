@@ -43,7 +43,8 @@ def xorshift_loop(n):
 
 
 def mem_loop(n):
-    # mov ecx,n; L: mov eax,[esi]; add eax,ecx; mov [esi+4],eax; cmp eax,[esi+8]; dec ecx; jnz L; hlt
+    # mov ecx,n; L: mov eax,[esi]; add eax,ecx; mov [esi+4],eax; cmp eax,[esi+8]; dec ecx;
+    # jnz L; hlt
     return (b"\xb9" + n.to_bytes(4, "little")
             + bytes.fromhex("8b0601c8894604" "3b4608" "49" "75f3" "f4"))
 

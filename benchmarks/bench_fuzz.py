@@ -3,10 +3,9 @@
 Run: ``pytest benchmarks/bench_fuzz.py --benchmark-enable -s``
 """
 import numpy as np
+from _timing import best_of, report
 
 from kjcore.fuzz import check_layouts, random_layouts
-
-from _timing import best_of, report
 
 N = 2_000_000
 

@@ -19,7 +19,6 @@ import tempfile
 import time
 
 import pytest
-
 from _timing import report
 
 COLD_TARGET_S = 30.0

@@ -8,11 +8,10 @@ Run: ``pytest benchmarks/bench_swap.py --benchmark-enable -s``
 """
 import numpy as np
 import pytest
+from _timing import best_of, report
 
 import kjcore
 from kjcore.swap import swap_pages
-
-from _timing import best_of, report
 
 MiB = 1 << 20
 
@@ -25,7 +24,8 @@ def machine():
 
 
 def load(m, size):
-    m.kexec_load(0x1000000, [kjcore.Segment.zero(0, 0x1000000, size)], kjcore.KEXEC_PRESERVE_CONTEXT)
+    m.kexec_load(0x1000000, [kjcore.Segment.zero(0, 0x1000000, size)],
+                 kjcore.KEXEC_PRESERVE_CONTEXT)
     return m.kexec_image
 
 

@@ -15,6 +15,8 @@ EI_CLASS | EI_CLASS: ELFCLASS64 (2) is not supported, kjcore loads ELFCLASS32 (1
 import struct
 from typing import NamedTuple
 
+from .errors import LoaderError
+
 # e_ident (System V ABI, "ELF Identification").
 ELFMAG = b"\x7fELF"
 EI_NIDENT = 16
@@ -59,22 +61,7 @@ _TYPE_NAMES = {ET_REL: "ET_REL", ET_EXEC: "ET_EXEC", ET_DYN: "ET_DYN", ET_CORE: 
 _U32_END = 1 << 32
 
 
-class LoaderError(ValueError):
-    """An image kexec-tools (and so kjcore) refuses to load.
 
-    ``field`` is the name of the header field or parameter that decided the rejection
-    (``"e_machine"``, ``"p_paddr"``, ``"mem_max"``...); the message starts with it.
-
-    >>> e = LoaderError("p_paddr", "0x100800 is not page aligned")
-    >>> e.field, str(e)
-    ('p_paddr', 'p_paddr: 0x100800 is not page aligned')
-    >>> isinstance(e, ValueError)
-    True
-    """
-
-    def __init__(self, field, message):
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class Elf32Header(NamedTuple):
@@ -95,7 +82,8 @@ class Elf32Header(NamedTuple):
 
 
 class Elf32Phdr(NamedTuple):
-    """One ``Elf32_Phdr``; its file bytes ``[p_offset, p_offset + p_filesz)`` lie inside the file."""
+    """One ``Elf32_Phdr``; its file bytes ``[p_offset, p_offset + p_filesz)`` lie inside the
+    file."""
     p_type: int
     p_offset: int
     p_vaddr: int

@@ -80,11 +80,12 @@ def sort_segments(segments):
     strictly inside does, as in the kernel's own test (SPEC section 4.1, rule 9).
 
     >>> sort_segments([Segment.zero(0, 0x3000, 0x1000), Segment.zero(0, 0x1000, 0x2000)])
-    (Segment(bufsz=0, mem=0x1000, memsz=0x2000, zero), Segment(bufsz=0, mem=0x3000, memsz=0x1000, zero))
+    (Segment(bufsz=0, mem=0x1000, memsz=0x2000, zero), \
+Segment(bufsz=0, mem=0x3000, memsz=0x1000, zero))
     >>> sort_segments([Segment.zero(0, 0x1000, 0x2000), Segment.zero(0, 0x2000, 0x1000)])
     Traceback (most recent call last):
     ...
-    kjcore.elf32.LoaderError: mem: segment [0x2000, 0x3000) overlaps segment [0x1000, 0x3000)
+    kjcore.errors.LoaderError: mem: segment [0x2000, 0x3000) overlaps segment [0x1000, 0x3000)
     """
     ordered = sorted(segments, key=lambda s: (s.mem, s.memsz))
     if len(ordered) > KEXEC_SEGMENT_MAX:
@@ -150,7 +151,7 @@ def load_elf32(data):
     >>> load_elf32(b"MZ" + bytes(100))
     Traceback (most recent call last):
     ...
-    kjcore.elf32.LoaderError: e_ident: bad magic b'MZ\\x00\\x00', not an ELF file
+    kjcore.errors.LoaderError: e_ident: bad magic b'MZ\\x00\\x00', not an ELF file
     """
     view, ehdr, phdrs = parse_elf32(data)
     segments = []
@@ -191,7 +192,7 @@ def load_flat(data, at, entry=None):
     >>> load_flat(b"\\xf4", at=0x200010)
     Traceback (most recent call last):
     ...
-    kjcore.elf32.LoaderError: at: 0x200010 is not page aligned
+    kjcore.errors.LoaderError: at: 0x200010 is not page aligned
     """
     view = byte_view(data)
     _check_u32("at", at)
@@ -246,7 +247,8 @@ def check_placement(segments, mem_min=0, mem_max=U32, ram_size=None):
     >>> check_placement([Segment.zero(0, 0x100000, 0x1000)], mem_max=0xFFFFF)
     Traceback (most recent call last):
     ...
-    kjcore.elf32.LoaderError: mem: segment [0x100000, 0x100fff] is outside [mem_min, mem_max] = [0x0, 0xfffff]
+    kjcore.errors.LoaderError: mem: segment [0x100000, 0x100fff] is outside [mem_min, mem_max] = \
+[0x0, 0xfffff]
     """
     end = _check_window(mem_min, mem_max, _ADDR_END if ram_size is None else ram_size)
     for seg in segments:
@@ -273,7 +275,8 @@ def preserve_context_backup_segments(segments, mem_min, mem_max, ram_size):
     >>> image = load_flat(b"\\x90" * 0x1800, at=0x2000)
     >>> backups = preserve_context_backup_segments(image.segments, 0x800, 0x7FFF, 1 << 20)
     >>> backups
-    (Segment(bufsz=0, mem=0x1000, memsz=0x1000, zero), Segment(bufsz=0, mem=0x4000, memsz=0x4000, zero))
+    (Segment(bufsz=0, mem=0x1000, memsz=0x1000, zero), \
+Segment(bufsz=0, mem=0x4000, memsz=0x4000, zero))
     >>> [hex(s.mem) for s in sort_segments(image.segments + backups)]
     ['0x1000', '0x2000', '0x4000']
 
@@ -317,7 +320,8 @@ def find_hole(segments, size, mem_min, mem_max, ram_size, align=PAGE_SIZE, *, to
     >>> find_hole(used, 0x100000, 0, 0xFFFFF, 1 << 20)
     Traceback (most recent call last):
     ...
-    kjcore.elf32.LoaderError: size: no free area of 0x100000 bytes aligned to 0x1000 in RAM within [0x0, 0xfffff]
+    kjcore.errors.LoaderError: size: no free area of 0x100000 bytes aligned to 0x1000 in RAM \
+within [0x0, 0xfffff]
 
     Notes
     -----

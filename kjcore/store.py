@@ -54,6 +54,13 @@ import zlib
 import numpy as np
 
 from .constants import MAX_RAM_SIZE, PAGE_SIZE
+from .errors import (
+    DamagedMachineFile,
+    ForeignMachineFile,
+    MachineBusyError,
+    MachineFileError,
+    MachineFileVersionError,
+)
 from .machine import Machine
 from .machine_state import machine_state, set_machine_state
 from .state_codec import decode, encode, load_npz, npz_bytes
@@ -79,31 +86,6 @@ _MAX_META = 16 << 20
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError,
                   zipfile.BadZipFile)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-# ---------------------------------------------------------------------------------- errors
-class MachineFileError(ValueError):
-    """``PATH`` cannot be opened (or saved over) as a kjcore machine; ``.path`` says which."""
-
-    def __init__(self, path, message):
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
-class ForeignMachineFile(MachineFileError):
-    """``PATH`` is not a kjcore machine (another file or directory)."""
-
-
-class DamagedMachineFile(MachineFileError):
-    """``PATH`` is a kjcore machine whose files are missing, truncated, corrupted or edited."""
-
-
-class MachineFileVersionError(MachineFileError):
-    """``PATH`` was written in a format version this kjcore does not read."""
-
-
-class MachineBusyError(MachineFileError):
-    """Another process holds ``PATH``'s lock (a ``kjexec`` run, or a save)."""
 
 
 # ---------------------------------------------------------------------------------- checksums

@@ -34,17 +34,10 @@ native loops are bounded and run Python's signal handlers periodically (Ctrl-C w
 import numpy as np
 
 from .constants import PAGE_SIZE
+from .errors import SwapBusError
 from .segment import check_u32
 
 ENGINES = ("native", "numba", "reference")
-
-
-class BusError(RuntimeError):
-    """A guest physical access past the end of RAM on a strict bus (``strict_bus=True``)."""
-
-    def __init__(self, address):
-        super().__init__(f"physical access at {address:#010x} is past the end of RAM (strict bus)")
-        self.address = address
 
 
 def _check_ram(ram):
@@ -64,7 +57,7 @@ def swap_pages(ram, head, swap_page, engine="native", *, strict_bus=False):
     """Walk the indirection list starting at ``head`` and swap every destination with its source.
 
     Returns the number of source pages swapped.  Raises ``RuntimeError`` when the list never
-    reaches IND_DONE (corrupted RAM) and :class:`BusError` on a strict bus.
+    reaches IND_DONE (corrupted RAM) and :class:`~kjcore.errors.SwapBusError` on a strict bus.
     """
     return swap_pass(ram, head, swap_page, engine, strict_bus=strict_bus)[0]
 
@@ -93,7 +86,7 @@ def swap_pass(ram, head, swap_page, engine="native", *, strict_bus=False):
     else:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if result == -2:
-        raise BusError(bad)
+        raise SwapBusError(bad)
     if result == -1:
         raise RuntimeError("the indirection list does not reach IND_DONE (corrupted RAM)")
     return int(result), int(stop)

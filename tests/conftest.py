@@ -1,6 +1,7 @@
 import pytest
 
 import kjcore
+from kjcore import store
 
 
 @pytest.fixture
@@ -12,3 +13,11 @@ def machine():
 @pytest.fixture(params=["2.6.27", "mainline"])
 def profile(request):
     return request.param
+
+
+@pytest.fixture
+def mpath(tmp_path):
+    """A saved 64 MiB machine with a crashkernel region (40M@8M): the kjexec tests' machine."""
+    path = str(tmp_path / "m")
+    store.save_machine(kjcore.Machine(ram_size=64 << 20, crashkernel=(40 << 20, 8 << 20)), path)
+    return path

@@ -42,7 +42,8 @@ def naive_errno(flags, entry, segs, *, profile="2.6.27", kexec_jump=True, cap=Tr
         return errno.EINVAL
     if mainline:
         half = (ram_size // 4096) // 2
-        if any(sz // 4096 > half for _, _, sz in segs) or sum(sz // 4096 for _, _, sz in segs) > half:
+        pages = [sz // 4096 for _, _, sz in segs]
+        if any(n > half for n in pages) or sum(pages) > half:
             return errno.EINVAL
     if is_crash:
         for _, mem, memsz in segs:

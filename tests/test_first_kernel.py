@@ -7,8 +7,12 @@ import pytest
 from kjcore import PAGE_OFFSET, PAGE_SIZE
 from kjcore import first_kernel as fk
 from kjcore.cpu import state as cpu_state
-from kjcore.first_kernel import (build_first_kernel, initial_cpu_state, set_page_executable,
-                                 translate)
+from kjcore.first_kernel import (
+    build_first_kernel,
+    initial_cpu_state,
+    set_page_executable,
+    translate,
+)
 
 MiB = 1 << 20
 

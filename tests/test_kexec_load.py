@@ -1,12 +1,20 @@
-"""kexec_load(2): every rule of SPEC §4.1 and §4.3, their order, and the failure semantics of §4.2."""
+"""kexec_load(2): every rule of SPEC §4.1 and §4.3, their order, and the failure semantics of
+§4.2."""
 import errno
 
 import numpy as np
 import pytest
 
 import kjcore
-from kjcore import (KEXEC_ARCH_386, KEXEC_ARCH_X86_64, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT,
-                    KexecError, Machine, Segment)
+from kjcore import (
+    KEXEC_ARCH_386,
+    KEXEC_ARCH_X86_64,
+    KEXEC_ON_CRASH,
+    KEXEC_PRESERVE_CONTEXT,
+    KexecError,
+    Machine,
+    Segment,
+)
 
 MiB = 1 << 20
 CRASH = (8 * MiB, 4 * MiB)          # crashkernel=4M@8M: region [8M, 12M - 1]
@@ -282,7 +290,8 @@ def test_rejected_load_changes_no_ram_and_keeps_the_image():
     old = m.kexec_image
     before = m.ram.copy()
     free = m.free_frames
-    for segs in ([seg(0x1000000, 12 * MiB)], [seg(0x400001, 0x1000)], [seg(0x400000, 0x1000, 2)] * 2):
+    for segs in ([seg(0x1000000, 12 * MiB)], [seg(0x400001, 0x1000)],
+                 [seg(0x400000, 0x1000, 2)] * 2):
         with pytest.raises(KexecError):
             m.kexec_load(0, segs)
         assert np.array_equal(m.ram, before)

@@ -6,8 +6,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kjcore
-from kjcore import (IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE, PAGE_SIZE,
-                    KexecError, Machine, Segment)
+from kjcore import (
+    IND_DESTINATION,
+    IND_DONE,
+    IND_INDIRECTION,
+    IND_SOURCE,
+    PAGE_SIZE,
+    KexecError,
+    Machine,
+    Segment,
+)
 from kjcore.testing.strategies import kimages, segment_layouts
 
 MiB = 1 << 20
@@ -85,7 +93,8 @@ def test_crash_image_has_no_entries_and_loads_in_place():
 
 def test_crash_control_page_skips_segments():
     m = Machine(16 * MiB, crashkernel=(8 * MiB, 4 * MiB))
-    m.kexec_load(8 * MiB, [Segment.zero(0, 8 * MiB, 0x3000), Segment.zero(0, 8 * MiB + 0x4000, 0x1000)],
+    m.kexec_load(8 * MiB, [Segment.zero(0, 8 * MiB, 0x3000),
+                           Segment.zero(0, 8 * MiB + 0x4000, 0x1000)],
                  kjcore.KEXEC_ON_CRASH)
     assert m.kexec_crash_image.control_page == 8 * MiB + 0x3000
 
@@ -171,7 +180,8 @@ def test_invariants_3_to_6(m):
         k += 1 + n
     assert data[k:] == [(IND_DONE, 0)]
     for p in ind.tolist():
-        assert sum(1 for w in ram_words(m, p, 1023).tolist() if w & 0xF and not w & IND_INDIRECTION) <= 1023
+        words = ram_words(m, p, 1023).tolist()
+        assert sum(1 for w in words if w & 0xF and not w & IND_INDIRECTION) <= 1023
     # 6: source contents are the segment bytes, zero-padded
     k = 0
     for s in img.segments:

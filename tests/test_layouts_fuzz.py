@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from naive import naive_errno
 
 from kjcore import KEXEC_ON_CRASH, KexecError, Machine, Segment
 from kjcore.fuzz import LAYOUT_DTYPE, check_layouts, layout_segments, random_layouts
-from naive import naive_errno
 
 MiB = 1 << 20
 RAM = 16 * MiB

@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 
 import kjcore
 from kjcore import IND_DESTINATION, IND_DONE, IND_INDIRECTION, IND_SOURCE
-from kjcore.swap import BusError, swap_pages, swap_pass
+from kjcore.errors import SwapBusError
+from kjcore.swap import swap_pages, swap_pass
 from kjcore.testing.strategies import kimages
 
 MiB = 1 << 20
@@ -92,7 +93,7 @@ def test_destinations_past_ram_read_ones_and_drop_writes(engine):
     assert swap_pages(ram, 0x1000 | IND_INDIRECTION, 0x2000, engine) == 2
     assert (ram[0x3000:0x4000] == 0xFF).all()        # the past-RAM destination read all ones
     assert (ram[0x4000:0x5000] == 9).all() and (ram[0:0x1000] == 5).all()   # wrapped to page 0
-    with pytest.raises(BusError) as exc:
+    with pytest.raises(SwapBusError) as exc:
         swap_pages(before, 0x1000 | IND_INDIRECTION, 0x2000, engine, strict_bus=True)
     assert exc.value.address == 0xFFFFF000
 
@@ -100,7 +101,7 @@ def test_destinations_past_ram_read_ones_and_drop_writes(engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_list_past_ram_on_a_strict_bus(engine):
     ram = np.zeros(4 * 4096, dtype=np.uint8)
-    with pytest.raises(BusError):
+    with pytest.raises(SwapBusError):
         swap_pages(ram, 0x100000 | IND_INDIRECTION, 0x1000, engine, strict_bus=True)
 
 

@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from ..constants import MAX_RAM_SIZE, PAGE_SIZE, U32
+from ..errors import UsageError
 
 _SUFFIX = {"K": 10, "M": 20, "G": 30, "T": 40, "P": 50, "E": 60}
 #: 32-bit kernels reserve the crash kernel below this when crashkernel= gives no base (x86)
@@ -30,8 +31,7 @@ _CRASH_ADDR_MAX = 512 << 20
 _CRASH_ALIGN = 16 << 20
 
 
-class UsageError(ValueError):
-    """A command-line value that cannot be used; printed as ``kjcore: error: ...``."""
+
 
 
 class Parser(argparse.ArgumentParser):

@@ -33,7 +33,8 @@ def asm(source, code16=False):
 def descriptor(base, limit, access, flags):
     """8-byte segment descriptor (limit in units given by G in ``flags``)."""
     lo = (limit & 0xFFFF) | ((base & 0xFFFF) << 16)
-    hi = ((base >> 16) & 0xFF) | (access << 8) | (limit & 0xF0000) | (flags << 20) | (base & 0xFF000000)
+    hi = ((base >> 16) & 0xFF) | (access << 8) | (limit & 0xF0000) | (flags << 20) \
+        | (base & 0xFF000000)
     return struct.pack("<II", lo, hi)
 
 

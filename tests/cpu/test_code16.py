@@ -10,8 +10,8 @@ so that EIP stays small; registers, EIP, flags, memory and faults must agree.
 import random
 
 import numpy as np
-
 from cpu_oracle import CODE, DATA, RAM, gen_case, user_opcodes
+
 from kjcore.cpu import CPU, Status
 
 PREFIXES = (0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0, 0xF2, 0xF3)

@@ -186,7 +186,7 @@ def one_case(rng, pae):
     kind = rng.choice(sorted(ACCESSES))
     code, write, fetch = ACCESSES[kind]
     ram[CODE_PHYS:CODE_PHYS + len(code)] = np.frombuffer(code, np.uint8)
-    lin = TARGET_LIN + rng.randrange(0, 4 * 4096 - 4) if not fetch else TARGET_LIN + rng.randrange(0, 4) * 4096
+    lin = TARGET_LIN + (rng.randrange(0, 4) * 4096 if fetch else rng.randrange(0, 4 * 4096 - 4))
     if fetch:
         # a HLT wherever the target may land, so a successful jump ends there
         for base in (0x300000, 0x400000, 0x600000, 0xA00000, 0xC00000):
@@ -215,7 +215,8 @@ def one_case(rng, pae):
     st = cpu.run(1)
     if fetch and st == Status.STEP_LIMIT:
         st = cpu.run(1)                       # the instruction at the target (HLT)
-    desc = f"pae={pae} pse={pse} user={user} wp={wp} cr4={cr4:#x} efer={efer:#x} {kind} lin={lin:#x}"
+    desc = (f"pae={pae} pse={pse} user={user} wp={wp} cr4={cr4:#x} efer={efer:#x} {kind} "
+            f"lin={lin:#x}")
     if phys is None:
         assert st == Status.TRIPLE_FAULT, desc
         assert cpu.fault[:2] == (14, err), desc + f" got {cpu.fault}"

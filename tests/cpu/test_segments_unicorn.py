@@ -11,10 +11,10 @@ import random
 import struct
 
 import numpy as np
+from cpu_world import descriptor
 from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc, UcError
 from unicorn import x86_const as X
 
-from cpu_world import descriptor
 from kjcore.cpu import CPU, Status
 
 GDT = 0x800

@@ -4,8 +4,8 @@
 Expected values come from the SDM (vol. 3, ch. 5 and 6); each test names the rule.
 """
 import numpy as np
-
 from cpu_world import KSTACK, USTACK, asm
+
 from kjcore.cpu import Status
 
 
@@ -142,7 +142,8 @@ def test_ring3_cannot_load_ring0_data(world):
 
 
 def test_descriptor_cache_survives_gdt_change(world):
-    cpu = world.load(asm("movw $0x30, %ax; movw %ax, %ds; lgdt %ss:(0x4000); movl 0xFFC, %eax; hlt"))
+    cpu = world.load(asm("movw $0x30, %ax; movw %ax, %ds; lgdt %ss:(0x4000); movl 0xFFC, %eax; "
+                         "hlt"))
     world.put(0x4000, bytes(6))                                 # GDT limit 0
     assert cpu.run(10) == Status.HLT and world.handler_of(cpu) is None
     assert cpu.ds.limit == 0xFFF and cpu.gdtr.limit == 0
@@ -270,7 +271,8 @@ def test_rep_movs_fault_mid_string_leaves_completed_part(world):
             w.put(0x21000 + 4 * i, ((i << 12) | 3).to_bytes(4, "little"))
     src = np.arange(0x4000, dtype=np.uint32).view(np.uint8)
     w.ram[0x30000:0x30000 + src.size] = src[:0x4000 * 4][:0x10000][:src.size]
-    cpu = w.load(asm("cld; movl $0x30010, %esi; movl $0x40010, %edi; movl $0x1000, %ecx; rep movsl; hlt"))
+    cpu = w.load(asm("cld; movl $0x30010, %esi; movl $0x40010, %edi; movl $0x1000, %ecx; "
+                     "rep movsl; hlt"))
     cpu.cr3 = pd
     cpu.cr0 |= 0x80000000
     assert cpu.run(10_000) == Status.HLT and w.handler_of(cpu) == 14
@@ -307,8 +309,8 @@ def test_descriptor_table_instructions(world):
         movl $0x11, %eax; lmsw %ax; invd; wbinvd; hlt"""))
     assert cpu.run(50) == Status.HLT and w.handler_of(cpu) is None
     assert cpu.ebx == 0xCAFEBABE and cpu.fs.base == 0x4000 and cpu.ldtr.selector == 0x58
-    assert bytes(w.ram[0x6000:0x6006]) == (0x5F).to_bytes(2, "little") + (0x500).to_bytes(4, "little")
-    assert bytes(w.ram[0x6008:0x600E]) == (0x7FF).to_bytes(2, "little") + (0x800).to_bytes(4, "little")
+    assert bytes(w.ram[0x6000:0x6006]) == (0x5F | 0x500 << 16).to_bytes(6, "little")
+    assert bytes(w.ram[0x6008:0x600E]) == (0x7FF | 0x800 << 16).to_bytes(6, "little")
     assert cpu.ecx == 0x58 and cpu.edx == 0x28
     assert cpu.esi & 0xFFFF == 0x11 and cpu.edi & 8 == 0 and cpu.cr0 & 0xF == 1
 
