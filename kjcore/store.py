@@ -150,8 +150,10 @@ def _busy(path):
 
 
 # ---------------------------------------------------------------------------------- reading
-def _read_file(path, name, max_size):
-    """The bytes of regular file PATH/name, refusing links, FIFOs and devices (never blocks)."""
+def _open_regular(path, name):
+    """PATH/name opened for reading and its size, refusing links, FIFOs and devices (the
+    check is repeated on the open file: the name may have been swapped meanwhile); never
+    blocks."""
     full = os.path.join(path, name)
     try:
         if not stat.S_ISREG(os.lstat(full).st_mode):
@@ -159,12 +161,20 @@ def _read_file(path, name, max_size):
         fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
     except FileNotFoundError:
         raise DamagedMachineFile(path, f"missing {name}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise DamagedMachineFile(path, f"{name} is not a regular file")
-        if st.st_size > max_size:
-            raise DamagedMachineFile(path, f"{name} holds {st.st_size} bytes, more than "
+    f = os.fdopen(fd, "rb")
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        f.close()
+        raise DamagedMachineFile(path, f"{name} is not a regular file")
+    return f, st.st_size
+
+
+def _read_file(path, name, max_size):
+    """The bytes of regular file PATH/name, at most ``max_size`` of them."""
+    f, size = _open_regular(path, name)
+    with f:
+        if size > max_size:
+            raise DamagedMachineFile(path, f"{name} holds {size} bytes, more than "
                                            f"{max_size}")
         return f.read(max_size + 1)
 
@@ -198,17 +208,10 @@ def _meta_file(path, meta, key):
 
 def _map_ram(path, name, ram_size):
     """Map PATH/name copy-on-write, after checking it is a regular file of ram_size bytes."""
-    full = os.path.join(path, name)
-    try:
-        if not stat.S_ISREG(os.lstat(full).st_mode):
-            raise DamagedMachineFile(path, f"{name} is not a regular file")
-        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW)
-    except FileNotFoundError:
-        raise DamagedMachineFile(path, f"missing {name}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size != ram_size:
-            raise DamagedMachineFile(path, f"{name} holds {st.st_size} bytes, ram_size is "
+    f, size = _open_regular(path, name)
+    with f:
+        if size != ram_size:
+            raise DamagedMachineFile(path, f"{name} holds {size} bytes, ram_size is "
                                            f"{ram_size}")
         return np.memmap(f, dtype=np.uint8, mode="c", shape=(ram_size,))
 

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 import pytest
+from jump_world import DEST, load
+from jump_world import machine as small_machine
 
 import kjcore
 from kjcore import (
@@ -22,17 +24,15 @@ from kjcore import (
 from kjcore.cpu import CPUFault, GuestTimeout, Status, StepLimit
 from kjcore.machine_kexec import ExecResult
 
-RAM = 1 << 20
-RESERVED = 64 << 10
-DEST = 0x80000
 LOOP = b"\xeb\xfe"                                          # jmp .
 #: mov ecx,-1; mov dx,0x1234; mov esi,DEST; rep outsb -- 4G bytes to a port nobody handles
 OUTS = (b"\xb9\xff\xff\xff\xff\x66\xba\x34\x12\xbe" + DEST.to_bytes(4, "little") + b"\xf3\x6e")
 
 
 def machine(code, flags=KEXEC_PRESERVE_CONTEXT, engine="emulated"):
-    m = kjcore.Machine(ram_size=RAM, kernel_reserved=RESERVED, engine=engine)
-    m.kexec_load(DEST, [Segment(code, DEST, 0x1000)], flags)
+    """A small machine (jump_world's) with ``code`` loaded at DEST."""
+    m = small_machine(engine=engine)
+    load(m, code, flags=flags)
     return m
 
 

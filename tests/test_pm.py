@@ -1,7 +1,10 @@
-"""The preserve-context power-management sequence of kernel_kexec (SPEC §8), on its own."""
+"""The preserve-context power-management sequence of kernel_kexec (SPEC §8): on its own,
+then around a real jump."""
 import errno
 
+import numpy as np
 import pytest
+from jump_world import RET, load, machine, out_e9, reboot, state_diff
 
 import kjcore
 from kjcore import KexecError
@@ -130,3 +133,50 @@ def test_a_raising_callback_through_kernel_kexec_leaves_the_machine_usable():
     m.devices = [a]
     m.kernel_kexec()                    # the lock was released and the jump works
     assert m.state == "kernel" and m.pm_log[-1] == "restore console"
+
+
+# --------------------------------------------------------------- the PM sequence (SPEC 8)
+
+
+def test_pm_sequence_around_a_real_jump():
+    m = machine()
+    m.devices = [RecordingDevice("disk"), RecordingDevice("net")]
+    load(m, out_e9("j") + RET)
+    reboot(m)
+    assert m.pm_log == ORDER + ["machine_kexec"] + UNDO
+    for dev in m.devices:
+        assert dev.calls == ["suspend(freeze)", "power_down(freeze)", "power_up(restore)",
+                             "resume(restore)"]
+    assert m.debugcon == b"j"
+
+
+@pytest.mark.parametrize("failure, code, log", [
+    ("freeze", errno.EBUSY, ["prepare console", "freeze processes", "restore console"]),
+    ("suspend", errno.EIO, ORDER[:4] + ["resume console", "thaw processes", "restore console"]),
+    ("power_down", errno.ENODEV, ORDER[:8] + UNDO[2:]),
+])
+def test_pm_failures_unwind_and_skip_the_jump(failure, code, log):
+    m = machine()
+    ok = RecordingDevice("ok")
+    bad = RecordingDevice("bad", fail_suspend=errno.EIO if failure == "suspend" else 0,
+                          fail_power_down=-errno.ENODEV if failure == "power_down" else 0)
+    m.devices = [ok, bad]
+    if failure == "freeze":
+        m.freeze_processes = lambda: -errno.EINTR
+    img = load(m, out_e9("!") + RET)
+    start = img.start
+    ram, state = m.ram.copy(), m.cpu.get_state()
+    with pytest.raises(KexecError) as e:
+        reboot(m)
+    assert e.value.errno == code
+    assert m.pm_log == log
+    assert np.array_equal(m.ram, ram)                      # no jump: not a byte changed
+    assert state_diff(m.cpu.get_state(), state) == []
+    assert m.debugcon == b"" and img.start == start and m.state == "kernel"
+    if failure == "power_down":
+        assert ok.calls == ["suspend(freeze)", "power_down(freeze)", "power_up(restore)",
+                            "resume(restore)"]
+    m.freeze_processes = lambda: 0
+    m.devices = []
+    m.pm_log.clear()
+    assert reboot(m) == 0 and m.debugcon == b"!"           # and nothing is left locked

@@ -26,7 +26,6 @@ from kjcore import (
 )
 from kjcore.constants import LINUX_REBOOT_MAGIC2_ALL
 from kjcore.machine_kexec import JumpResult
-from kjcore.pm import RecordingDevice
 
 
 # --------------------------------------------------------------------- reboot(2) errors (8)
@@ -97,56 +96,3 @@ def test_reboot_einval_without_an_image_and_never_runs_the_crash_image():
     assert e.value.errno == errno.EINVAL
     _unchanged(m, ram, state)
     assert m.kexec_crash_image is not None and not m.kexec_lock.locked()
-
-
-# --------------------------------------------------------------- the PM sequence (SPEC 8)
-ORDER = ["prepare console", "freeze processes", "suspend console", "suspend devices",
-         "disable non-boot CPUs", "lock device PM", "interrupts off", "power devices down",
-         "save processor state"]
-UNDO = ["restore processor state", "power devices up", "interrupts on", "unlock device PM",
-        "enable non-boot CPUs", "resume devices", "resume console", "thaw processes",
-        "restore console"]
-
-
-def test_pm_sequence_around_a_real_jump():
-    m = machine()
-    m.devices = [RecordingDevice("disk"), RecordingDevice("net")]
-    load(m, out_e9("j") + RET)
-    reboot(m)
-    assert m.pm_log == ORDER + ["machine_kexec"] + UNDO
-    for dev in m.devices:
-        assert dev.calls == ["suspend(freeze)", "power_down(freeze)", "power_up(restore)",
-                             "resume(restore)"]
-    assert m.debugcon == b"j"
-
-
-@pytest.mark.parametrize("failure, code, log", [
-    ("freeze", errno.EBUSY, ["prepare console", "freeze processes", "restore console"]),
-    ("suspend", errno.EIO, ORDER[:4] + ["resume console", "thaw processes", "restore console"]),
-    ("power_down", errno.ENODEV, ORDER[:8] + UNDO[2:]),
-])
-def test_pm_failures_unwind_and_skip_the_jump(failure, code, log):
-    m = machine()
-    ok = RecordingDevice("ok")
-    bad = RecordingDevice("bad", fail_suspend=errno.EIO if failure == "suspend" else 0,
-                          fail_power_down=-errno.ENODEV if failure == "power_down" else 0)
-    m.devices = [ok, bad]
-    if failure == "freeze":
-        m.freeze_processes = lambda: -errno.EINTR
-    img = load(m, out_e9("!") + RET)
-    start = img.start
-    ram, state = m.ram.copy(), m.cpu.get_state()
-    with pytest.raises(KexecError) as e:
-        reboot(m)
-    assert e.value.errno == code
-    assert m.pm_log == log
-    assert np.array_equal(m.ram, ram)                      # no jump: not a byte changed
-    assert state_diff(m.cpu.get_state(), state) == []
-    assert m.debugcon == b"" and img.start == start and m.state == "kernel"
-    if failure == "power_down":
-        assert ok.calls == ["suspend(freeze)", "power_down(freeze)", "power_up(restore)",
-                            "resume(restore)"]
-    m.freeze_processes = lambda: 0
-    m.devices = []
-    m.pm_log.clear()
-    assert reboot(m) == 0 and m.debugcon == b"!"           # and nothing is left locked
