@@ -287,7 +287,7 @@ def test_exec_reports_a_returned_jump_result(capsys, mpath, monkeypatch):
     status, out, err = run(capsys, mpath, "-e")
     assert status == 0, err
     assert "3 bytes:\nhi\n" in out
-    assert "(4242 instructions, 4096 pages swapped, EAX = 0x3 at the image's return)" in out
+    assert "(4242 steps, 4096 pages swapped, EAX = 0x3 at the image's return)" in out
     assert "enters it at 0x01000123" in out and "plain 'ret'" not in out
 
 
@@ -303,7 +303,7 @@ def test_exec_without_preserve_context(capsys, mpath, monkeypatch):
     assert status == 0, err
     assert "(no preserve context: the first kernel is replaced)" in out
     assert "new kernel" in out
-    assert "the first kernel is gone: the new image now owns the machine (10 instructions, " \
+    assert "the first kernel is gone: the new image now owns the machine (10 steps, " \
            "stopped: HLT)" in out
 
 

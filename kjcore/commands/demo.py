@@ -103,11 +103,11 @@ def main(argv=None):
         pages += r.pages_swapped
         restored = np.array_equal(m.ram[keep], before[keep])
         ok &= restored and r.debugcon == PAYLOAD[_MSG_AT:-1]
-        print(f"jump {n}: guest said {r.debugcon.decode().strip()!r}, {r.steps} instructions, "
+        print(f"jump {n}: guest said {r.debugcon.decode().strip()!r}, {r.steps} steps, "
               f"{r.pages_swapped} pages swapped, re-entry {r.start:#x}, first kernel's "
               f"memory restored: {'yes' if restored else 'NO'} ({1e3 * times[-1]:.1f} ms)")
     later = times[1:] or times
-    print(f"summary: {args.jumps} round trips, {steps} guest instructions, {pages} pages "
+    print(f"summary: {args.jumps} round trips, {steps} guest steps, {pages} pages "
           f"swapped, {1e3 * sum(later) / len(later):.2f} ms per jump after the first "
           f"(engine={args.engine}); all checks {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1

@@ -222,7 +222,7 @@ def _exec(machine, limits, after_save):
     if isinstance(result, ExecResult):
         steps = getattr(result, "steps", None)
         status = getattr(result, "status", None)
-        detail = ", ".join(x for x in (f"{steps} instructions" if steps is not None else "",
+        detail = ", ".join(x for x in (f"{steps} steps" if steps is not None else "",
                                        f"stopped: {getattr(status, 'name', status)}"
                                        if status is not None else "") if x)
         print("kjexec: the first kernel is gone: the new image now owns the machine"
@@ -231,7 +231,7 @@ def _exec(machine, limits, after_save):
     new_start = machine.kexec_image.start if machine.kexec_image is not None else None
     parts = []
     if result is not None:
-        for attr, text in (("steps", "{} instructions"), ("pages_swapped", "{} pages swapped")):
+        for attr, text in (("steps", "{} steps"), ("pages_swapped", "{} pages swapped")):
             value = getattr(result, attr, None)
             if value is not None:
                 parts.append(text.format(value))

@@ -59,7 +59,7 @@ Run kexec-tools' kexec against a kjcore persistent machine (see 'kjcore machine 
  -u, --unload         Unload the current kexec target image.
                       If the crash image is being unloaded specify -p with -u.
  -e, --exec           Execute the currently loaded image.
-     --max-steps=N    With -e: stop the guest after N instructions.
+     --max-steps=N    With -e: stop the guest after N steps (each REP element counts).
      --timeout=SECONDS With -e: stop the guest after SECONDS of wall-clock time.
  -t, --type=TYPE      Specify the image is of this type (elf-x86, raw).
      --mem-min=<addr> Specify the lowest memory address to load code into.
