@@ -429,7 +429,7 @@ class Oracle:
             pass                           # a branch left the map; the branch itself ran
         elif err is not None:
             return None                    # e.g. an access outside Unicorn's map: skip
-        if self.code16 and vec in (12, 13) and uvec is None:
+        if self.code16 and vec in (12, 13) and uvec not in (6, 12, 13):
             return None                    # a real-mode limit fault: QEMU checks no limits
         if vec != uvec:
             diffs.append(f"vector kjcore={vec} unicorn={uvec}")

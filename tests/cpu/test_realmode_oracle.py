@@ -30,7 +30,9 @@ def test_real_mode_against_unicorn(part):
 
 @pytest.mark.slow
 def test_real_mode_long_campaign():
-    per_op = int(os.environ.get("KJCORE_REALMODE_CASES", "50000")) // len(OPS) + 1
+    cases = int(os.environ.get("KJCORE_REALMODE_CASES", "50000"))
+    per_op = int(cases * 1.2) // len(OPS) + 1          # ~5% are limit faults QEMU cannot judge
     n, fails = run_batch(2000, OPS, per_op, code16=True)
     print(f"real-mode oracle: {n} cases compared")
     assert not fails, _report(fails)
+    assert n >= cases
