@@ -154,6 +154,36 @@ def test_a20_masks_paged_and_fast_path_addresses():
     assert cpu.translate(0x123456) == 0x023456
 
 
+@pytest.mark.parametrize("d_bit", [0, S.A_DB])
+def test_fast_path_and_hot_loops_in_real_mode(d_bit):
+    """Real-mode code runs the same with the fast path and the hot-loop tier as without: a
+    16-bit CS steps aside (the fast path takes 32-bit code only), a 32-bit CS kept from
+    protected mode (its D bit survives real-mode loads) runs them at its real-mode base."""
+    n = 20000
+    if d_bit:   # mov ecx,n; L: add eax,ecx; xor edx,eax; sub ebx,3; dec ecx; jnz L;
+        # mov [esi],eax; hlt
+        code = b"\xb9" + n.to_bytes(4, "little") + bytes.fromhex("01c831c283eb0349 75f6 8906 f4")
+    else:       # the same in 16-bit code (0x66 for the 32-bit registers)
+        code = (b"\x66\xb9" + n.to_bytes(4, "little")
+                + bytes.fromhex("6601c8 6631c2 6683eb03 6649 75f2 668904 f4"))
+    results = []
+    for fast in (True, False):
+        cpu = real_cpu(code, cs=0x1100, ip=0x10)
+        cpu.load_segment("cs", 0x1100, 0x11000, 0xFFFF, 0x93 | d_bit)
+        cpu.load_segment("ds", 0x2000, 0x20000, 0xFFFF, 0x93)
+        cpu.a20, cpu.esi = False, 0x40
+        cpu.jit_threshold = 1
+        cpu.jit = fast
+        cpu._s[S.NO_FAST] = 0 if fast else 1
+        assert cpu.run(10 ** 6) == Status.HLT
+        results.append((cpu.get_state()[["eax", "ebx", "ecx", "edx", "eip", "eflags"]],
+                        cpu.ram.tobytes() == results[0][1] if results else cpu.ram.tobytes(),
+                        cpu.steps, bool(cpu.compiled_loops)))
+    (a, _, sa, compiled), (b, same, sb, _) = results
+    assert a == b and same is True and sa == sb and compiled == bool(d_bit)
+    assert results[0][0]["ecx"] == 0
+
+
 def test_random_real_mode_streams_stay_in_ram():
     """Random real-mode byte streams: a Status every time, nothing outside RAM touched."""
     rng = random.Random(5)

@@ -23,8 +23,8 @@ def _report(fails):
 @pytest.mark.parametrize("part", range(4))
 def test_real_mode_against_unicorn(part):
     ops = OPS[part::4]
-    n, fails = run_batch(11 + part, ops, 8, code16=True)
-    assert n > 0.75 * 8 * len(ops)
+    n, fails = run_batch(11 + part, ops, 12, code16=True)
+    assert n > 0.75 * 12 * len(ops)
     assert not fails, _report(fails)
 
 
