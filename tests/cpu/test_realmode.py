@@ -133,6 +133,18 @@ def test_a20_wrap(fast):
     assert cpu.ram[0x100000] == (0 if fast else 0x5A) and cpu.ram[0] == (0x5A if fast else 0)
 
 
+def test_a20_wrap_in_string_copies():
+    # rep stosb at FFFF:0008, 32 bytes: physical 0xFFFF8..0x100017 with A20, else wraps to 0.
+    code = bytes.fromhex("b8ffff 8ec0 bf0800 b92000 b0a5 fc f3aa f4")
+    for a20, lo, hi in ((True, 0, 0x18), (False, 0x18, 0)):
+        cpu = real_cpu(code)
+        cpu.a20 = a20
+        assert cpu.run(100) == Status.HLT
+        assert (cpu.ram[0xFFFF8:0x100000] == 0xA5).all()
+        assert int((cpu.ram[:0x18] == 0xA5).sum()) == lo
+        assert int((cpu.ram[0x100000:0x100018] == 0xA5).sum()) == hi
+
+
 def test_a20_ports():
     # in al,0x92; or al,2... : disable through 0x92, enable through the keyboard controller.
     code = bytes.fromhex("e492 24fd e692 e492 88c3 b0d1 e664 b0df e660 e492 f4")
