@@ -1,6 +1,7 @@
 """Real mode (SPEC 14.1) by scenario: IVT delivery and IRET against a plain-Python model,
 PE transitions with the descriptor caches kept (unreal mode), limit faults, paging without PE,
 the A20 gate and its ports, the reset state, and random real-mode byte streams."""
+import os
 import random
 
 import numpy as np
@@ -198,13 +199,22 @@ def test_fast_path_and_hot_loops_in_real_mode(d_bit):
 
 def test_random_real_mode_streams_stay_in_ram():
     """Random real-mode byte streams: a Status every time, nothing outside RAM touched."""
-    rng = random.Random(5)
+    _real_streams(5, 3000)
+
+
+@pytest.mark.slow
+def test_random_real_mode_streams_long():
+    _real_streams(6, int(os.environ.get("KJCORE_FUZZ_STREAMS", "100000")))
+
+
+def _real_streams(seed, streams):
+    rng = random.Random(seed)
     buf = np.zeros((1 << 20) + 2 * 4096, np.uint8)
     buf[:4096] = 0xA5
     buf[-4096:] = 0x5A
     ram = buf[4096:-4096]
     cpu = CPU(ram)
-    for i in range(3000):
+    for i in range(streams):
         if i % 200 == 0:
             ram[:] = np.frombuffer(rng.randbytes(len(ram)), np.uint8)
         cpu.reset()
