@@ -10,6 +10,9 @@ its figures in ``benchmark.extra_info`` as well.
   tier off (``cpu.jit = False``: every instruction through the interpreter)
   is reported beside it.  Also: a xorshift PRNG loop (shifts, compiled by the
   tier), and a loop with memory operands, which the tier does not compile.
+- Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
+  instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
+  (SPEC 14.1; 16-bit code runs in the interpreter: the fast path and the tier take 32-bit code).
 - REP MOVSD page copies with paging on: bytes/s vs Unicorn and vs memcpy.
 - Cold compile (empty Numba cache, new process) and warm import-to-first-run.
 """
@@ -25,7 +28,7 @@ import pytest
 from kjcore.cpu import CPU, Status
 
 unicorn = pytest.importorskip("unicorn")
-from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_32, Uc  # noqa: E402
+from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_MODE_16, UC_MODE_32, Uc  # noqa: E402
 from unicorn import x86_const as X  # noqa: E402
 
 
@@ -134,6 +137,57 @@ def test_memory_operand_loop(benchmark):
     theirs = _unicorn_mips(code, 6 * n + 2)
     _report(benchmark, kjcore_mips=ours / 1e6, unicorn_mips=theirs / 1e6,
             ratio_vs_unicorn=ours / theirs)
+
+
+def real_alu_loop(n):
+    # mov ecx,n; L: add eax,ecx; xor edx,eax; sub ebx,3; dec ecx; jnz L; hlt (16-bit code)
+    return (b"\x66\xb9" + n.to_bytes(4, "little")
+            + bytes.fromhex("6601c8 6631c2 6683eb03 6649 75f2 f4"))
+
+
+def real_mem_loop(n):
+    # mov ecx,n; L: mov eax,[si]; add eax,ecx; mov [si+4],eax; cmp eax,[si+8]; dec ecx; jnz L
+    return (b"\x66\xb9" + n.to_bytes(4, "little")
+            + bytes.fromhex("668b04 6601c8 66894404 663b4408 6649 75ee f4"))
+
+
+def _real_mips(code, steps):
+    """(kjcore, Unicorn UC_MODE_16) instructions/s on real-mode ``code`` at 0000:1000."""
+    ram = np.zeros(1 << 20, np.uint8)
+    ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
+    cpu = CPU(ram)
+    cpu.reset()
+    for seg in ("cs", "ds", "ss", "es"):
+        cpu.load_segment(seg, 0, 0, 0xFFFF, 0x93)
+    times = []
+    for _ in range(2):                      # the first run compiles
+        cpu.eip, cpu.esi, cpu.esp = 0x1000, 0x8000, 0xFFF0
+        t = time.perf_counter()
+        assert cpu.run(10 ** 9) == Status.HLT and cpu.steps == steps
+        times.append(time.perf_counter() - t)
+    uc = Uc(UC_ARCH_X86, UC_MODE_16)
+    uc.mem_map(0, 1 << 20)
+    uc.mem_write(0x1000, code)
+    uc.reg_write(X.UC_X86_REG_ESI, 0x8000)
+    t = time.perf_counter()
+    uc.emu_start(0x1000, 0x1000 + len(code) - 1)
+    return steps / times[-1], steps / (time.perf_counter() - t)
+
+
+@pytest.mark.parametrize("kind", ["alu", "memory"])
+def test_real_mode_loop(benchmark, kind):
+    """Real-mode loops vs Unicorn in 16-bit mode and vs the same loop in protected mode."""
+    n = 1_000_000
+    if kind == "alu":
+        code, steps, pm = real_alu_loop(n), 5 * n + 2, alu_loop(n)
+    else:
+        code, steps, pm = real_mem_loop(n), 6 * n + 2, mem_loop(n)
+    ours, theirs = _real_mips(code, steps)
+    pm_ours, _ = _mips(pm, jit=True)
+    benchmark.pedantic(lambda: None, rounds=1)
+    _report(benchmark, kjcore_real_mips=ours / 1e6, unicorn16_mips=theirs / 1e6,
+            ratio_vs_unicorn16=ours / theirs, protected_mode_mips=pm_ours / 1e6,
+            ratio_vs_protected_mode=ours / pm_ours)
 
 
 def _paged_copy_setup(size):

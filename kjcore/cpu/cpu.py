@@ -41,6 +41,7 @@ from .io import ST_CON_FULL
 from .jit import kernel
 from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
 from .registers import LOAD_LIMITS, SegmentRegister, TableRegister, reg_property
+from .reset import flat_state, reset_state
 from .segments import desc_attr, desc_base, desc_limit
 from .status import STATUS_EXCEPTION, Status, status_exception
 
@@ -108,26 +109,27 @@ class CPU:
         self.jit_threshold = loopjit.THRESHOLD
         self._jit_generation = loopjit.generation
         warmup.start()  # cold cache: a helper process starts compiling
-        self.reset()
+        self.reset_flat()
 
     # ------------------------------------------------------------------ state
     def reset(self):
-        """Reset to the SPEC 9.2 state: protected mode, flat ring-0 segments."""
-        s = self._s
-        s[:] = 0
-        s[S.CR0] = S.CR0_PE | S.CR0_ET
-        s[S.EFLAGS] = 2
-        flat_code = 0x9B | S.A_DB | S.A_G | S.A_USABLE
-        flat_data = 0x93 | S.A_DB | S.A_G | S.A_USABLE
-        for seg in (S.ES, S.SS, S.DS, S.FS, S.GS):
-            self.load_segment(S.SEG_NAMES[seg], 0x10, 0, S.M32, flat_data)
-        self.load_segment("cs", 0x08, 0, S.M32, flat_code)
-        s[S.GDTR_LIMIT] = 0
-        s[S.IDTR_LIMIT] = 0
-        s[S.STRICT_BUS] = 1 if self.strict_bus else 0
-        s[S.BUS_ADDR] = -1
-        s[S.DR0 + 6] = 0xFFFF0FF0
-        s[S.DR0 + 7] = 0x400
+        """The architectural reset (SPEC 14.1): real mode, CS:EIP = F000:FFF0 with CS base
+        0xFFFF0000, EDX = ``state.CPU_SIGNATURE``; A20 and ``strict_bus`` are kept."""
+        reset_state(self._s)
+
+    def reset_flat(self):
+        """Back to the state a new CPU starts in (SPEC 9.2): protected mode, flat ring-0
+        segments, paging off; A20 and ``strict_bus`` are kept."""
+        flat_state(self._s)
+
+    @property
+    def a20(self):
+        """The A20 gate: False forces bit 20 of every physical address to 0 (1 MiB wrap)."""
+        return self._s[S.A20_CLEAR] == 0
+
+    @a20.setter
+    def a20(self, on):
+        self._s[S.A20_CLEAR] = 0 if on else S.A20_BIT
         self.flush_tlb()
 
     def flush_tlb(self):
@@ -160,8 +162,8 @@ class CPU:
         self._s[b + 1] = base & S.M32
         self._s[b + 2] = limit & S.M32
         self._s[b + 3] = access
-        if idx == S.CS:
-            self._s[S.CPL] = selector & 3
+        if idx == S.CS:                                 # CPL: CS.RPL, 0 in real mode
+            self._s[S.CPL] = selector & 3 if self._s[S.CR0] & S.CR0_PE else 0
             self._s[S.D_FPAGE] = -1
 
     def load(self, regs):
@@ -486,7 +488,7 @@ class CPU:
 @kernel("i", "srii", entry=True)
 def _peek_translate(s, ram, lin, acc):
     if (s[S.CR0] & S.CR0_PG) == 0:
-        return lin
+        return lin & ~s[S.A20_CLEAR]
     saved = s[S.BUS_ADDR]
     p = walk(s, ram, lin, acc, False)
     s[S.BUS_ADDR] = saved

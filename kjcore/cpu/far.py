@@ -5,12 +5,21 @@ Direct code-segment targets are supported at the same privilege level;
 RETF and IRET may return to an outer ring (stack switch from the popped
 SS:ESP, data segments the outer ring may not use become null).  Call gates
 and task switches are not modelled: a gate or TSS selector as a far target
-stops the run with Status.UNSUPPORTED.
+stops the run with Status.UNSUPPORTED.  In real mode every selector is a
+plain paragraph number (``segments.check_code_target``): no descriptor is
+read, no privilege changes.
 """
 from .jit import kernel
 from .memory import exc, read_mem, write_mem
 from .operands import get_reg, set_reg, sp_add, stack32, stack_read
-from .segments import check_code_target, load_seg, null_outer_segments, read_desc, set_cache
+from .segments import (
+    check_code_target,
+    load_seg,
+    null_outer_segments,
+    read_desc,
+    real_mode,
+    set_cache,
+)
 from .stack import write_eflags
 from .state import (
     A_S,
@@ -50,13 +59,21 @@ from .state import (
 @kernel("b", "sri")
 def _system_target(s, ram, sel):
     """True if ``sel`` names a system descriptor (gate/TSS): unsupported."""
-    if (sel & 0xFFFC) == 0:
+    if (sel & 0xFFFC) == 0 or real_mode(s):
         return False
     a, lo, hi = read_desc(s, ram, sel, GP_)
     if a < 0:
         s[D_EXC] = -1
         return False
     return ((hi >> 8) & A_S) == 0
+
+
+@kernel("i", "si")
+def _cs_selector(s, sel):
+    """The CS selector a far JMP/CALL to ``sel`` loads: RPL = CPL in protected mode."""
+    if real_mode(s):
+        return sel & 0xFFFF
+    return (sel & 0xFFFC) | s[CPL]
 
 
 @kernel("i", "sriii")
@@ -71,7 +88,7 @@ def far_jmp(s, ram, sel, off, osz):
     if off > limit:
         exc(s, GP_, 0)
         return 0
-    set_cache(s, CS, (sel & 0xFFFC) | s[CPL], base, limit, attr)
+    set_cache(s, CS, _cs_selector(s, sel), base, limit, attr)
     s[EIP] = off
     return 0
 
@@ -97,15 +114,16 @@ def far_call(s, ram, sel, off, osz):
     if s[D_EXC] >= 0:
         return 0
     sp_add(s, -2 * osz)
-    set_cache(s, CS, (sel & 0xFFFC) | s[CPL], base, limit, attr)
+    set_cache(s, CS, _cs_selector(s, sel), base, limit, attr)
     s[EIP] = off
     return 0
 
 
 @kernel("i", "sriib")
 def far_return(s, ram, osz, extra, iret):
-    """RETF (``extra`` = imm16) and IRET in protected mode."""
-    if iret and (s[EFLAGS] & NT):
+    """RETF (``extra`` = imm16) and IRET; in real mode always to the same level."""
+    real = real_mode(s)
+    if iret and (s[EFLAGS] & NT) and not real:
         return ST_UNSUPPORTED                     # task return
     off = stack_read(s, ram, osz, 0)
     if s[D_EXC] >= 0:
@@ -120,7 +138,7 @@ def far_return(s, ram, osz, extra, iret):
         if s[D_EXC] >= 0:
             return 0
         n += osz
-        if (fl & VM) and osz == 4 and s[CPL] == 0:
+        if (fl & VM) and osz == 4 and s[CPL] == 0 and not real:
             return ST_UNSUPPORTED                 # return to virtual-8086 mode
     rpl = sel & 3
     ok, base, limit, attr = check_code_target(s, ram, sel, rpl)
@@ -131,7 +149,7 @@ def far_return(s, ram, osz, extra, iret):
     if off > limit:
         exc(s, GP_, 0)
         return 0
-    if rpl == s[CPL]:
+    if rpl == s[CPL] or real:
         if iret:
             write_eflags(s, fl, osz, False)
         sp_add(s, n + extra)

@@ -54,6 +54,7 @@ from .lazyflags import L_ADD, L_DEC, L_INC, L_LOGIC, L_NONE, L_SUB, carry_now, c
 from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
 from .operands import PARITY
 from .state import (
+    A20_CLEAR,
     A_CODE,
     A_DB,
     A_E,
@@ -198,7 +199,7 @@ def phys4(s, ram, seg, off, write):
             return -1
         ph = s[k + 1] | (lin & 0xFFF)
     else:
-        ph = lin
+        ph = lin & ~s[A20_CLEAR]
     if ph + 4 > ram.shape[0]:
         return -1
     return ph

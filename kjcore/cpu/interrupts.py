@@ -11,12 +11,26 @@ Interrupt and trap gates (16 and 32 bit) are supported, with the stack
 switch from the TSS on entry to an inner ring.  Task gates stop the run
 with ST_UNSUPPORTED.  The EFLAGS image pushed is the current one (RF is
 not set in fault images).
+
+In real mode the table at IDTR.base is the interrupt vector table of 4-byte
+far pointers (offset, segment): FLAGS, CS and IP are pushed as words (no
+error code), IF, TF, AC and RF are cleared.  A vector whose entry lies past
+IDTR.limit raises #GP, which escalates through #DF to a triple fault, as on
+a 386.
 """
 from .far import far_return
 from .jit import kernel
 from .memory import exc, lin_write, read_mem, sys_read, write_mem
 from .operands import get_reg, sext, stack32
-from .segments import desc_attr, desc_base, desc_limit, read_desc, set_cache
+from .segments import (
+    desc_attr,
+    desc_base,
+    desc_limit,
+    read_desc,
+    real_attr,
+    real_mode,
+    set_cache,
+)
 from .state import (
     A_CODE,
     A_DB,
@@ -25,6 +39,7 @@ from .state import (
     A_S,
     A_USABLE,
     A_W,
+    AC,
     BR_,
     CPL,
     CS,
@@ -78,6 +93,36 @@ def _contributory(v):
     return v == 0 or (v >= 10 and v <= 13)
 
 
+@kernel("i", "sri")
+def deliver_real(s, ram, vec):
+    """Real-mode delivery of ``vec`` through the interrupt vector table."""
+    idx = vec * 4
+    if idx + 3 > s[IDTR_LIMIT]:
+        exc(s, GP_, 0)
+        return 0
+    ptr = sys_read(s, ram, (s[IDTR_BASE] + idx) & M32, 4)
+    if s[D_EXC] >= 0:
+        return 0
+    off = ptr & 0xFFFF
+    if off > s[SEG + 4 * CS + S_LIMIT]:
+        exc(s, GP_, 0)
+        return 0
+    am = M32 if stack32(s) else 0xFFFF
+    sp = s[ESP] & am
+    fl = s[EFLAGS]
+    vals = (fl, s[SEG + 4 * CS + S_SEL], s[EIP])
+    for i in range(3):
+        sp = (sp - 2) & am
+        write_mem(s, ram, SS, sp, 2, vals[i] & 0xFFFF)
+        if s[D_EXC] >= 0:
+            return 0
+    s[ESP] = (s[ESP] & ~am & M32) | sp
+    set_cache(s, CS, ptr >> 16, (ptr >> 16) << 4, s[SEG + 4 * CS + S_LIMIT], real_attr(s, CS))
+    s[EIP] = off
+    s[EFLAGS] = fl & ~(IF | TF | AC | RF)
+    return 0
+
+
 @kernel("i", "sriii")
 def deliver(s, ram, vec, err, ext):
     """Push the frame and enter the handler for ``vec``; 0, or a status.
@@ -85,6 +130,8 @@ def deliver(s, ram, vec, err, ext):
     On a nested fault the new exception is left pending in D_EXC and no
     register has changed.
     """
+    if real_mode(s):
+        return deliver_real(s, ram, vec)
     idx = vec * 8
     if idx + 7 > s[IDTR_LIMIT]:
         exc(s, GP_, idx + 2 + ext)

@@ -9,11 +9,19 @@ a port no Python handler claims is answered here instead, as an empty ISA
 bus does: reads give all ones, writes go nowhere, and the run goes on (a
 ``rep insb`` from such a port costs what any string instruction costs).
 I/O permission: CPL > IOPL is #GP(0) (the TSS I/O bitmap is not consulted).
+
+The A20 gate is answered here too: port 0x92 ("fast A20", bit 1; reads give
+that bit, the fast-reset bit 0 is ignored) and the keyboard controller's
+output-port write, 0x64 <- 0xD1 then 0x60 <- data (bit 1).  Both writes of
+that pair are consumed here; every other access to 0x60/0x64 goes on as any
+port does.
 """
 from .jit import kernel
-from .memory import exc
+from .memory import exc, tlb_flush
 from .operands import get_reg, set_reg
 from .state import (
+    A20_BIT,
+    A20_CLEAR,
     CON_LEN,
     CPL,
     D_EXC,
@@ -29,6 +37,7 @@ from .state import (
     IO_PORT,
     IO_SIZE,
     IO_VAL,
+    KBC_D1,
     M32,
     OPEN_BUS,
     PORTS,
@@ -54,9 +63,31 @@ def _has_handler(s, port):
     return False
 
 
+@kernel("v", "si")
+def set_a20(s, on):
+    """Open or close the A20 gate; cached translations and the code page are dropped."""
+    clear = 0 if on else A20_BIT
+    if s[A20_CLEAR] != clear:
+        s[A20_CLEAR] = clear
+        tlb_flush(s, False)
+
+
 @kernel("ii", "sciibi")
 def port_io(s, con, port, size, out, value):
     """One port access. Returns (status, value read)."""
+    if port == 0x92:
+        if out:
+            set_a20(s, (value & 2) != 0)
+            return 0, 0
+        return 0, 0 if s[A20_CLEAR] else 2
+    if out and port == 0x64:
+        s[KBC_D1] = 1 if (value & 0xFF) == 0xD1 else 0
+        if s[KBC_D1]:
+            return 0, 0
+    elif out and port == 0x60 and s[KBC_D1]:
+        s[KBC_D1] = 0
+        set_a20(s, (value & 2) != 0)
+        return 0, 0
     if port == 0xE9:
         if out:
             n = s[CON_LEN]

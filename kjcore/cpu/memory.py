@@ -7,7 +7,10 @@ Address path (SDM vol. 3, ch. 3 and 4)::
 Physical accesses past the end of ``ram`` behave like an empty bus (SPEC
 section 3): reads return all ones, writes are dropped; with ``strict_bus`` set they
 record the address in ``s[BUS_ADDR]`` and the run stops with BUS_ERROR.
-Nothing here can index outside ``ram`` or ``s``.
+Nothing here can index outside ``ram`` or ``s``.  The A20 gate is applied
+where physical addresses are formed (``s[A20_CLEAR]``: bit 20 cleared from
+the linear address with paging off, from every table-entry address and
+frame of a walk, hence from every TLB entry).
 
 Faults never raise: a routine that fails stores the vector and error code in
 ``s[D_EXC]``/``s[D_ERR]`` and returns -1 (addresses) or 0 (values); callers
@@ -17,6 +20,7 @@ import numpy as np
 
 from .jit import kernel
 from .state import (
+    A20_CLEAR,
     A_CODE,
     A_DB,
     A_E,
@@ -198,17 +202,18 @@ def walk(s, ram, lin, acc, commit):
     allow_w = True
     nx = False
     glob = False
+    a20 = ~s[A20_CLEAR]         # the A20 gate: every physical address below is masked
     leaf_addr = -1
     leaf = 0
     large = False
     if cr4 & CR4_PAE:
-        pdpte_addr = (s[CR3] & 0xFFFFFFE0) + ((lin >> 30) & 3) * 8
+        pdpte_addr = ((s[CR3] & 0xFFFFFFE0) + ((lin >> 30) & 3) * 8) & a20
         pdpte = phys_read(s, ram, pdpte_addr, 8)
         if (pdpte & 1) == 0:
             return _pf(s, lin, acc, 0, commit)
         if (pdpte >> 52) != 0:    # NX and high bits are reserved in a PDPTE
             return _pf(s, lin, acc, PFE_P | PFE_RSVD, commit)
-        pde_addr = (pdpte & 0xFFFFFF000) + ((lin >> 21) & 0x1FF) * 8
+        pde_addr = ((pdpte & 0xFFFFFF000) + ((lin >> 21) & 0x1FF) * 8) & a20
         pde = phys_read(s, ram, pde_addr, 8)
         if (pde & 1) == 0:
             return _pf(s, lin, acc, 0, commit)
@@ -228,7 +233,7 @@ def walk(s, ram, lin, acc, commit):
         else:
             if commit and (pde & 0x20) == 0:
                 phys_write(s, ram, pde_addr, 4, (pde | 0x20) & M32)
-            pte_addr = (pde & 0xFFFFFF000) + ((lin >> 12) & 0x1FF) * 8
+            pte_addr = ((pde & 0xFFFFFF000) + ((lin >> 12) & 0x1FF) * 8) & a20
             pte = phys_read(s, ram, pte_addr, 8)
             if (pte & 1) == 0:
                 return _pf(s, lin, acc, 0, commit)
@@ -244,7 +249,7 @@ def walk(s, ram, lin, acc, commit):
             leaf = pte
             phys = pte & 0xFFFFFF000
     else:
-        pde_addr = (s[CR3] & 0xFFFFF000) + ((lin >> 22) << 2)
+        pde_addr = ((s[CR3] & 0xFFFFF000) + ((lin >> 22) << 2)) & a20
         pde = phys_read(s, ram, pde_addr, 4)
         if (pde & 1) == 0:
             return _pf(s, lin, acc, 0, commit)
@@ -259,7 +264,7 @@ def walk(s, ram, lin, acc, commit):
         else:
             if commit and (pde & 0x20) == 0:
                 phys_write(s, ram, pde_addr, 4, (pde | 0x20) & M32)
-            pte_addr = (pde & 0xFFFFF000) + (((lin >> 12) & 0x3FF) << 2)
+            pte_addr = ((pde & 0xFFFFF000) + (((lin >> 12) & 0x3FF) << 2)) & a20
             pte = phys_read(s, ram, pte_addr, 4)
             if (pte & 1) == 0:
                 return _pf(s, lin, acc, 0, commit)
@@ -268,6 +273,7 @@ def walk(s, ram, lin, acc, commit):
             leaf_addr = pte_addr
             leaf = pte
             phys = pte & 0xFFFFF000
+    phys &= a20
     glob = (leaf & 0x100) != 0 and (cr4 & CR4_PGE) != 0
     wp = (s[CR0] & CR0_WP) != 0
     # Permission check (SDM vol. 3, 4.6).
@@ -308,7 +314,7 @@ def walk(s, ram, lin, acc, commit):
 def translate(s, ram, lin, acc):
     """Linear to physical for an access of kind ``acc``; -1 and #PF on failure."""
     if (s[CR0] & CR0_PG) == 0:
-        return lin
+        return lin & ~s[A20_CLEAR]
     vpn = lin >> 12
     k = TLB + 3 * (vpn & (TLB_N - 1))
     if s[k] == vpn:

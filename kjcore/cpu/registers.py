@@ -33,7 +33,7 @@ class SegmentRegister:
     def _set_selector(self, v):
         self._s[self._b] = v & 0xFFFF
         if self._b == S.SEG + 4 * S.CS:
-            self._s[S.CPL] = v & 3  # CPL is CS.RPL in protected mode
+            self._s[S.CPL] = v & 3 if self._s[S.CR0] & S.CR0_PE else 0  # CS.RPL; 0 in real mode
             self._s[S.D_FPAGE] = -1
 
     selector = property(lambda self: int(self._s[self._b]), _set_selector)

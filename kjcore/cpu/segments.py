@@ -4,18 +4,27 @@ A segment register is a visible selector plus a hidden cache (base, limit,
 attributes) filled from the descriptor when the selector is loaded; the
 cache keeps working when GDTR changes or the table is overwritten, as on
 the hardware.
+
+In real mode (CR0.PE = 0) a load sets the selector and base = selector << 4
+and keeps the cached limit and the D/B and G flags, as a 386 does (so a
+4 GiB limit loaded in protected mode survives: "unreal mode"); the access
+byte becomes present, writable, accessed data (Bochs does the same).
 """
 from .jit import kernel
 from .memory import exc, sys_read, sys_write
 from .state import (
     A_ACCESSED,
     A_CODE,
+    A_DB,
     A_E,
+    A_G,
     A_P,
     A_S,
     A_USABLE,
     A_W,
     CPL,
+    CR0,
+    CR0_PE,
     CS,
     D_EXC,
     D_FPAGE,
@@ -38,6 +47,9 @@ from .state import (
     SS_,
 )
 
+#: access byte of a segment loaded in real mode: present, DPL 0, writable accessed data
+REAL_ACCESS = 0x93
+
 
 @kernel("i", "ii")
 def desc_base(lo, hi):
@@ -57,6 +69,11 @@ def desc_attr(hi):
     return ((hi >> 8) & 0xFF) | (((hi >> 20) & 0xF) << 8) | A_USABLE
 
 
+@kernel("b", "s")
+def real_mode(s):
+    return (s[CR0] & CR0_PE) == 0
+
+
 @kernel("v", "siiiii")
 def set_cache(s, seg, sel, base, limit, attr):
     b = SEG + 4 * seg
@@ -65,8 +82,22 @@ def set_cache(s, seg, sel, base, limit, attr):
     s[b + S_LIMIT] = limit & M32
     s[b + S_ATTR] = attr
     if seg == CS:
-        s[CPL] = sel & 3
+        s[CPL] = 0 if real_mode(s) else sel & 3
         s[D_FPAGE] = -1
+
+
+@kernel("i", "si")
+def real_attr(s, seg):
+    """The attribute word a real-mode load of ``seg`` leaves: the cached D/B and G flags
+    kept, present writable accessed data, usable."""
+    return (s[SEG + 4 * seg + S_ATTR] & (A_DB | A_G)) | REAL_ACCESS | A_USABLE
+
+
+@kernel("v", "sii")
+def real_load(s, seg, sel):
+    """A real-mode segment load: base = sel << 4, the cached limit kept."""
+    sel &= 0xFFFF
+    set_cache(s, seg, sel, sel << 4, s[SEG + 4 * seg + S_LIMIT], real_attr(s, seg))
 
 
 @kernel("i", "si")
@@ -115,6 +146,9 @@ def load_seg(s, ram, seg, sel):
     #SS(sel) or #NP(sel) as in SDM vol. 2, MOV (protected mode exceptions).
     """
     sel &= 0xFFFF
+    if real_mode(s):
+        real_load(s, seg, sel)
+        return True
     cpl = s[CPL]
     rpl = sel & 3
     if (sel & 0xFFFC) == 0:
@@ -162,8 +196,11 @@ def check_code_target(s, ram, sel, cpl_new_max):
     ``cpl_new_max``: -1 for JMP/CALL (target must keep CPL: non-conforming
     DPL == CPL with RPL <= CPL, conforming DPL <= CPL); otherwise the RPL of
     the return selector, for RET/IRET (may only go outward).  Returns
-    (ok, base, limit, attr) and leaves #GP/#NP pending on failure.
+    (ok, base, limit, attr) and leaves #GP/#NP pending on failure.  In real mode any
+    selector is a target: base ``sel << 4``, CS's cached limit kept (:func:`real_load`).
     """
+    if real_mode(s):
+        return True, (sel & 0xFFFF) << 4, s[SEG + 4 * CS + S_LIMIT], real_attr(s, CS)
     if (sel & 0xFFFC) == 0:
         exc(s, GP_, 0)
         return False, 0, 0, 0

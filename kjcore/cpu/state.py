@@ -58,6 +58,8 @@ TRACE_CNT = 79
 STEPS = 80
 NBP = 81
 SKIP_BP = 82
+A20_CLEAR = 83      # bits cleared from every physical address: 0 (A20 enabled) or 1 << 20
+KBC_D1 = 84         # 1 after the keyboard controller got command 0xD1 (next 0x60 write: A20)
 NSTATE = 96
 
 # Scratch slots of the decoder (not part of the architectural state).
@@ -122,6 +124,11 @@ VM = 0x20000
 AC = 0x40000
 ID = 0x200000
 ARITH = CF | PF | AF | ZF | SF | OF
+
+#: the processor signature: CPUID leaf 1 EAX and EDX after reset (family 6, model 1,
+#: stepping 1: a P6, matching the features CPUID reports; see docs/cpu.rst)
+CPU_SIGNATURE = 0x611
+A20_BIT = 1 << 20
 
 # Control register bits.
 CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 1, 2, 4, 8, 0x10, 0x20
@@ -195,7 +202,8 @@ def _state_fields():
                   LAST_ERR: "last_err", IO_PORT: "io_port", IO_SIZE: "io_size",
                   IO_DIR: "io_dir", IO_VAL: "io_val", IO_PENDING: "io_pending",
                   STRICT_BUS: "strict_bus", BUS_ADDR: "bus_addr", CON_LEN: "con_len",
-                  TRACE_POS: "trace_pos", TRACE_CNT: "trace_cnt", STEPS: "steps"})
+                  TRACE_POS: "trace_pos", TRACE_CNT: "trace_cnt", STEPS: "steps",
+                  A20_CLEAR: "a20_clear", KBC_D1: "kbc_d1"})
     for k in range(8):
         names[DR0 + k] = f"dr{k}"
     return [(names.get(i, f"_r{i}"), "<i8") for i in range(NSTATE)]

@@ -20,7 +20,7 @@ class Status(IntEnum):
     TRIPLE_FAULT = S.ST_TRIPLE_FAULT
     BREAK = S.ST_BREAK
     BUS_ERROR = S.ST_BUS_ERROR  #: strict_bus: physical access past RAM (CPU.bus_address)
-    UNSUPPORTED = S.ST_UNSUPPORTED  #: task switch, call gate, v86 or real mode requested
+    UNSUPPORTED = S.ST_UNSUPPORTED  #: task switch, call gate or v86 requested
     TIMEOUT = S.ST_TIMEOUT  #: the wall-clock ``timeout`` of :meth:`CPU.run` passed
 
 
@@ -75,7 +75,7 @@ class BusError(CPUFault):
 
 
 class UnsupportedOperation(CPUFault):
-    """The guest asked for a task switch, a call gate, v86 or real mode."""
+    """The guest asked for a task switch, a call gate or v86."""
 
     status = Status.UNSUPPORTED
 
@@ -105,7 +105,7 @@ def status_exception(status, state, message=None):
         Status.TIMEOUT: f"timeout: the guest was stopped at EIP {eip:#010x}",
         Status.BUS_ERROR: f"physical access past RAM at {int(state['bus_addr']):#x}",
         Status.UNSUPPORTED: f"unsupported operation at EIP {eip:#010x} "
-                            "(task switch, call gate, v86 or real mode)",
+                            "(task switch, call gate or v86)",
         Status.HLT: f"the guest halted at EIP {eip:#010x}",
     }[cls.status]
     return cls(message or default, state)

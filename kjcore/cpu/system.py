@@ -20,6 +20,7 @@ from .state import (
     A_USABLE,
     A_W,
     CPL,
+    CPU_SIGNATURE,
     CR0,
     CR0_CD,
     CR0_ET,
@@ -65,7 +66,6 @@ from .state import (
     S_SEL,
     SEG,
     ST_HLT,
-    ST_UNSUPPORTED,
     STEPS,
     SYSENTER_CS,
     SYSENTER_EIP,
@@ -104,9 +104,7 @@ def write_cr0(s, v):
     s[CR0] = v
     if (old ^ v) & (CR0_PG | CR0_WP | CR0_PE):
         tlb_flush(s, False)
-    if not (v & CR0_PE):
-        return ST_UNSUPPORTED                  # real mode is a later milestone
-    return 0
+    return 0                                   # PE = 0: real mode, descriptor caches kept
 
 
 @kernel("v", "si")
@@ -319,7 +317,7 @@ def _cpuid(s):
         d = 0x49656E69
         c = 0x6C65746E
     elif leaf == 1:
-        a = 0x611
+        a = CPU_SIGNATURE
         d = CPUID_FEATURES
     elif leaf == 0x80000000:
         a = 0x80000001
@@ -397,6 +395,9 @@ def op_sys(s, ram):
     if op == 0xF4:                             # HLT
         if _priv(s):
             return ST_HLT
+        return 0
+    if (op == 0x100 or op == 0x102 or op == 0x103 or op == 0x63) and (s[CR0] & CR0_PE) == 0:
+        exc(s, UD_, -1)                        # LLDT, LTR, LAR, ARPL, ...: protected mode only
         return 0
     if op == 0x100:
         return _grp6(s, ram)

@@ -24,6 +24,7 @@ from unicorn import (
     UC_ERR_FETCH_UNMAPPED,
     UC_ERR_INSN_INVALID,
     UC_HOOK_INTR,
+    UC_MODE_16,
     UC_MODE_32,
     Uc,
     UcError,
@@ -80,6 +81,29 @@ EXCLUDE = {0x07, 0x17, 0x1F, 0x1A1, 0x1A9, 0x8E, 0xC4, 0xC5, 0x1B2, 0x1B4, 0x1B5
            0x9A, 0xEA, 0xCA, 0xCB, 0xCF, 0xF4, 0x1A2, 0x131, 0x130, 0x132, 0x118}
 
 
+SEG_REGS = (("es", X.UC_X86_REG_ES), ("cs", X.UC_X86_REG_CS), ("ss", X.UC_X86_REG_SS),
+            ("ds", X.UC_X86_REG_DS), ("fs", X.UC_X86_REG_FS), ("gs", X.UC_X86_REG_GS))
+#: real-mode selectors of the 16-bit oracle: every data segment inside [0, DATA), CS at CODE
+REAL_SELECTORS = {"es": 0x0800, "cs": CODE >> 4, "ss": 0x1000, "ds": 0x1000, "fs": 0,
+                  "gs": 0x1000}
+#: opcodes a real-mode oracle runs beyond user_opcodes(): segment loads and far transfers
+#: need no descriptor table there
+REAL_EXTRA = (0x07, 0x17, 0x1F, 0x1A1, 0x1A9, 0x8E, 0xC4, 0xC5, 0x1B2, 0x1B4, 0x1B5,
+              0x9A, 0xEA, 0xCA, 0xCB, 0xCF)
+
+
+def real_layout(cpu, uc):
+    """Both emulators in real mode with :data:`REAL_SELECTORS` (limits 0xFFFF), IDTR limit 0
+    (every exception ends in a triple fault whose first vector is compared)."""
+    cpu.reset()
+    for name, r in SEG_REGS:
+        sel = REAL_SELECTORS[name]
+        cpu.load_segment(name, sel, sel << 4, 0xFFFF, 0x93)
+        uc.reg_write(r, sel)
+    cpu.idtr.limit = 0
+    cpu.edx = 0
+
+
 def user_opcodes():
     """Opcodes from the table that the random oracle exercises, by family."""
     fams = {F_ALU, F_INCDEC, F_STACK, F_JUMP, F_GRP5, F_GRP3, F_SHIFT, F_MOV, F_STRING,
@@ -116,23 +140,25 @@ class Case:
         return f"<Case {self.code.hex(' ')} {regs} efl={self.eflags:08x}>"
 
 
-def gen_case(rng, op):
-    """A random instance of opcode ``op`` (0x100 | second byte for 0F xx)."""
+def gen_case(rng, op, code16=False):
+    """A random instance of opcode ``op`` (0x100 | second byte for 0F xx); ``code16``: for
+    16-bit code (0x66/0x67 select 32 bits), as in real mode."""
     fl = int(OP_FLAGS[op])
     regs = [pick_value(rng) for _ in range(8)]
     regs[4] = rng.randrange(0x10000, 0x1F000) & ~rng.choice((0, 1, 3))   # ESP
     eflags = 2 | (rng.getrandbits(12) & (ARITH | 0x400)) | (0x200 if rng.random() < 0.5 else 0)
     pre = bytearray()
-    osz = 4
-    asz = 4
-    if rng.random() < 0.3 and op not in (0x1C7,):
+    dflt = 2 if code16 else 4
+    osz = asz = dflt
+    # 32-bit ENTER on a 16-bit stack: QEMU sets EBP from the whole ESP, the SDM from SP.
+    if rng.random() < 0.3 and op not in (0x1C7,) and not (code16 and op == 0xC8):
         pre.append(0x66)
-        osz = 2
+        osz = 6 - dflt
     modrm_form = bool(fl & O_MODRM)
     string = OP_FAMILY[op] == F_STRING or op == 0xD7
     if (modrm_form or string or op in range(0xA0, 0xA4)) and rng.random() < 0.15:
         pre.append(0x67)
-        asz = 2
+        asz = 6 - dflt
     if rng.random() < 0.1:
         # No CS override: Unicorn does not check segment types in flat mode,
         # so a write through CS succeeds there instead of raising #GP(0)
@@ -153,7 +179,7 @@ def gen_case(rng, op):
             # Only CMPXCHG8B m64: Unicorn also implements RDRAND/RDSEED here,
             # which a P6-class part (and kjcore) does not have (#UD).
             modrm = ((modrm & 0x87) | 0x08) & 0xBF
-        if op == 0xFF and (modrm >> 3) & 7 in (3, 5):
+        if op == 0xFF and (modrm >> 3) & 7 in (3, 5) and not code16:
             modrm ^= 0x08                                             # far forms excluded
         if op in (0xF6, 0xF7) and (modrm >> 3) & 7 == 1:
             # F6/F7 /1 is an undocumented alias of TEST on Intel and AMD
@@ -191,8 +217,9 @@ def gen_case(rng, op):
         if reg is not None and reg < 2:
             size = 1 if op == 0xF6 else osz
             body += rng.getrandbits(8 * size).to_bytes(size, "little")
-    elif imm == I_FAR:
-        raise AssertionError
+    elif imm == I_FAR:                  # real mode only: any selector is a paragraph
+        body += rng.getrandbits(8 * osz).to_bytes(osz, "little") + rng.getrandbits(16).to_bytes(
+            2, "little")
     # Keep pointer registers of implicit operands inside the data window.
     if string:
         regs[6] = rng.randrange(0x1000, 0xF000)
@@ -217,7 +244,7 @@ def gen_case(rng, op):
     if op in range(0x1C8, 0x1D0) and osz == 2:
         skip = True                                                    # BSWAP r16 undefined
     code = bytes(pre + body)
-    ins = decode_insn(code)
+    ins = decode_insn(code, code32=not code16)
     assert ins is None or ins.length == len(code), f"{code.hex()}: table says {ins.length} bytes"
     return Case(code, regs, eflags, undefined, skip, OP_FAMILY[op] == F_STRING)
 
@@ -329,17 +356,21 @@ def undefined_flags(op, osz, reg, regs, body, pre):
 class Oracle:
     """Both emulators, reusable across cases."""
 
-    def __init__(self, seed=0):
+    def __init__(self, seed=0, code16=False):
         self.rng = random.Random(seed)
         self.ram = np.zeros(RAM, np.uint8)
         self.cpu = CPU(self.ram)
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.code16 = code16
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_16 if code16 else UC_MODE_32)
         self.uc.mem_map(0, RAM)
         self.uc.hook_add(UC_HOOK_INTR, self._intr)
         self.intno = None
         # Unicorn keeps exception bookkeeping across emu_start calls (a second
         # #DE after one stopped in the hook is reported as #DF): restore a
         # pristine context before every case.
+        if code16:
+            real_layout(self.cpu, self.uc)
+        self.ip = CODE - self.cpu.cs.base
         self.uc_ctx = self.uc.context_save()
         # Same visible selectors as Unicorn's reset state (PUSH sreg compares them).
         for name, r in (("es", X.UC_X86_REG_ES), ("cs", X.UC_X86_REG_CS),
@@ -361,10 +392,10 @@ class Oracle:
         cpu.set_state(self.reset_snap)
         s = cpu._s
         s[:8] = case.regs
-        s[S.EIP] = CODE
+        s[S.EIP] = self.ip
         s[S.EFLAGS] = case.eflags
         st = cpu.run(1)
-        while case.string and st == Status.STEP_LIMIT and cpu.eip == CODE:
+        while case.string and st == Status.STEP_LIMIT and cpu.eip == self.ip:
             st = cpu.run(1)            # a step is one REP element: finish the instruction
         uc.context_restore(self.uc_ctx)
         uc.mem_write(0, data.tobytes())
@@ -374,7 +405,7 @@ class Oracle:
         for r, v in zip(UC_REGS, case.regs):
             uc.reg_write(r, v)
         uc.reg_write(X.UC_X86_REG_EFLAGS, case.eflags)
-        uc.reg_write(X.UC_X86_REG_EIP, CODE)
+        uc.reg_write(X.UC_X86_REG_EIP, self.ip)
         self.intno = None
         err = None
         try:
@@ -398,6 +429,8 @@ class Oracle:
             pass                           # a branch left the map; the branch itself ran
         elif err is not None:
             return None                    # e.g. an access outside Unicorn's map: skip
+        if self.code16 and vec in (12, 13) and uvec not in (6, 12, 13):
+            return None                    # a real-mode limit fault: QEMU checks no limits
         if vec != uvec:
             diffs.append(f"vector kjcore={vec} unicorn={uvec}")
             return diffs
@@ -418,6 +451,10 @@ class Oracle:
         if not case.skip_regs and not np.array_equal(umem, ram[:DATA]):
             where = np.nonzero(umem != ram[:DATA])[0]
             diffs.append(f"memory differs at {[hex(x) for x in where[:8]]}")
+        for name, r in SEG_REGS if self.code16 else ():
+            a, b = getattr(cpu, name).selector, uc.reg_read(r)
+            if a != b or getattr(cpu, name).base != b << 4:
+                diffs.append(f"{name} kjcore={getattr(cpu, name)!r} unicorn={b:#06x}")
         return diffs
 
 
@@ -428,16 +465,16 @@ def _is_int_n(code):
     return code[i] in (0xCC, 0xCD, 0xCE)
 
 
-def run_batch(seed, ops, per_op, data_seed=None):
+def run_batch(seed, ops, per_op, code16=False):
     """Run ``per_op`` random cases for each opcode; returns (count, failures)."""
-    orc = Oracle(seed)
+    orc = Oracle(seed, code16)
     rng = orc.rng
     data = np.frombuffer(random.Random(seed ^ 0x5EED).randbytes(DATA), np.uint8).copy()
     fails = []
     n = 0
     for op in ops:
         for _ in range(per_op):
-            case = gen_case(rng, op)
+            case = gen_case(rng, op, code16)
             if rng.random() < 0.05:
                 data = np.frombuffer(rng.randbytes(DATA), np.uint8).copy()
             d = orc.run_case(case, data)

@@ -53,7 +53,7 @@ def fuzz(seed, streams, steps=64):
     for i in range(streams):
         if i % 64 == 0:
             ram[:] = np.frombuffer(rng.randbytes(RAM), np.uint8)
-        cpu.reset()
+        cpu.reset_flat()
         cpu.strict_bus = rng.random() < 0.2
         cpu.jit_threshold = 1 if rng.random() < 0.5 else 4096   # hot-loop tier on garbage too
         random_state(cpu, rng)
