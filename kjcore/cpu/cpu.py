@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from . import loopjit, warmup
+from . import loopjit, portstring, warmup
 from . import state as S
 from .core import run as _run
 from .io import ST_CON_FULL
@@ -98,6 +98,7 @@ class CPU:
         self._debugcon = bytearray()
         self.debugcon_dropped = 0
         self._ports = {}
+        self._port_strings = {}     # port -> bulk REP INS/OUTS handler (portstring.transfer)
         self._steps = 0
         self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
         self._bp_active = frozenset()
@@ -259,17 +260,23 @@ class CPU:
         element of a REP string instruction counted as one step."""
         return self._steps
 
-    def on_port(self, port, handler):
+    def on_port(self, port, handler, *, string=None):
         """Answer guest I/O on ``port`` from Python.
 
         ``handler(port, size, value)`` is called for OUT with the value
         written and for IN with ``value=None``; for IN it returns the value.
-        ``handler=None`` removes the handler.
+        ``string(port, size, out, buf)``, if given, moves a REP INS/OUTS in bulk:
+        ``buf`` is guest RAM, the device reads or fills its first k elements and returns
+        k (see :mod:`kjcore.cpu.portstring`); 0 leaves the element to ``handler``.
+        ``handler=None`` removes both.
         """
+        self._port_strings.pop(port, None)
         if handler is None:
             self._ports.pop(port, None)
         else:
             self._ports[port] = handler
+            if string is not None:
+                self._port_strings[port] = string
 
     @property
     def io_request(self):
@@ -369,8 +376,14 @@ class CPU:
                     port, size, out, value = self.io_request
                     h = self._ports.get(port)
                     if h is not None:
-                        r = h(port, size, value if out else None)
-                        self.complete_io(0 if out or r is None else r)
+                        bulk = self._port_strings.get(port)
+                        done = -1 if bulk is None else portstring.transfer(
+                            s, self.ram, bulk, port, max_steps - total - 1)
+                        if done >= 0:
+                            total += done
+                        else:
+                            r = h(port, size, value if out else None)
+                            self.complete_io(0 if out or r is None else r)
                         self._sync_ports()  # the handler may have added or removed ports
                         continue
                 break
