@@ -11,26 +11,12 @@ import stat
 
 import numpy as np
 
-__all__ = ["SECTOR_SIZE", "Disk", "as_disk", "parse_size"]
+__all__ = ["SECTOR_SIZE", "Disk", "as_disk", "disk_reference", "disk_from_reference"]
 
 #: bytes per sector
 SECTOR_SIZE = 512
 #: the largest disk (2**48 sectors is ATA's limit; a file this big is not practical anyway)
 MAX_SECTORS = 1 << 40
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text):
-    """Bytes in ``text``: a decimal count with an optional K/M/G/T (binary) suffix."""
-    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1:] if t[-1:] in _UNITS else ""
-    digits = t[:len(t) - len(unit)]
-    if not digits.isdigit():
-        raise ValueError(f"bad disk size {text!r}: expected a number with an optional K/M/G "
-                         "suffix, such as 64M")
-    return int(digits) * _UNITS[unit]
-
 
 def _check_size(size):
     if size <= 0 or size % SECTOR_SIZE or size // SECTOR_SIZE > MAX_SECTORS:
@@ -162,3 +148,28 @@ def as_disk(spec, readonly=False):
         return Disk.open(os.fsdecode(spec), readonly=readonly)
     raise TypeError(f"a disk is a kjcore.devices.Disk, a size in bytes or a file path, not "
                     f"{type(spec).__name__}")
+
+
+def disk_reference(disk):
+    """What a saved machine keeps of ``disk``: its file, never its sectors.
+    ``ValueError`` for an in-memory disk (it has no file to refer to)."""
+    if disk.path is None:
+        raise ValueError("an in-memory disk cannot be saved with a machine (a save never "
+                         "copies disk contents): attach a disk file instead")
+    return {"path": disk.path, "readonly": disk.readonly, "sectors": disk.sectors}
+
+
+def disk_from_reference(ref):
+    """The disk a :func:`disk_reference` names, checked: ``ValueError`` (one line) for a
+    malformed entry, a missing or odd file, or a file whose size changed."""
+    if not isinstance(ref, dict) or set(ref) != {"path", "readonly", "sectors"}:
+        raise ValueError(f"bad disk entry {ref!r:.80}")
+    path, readonly, sectors = ref["path"], ref["readonly"], ref["sectors"]
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path \
+            or not isinstance(readonly, bool) or type(sectors) is not int:
+        raise ValueError(f"bad disk entry {ref!r:.80}")
+    disk = Disk.open(path, readonly=readonly)
+    if disk.sectors != sectors:
+        raise ValueError(f"disk {path}: {disk.sectors} sectors, the machine was saved with "
+                         f"{sectors}")
+    return disk
