@@ -64,7 +64,10 @@ class Disk:
             raise ValueError(f"disk {path}: {e.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"disk {path}: not a regular file")
-        _check_size(st.st_size)
+        try:
+            _check_size(st.st_size)
+        except ValueError as e:
+            raise ValueError(f"disk {path}: {e}") from None
         if not readonly and not os.access(path, os.W_OK):
             raise ValueError(f"disk {path}: not writable (attach it read-only)")
         array = np.memmap(path, dtype=np.uint8, mode="r" if readonly else "r+",
