@@ -96,16 +96,6 @@ def test_machine_disks_and_attach(tmp_path):
     assert kjcore.Machine(16 * MiB).ata is None
 
 
-def test_vga_text_renders_the_screen():
-    m = kjcore.Machine(16 * MiB)
-    for i, ch in enumerate(b"Hi \x01"):
-        m.ram[0xB8000 + 2 * i:0xB8000 + 2 * i + 2] = [ch, 0x07]
-    m.ram[0xB8000 + 160 * 24 + 2 * 79] = 0xDB
-    lines = m.vga_text().split("\n")
-    assert len(lines) == 25 and lines[0] == "Hi ☺" and lines[24] == " " * 79 + "█"
-    assert lines[1:24] == [""] * 23
-
-
 # ------------------------------------------------------------------ persistence
 def test_save_keeps_disks_by_reference(tmp_path):
     img = _image(tmp_path, size=4 * MiB, fill=0x33)
