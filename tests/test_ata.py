@@ -221,6 +221,14 @@ def test_nien_and_the_interrupt_line():
     assert ata.irq
     _in(ata, COMMAND)                             # status acknowledges it
     assert not ata.irq
+    _task(ata, 0, 2)
+    _out(ata, COMMAND, 0x30)
+    assert not ata.irq                            # a write's first block: no interrupt
+    _write_words(ata, bytes(512))
+    assert ata.irq                                # the first sector is written
+    _in(ata, COMMAND)
+    _write_words(ata, bytes(512))
+    assert ata.irq and _in(ata, COMMAND) == DRDY | 0x10
     _out(ata, CONTROL, 0x02)                      # nIEN
     _task(ata, 0, 1)
     _out(ata, COMMAND, 0x20)

@@ -205,3 +205,11 @@ def test_cli_attach_keeps_the_machine_when_the_file_is_bad(tmp_path, capsys):
     assert "512-byte sectors" in capsys.readouterr().err
     assert store.open_machine(path).disks == []
     np.testing.assert_equal(len(os.listdir(path)), 4)
+
+
+def test_cli_attach_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli._parser().parse_args(["machine", "attach", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--readonly" in out and "FILE" in out and "``" not in out

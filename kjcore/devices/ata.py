@@ -7,9 +7,10 @@ WRITE SECTORS EXT (0x24/0x34, 48-bit LBA through the HOB register pairs), FLUSH 
 (0xE7/0xEA).  Any other command, a count or address outside the disk, a bad CHS address
 or a write to a read-only disk sets ERR in the status and ABRT (with IDNF for an address)
 in the error register and moves no data.  The interrupt line is modelled as
-:attr:`AtaController.irq` (raised after each command and DRQ block unless nIEN is set in
-the device control register, dropped by a read of the status register; no PIC is
-modelled, so guests poll).
+:attr:`AtaController.irq`: raised at each data-in block, after each written sector and at
+the end of a command without data, unless nIEN is set in the device control register;
+dropped by a read of the status register (not the alternate status).  No PIC is modelled,
+so guests poll.
 
 Data moves through the data port 0x1F0 a sector at a time (a DRQ block is one sector);
 REP INSW/OUTSW (and INSD/OUTSD) reach :meth:`AtaController.string` through the CPU's bulk
@@ -178,7 +179,7 @@ class AtaController:
             if cmd in _WRITE and disk.readonly:
                 return self._abort()
             self._lba, self._left, self._writing = lba, count, cmd in _WRITE
-            self._next_block()
+            self._next_block(interrupt=not self._writing)  # a write's first block: no irq
         else:
             self._abort()
         return None
@@ -203,7 +204,7 @@ class AtaController:
             return None, count
         return (c * heads + h) * spt + s - 1, count
 
-    def _next_block(self):
+    def _next_block(self, interrupt=True):
         """Start the next sector's DRQ block, or end the command."""
         if self._left == 0:
             self._buf, self._pos = np.zeros(0, np.uint8), 0
@@ -213,7 +214,10 @@ class AtaController:
         self._buf = np.zeros(SECTOR_SIZE, np.uint8) if self._writing \
             else disk.view(self._lba, 1).copy()
         self._pos = 0
-        self._finish(DRDY | DSC | DRQ)
+        if interrupt:
+            self._finish(DRDY | DSC | DRQ)
+        else:
+            self.status = DRDY | DSC | DRQ
 
     def _end_block(self):
         """The DRQ block has been moved: commit a written sector, go on."""
