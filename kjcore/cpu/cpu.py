@@ -97,8 +97,7 @@ class CPU:
         self._con = np.zeros(self.CONSOLE_BUFFER, np.uint8)
         self._debugcon = bytearray()
         self.debugcon_dropped = 0
-        self._ports = {}
-        self._port_strings = {}     # port -> bulk REP INS/OUTS handler (portstring.transfer)
+        self._ports = {}            # port -> (handler, string handler or None): on_port
         self._steps = 0
         self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
         self._bp_active = frozenset()
@@ -265,18 +264,13 @@ class CPU:
 
         ``handler(port, size, value)`` is called for OUT with the value
         written and for IN with ``value=None``; for IN it returns the value.
-        ``string(port, size, out, buf)``, if given, moves a REP INS/OUTS in bulk:
-        ``buf`` is guest RAM, the device reads or fills its first k elements and returns
-        k (see :mod:`kjcore.cpu.portstring`); 0 leaves the element to ``handler``.
+        ``string(port, size, out, buf)`` moves REP INS/OUTS in bulk (:mod:`.portstring`).
         ``handler=None`` removes both.
         """
-        self._port_strings.pop(port, None)
         if handler is None:
             self._ports.pop(port, None)
         else:
-            self._ports[port] = handler
-            if string is not None:
-                self._port_strings[port] = string
+            self._ports[port] = (handler, string)
 
     @property
     def io_request(self):
@@ -374,16 +368,13 @@ class CPU:
                     continue
                 if st == S.ST_IO:
                     port, size, out, value = self.io_request
-                    h = self._ports.get(port)
+                    h, bulk = self._ports.get(port, (None, None))
                     if h is not None:
-                        bulk = self._port_strings.get(port)
-                        done = -1 if bulk is None else portstring.transfer(
-                            s, self.ram, bulk, port, max_steps - total - 1)
-                        if done >= 0:
-                            total += done
-                        else:
+                        done = portstring.transfer(s, self.ram, bulk, port, max_steps - total - 1)
+                        if done < 0:
                             r = h(port, size, value if out else None)
                             self.complete_io(0 if out or r is None else r)
+                        total += max(done, 0)
                         self._sync_ports()  # the handler may have added or removed ports
                         continue
                 break

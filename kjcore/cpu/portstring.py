@@ -23,7 +23,8 @@ _INS, _OUTS = 0x6C, 0x6E
 
 def transfer(s, ram, fn, port, steps_left):
     """Offer the stopped string instruction to ``fn``; returns the elements done here
-    (``k - 1``), or -1 if ``fn`` was not offered or took none (answer the element as usual).
+    (``k - 1``), or -1 if ``fn`` is None, was not offered or took none (answer the element
+    as usual).
 
     ``fn(port, size, out, buf)``: ``buf`` is a uint8 view of ``n * size`` bytes of guest
     RAM (read-only for OUTS); ``fn`` reads (OUTS) or fills (INS) its first ``k`` elements
@@ -31,7 +32,7 @@ def transfer(s, ram, fn, port, steps_left):
     """
     op = int(s[S.D_OP])
     kind = op & 0xFE
-    if kind not in (_INS, _OUTS) or not s[S.D_REP] or s[S.EFLAGS] & S.DF \
+    if fn is None or kind not in (_INS, _OUTS) or not s[S.D_REP] or s[S.EFLAGS] & S.DF \
             or s[S.CR0] & S.CR0_PG:
         return -1
     out = kind == _OUTS
