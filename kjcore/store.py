@@ -287,7 +287,7 @@ def _open_locked(path, verify):
         if not isinstance(disks, list) or len(disks) > 2:
             raise ValueError(f"bad disk list {disks!r:.80}")
         for ref in disks:
-            machine.attach_disk(disk_from_reference(ref))
+            machine.attach_disk(disk_from_reference(ref, path))
     except ValueError as e:
         raise DamagedMachineFile(path, f"{META_NAME}: {e}") from None
     if verify and _ram_crc(ram) != meta.get("ram_crc32"):
@@ -428,7 +428,7 @@ def _write_generation(machine, path, created):
             "kjcore": __version__, "ram_file": ram_name, "ram_size": len(machine.ram),
             "ram_crc32": crc, "state_file": state_name,
             "state_sha256": hashlib.sha256(blob).hexdigest(), "state": tree,
-            "disks": [disk_reference(d) for d in machine.disks]}
+            "disks": [disk_reference(d, path) for d in machine.disks]}
     meta["meta_sha256"] = _body_digest(meta)
     text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
     tmp_name = f"{META_NAME}.{gen}.tmp"
@@ -455,7 +455,7 @@ def save_machine(machine, path, *, locked=False):
     """
     path = os.fspath(path)
     for disk in machine.disks:
-        disk_reference(disk)                # ValueError for an in-memory disk, before anything
+        disk_reference(disk, path)          # ValueError for an in-memory disk, before anything
         disk.flush()
     if not machine.kexec_lock.acquire(blocking=False):
         raise RuntimeError("the kexec lock is held (a load or exec is in progress): the "

@@ -144,6 +144,8 @@ def _edit_disks(path, disks):
     lambda img: {"path": img},
     lambda img: [{"path": img, "readonly": False, "sectors": 128}] * 3,
     lambda img: [{"path": "/dev/zero", "readonly": True, "sectors": 128}],
+    lambda img: [{"path": os.path.join(os.path.dirname(img), "m", "ram-1.bin"),
+                  "readonly": False, "sectors": 32768}],
 ])
 def test_hostile_disk_entries_are_one_damaged_line(tmp_path, edit):
     img = _image(tmp_path)
@@ -166,8 +168,18 @@ def test_a_changed_disk_file_is_noticed(tmp_path):
 
 def test_disk_reference_round_trip(tmp_path):
     img = _image(tmp_path)
-    d = disk_from_reference({"path": img, "readonly": True, "sectors": 128})
+    d = disk_from_reference({"path": img, "readonly": True, "sectors": 128}, "/nonexistent")
     assert d.readonly and d.sectors == 128
+
+
+def test_a_disk_inside_the_machine_directory_is_not_saved(tmp_path):
+    path = tmp_path / "m"
+    kjcore.Machine(16 * MiB).save(str(path))
+    m = kjcore.Machine.open(str(path))
+    m.attach_disk(_image(path, "inside.img"))
+    with pytest.raises(ValueError, match="inside the machine directory"):
+        m.save(str(path))
+    assert kjcore.Machine.open(str(path)).disks == []
 
 
 # ------------------------------------------------------------------ the CLI
@@ -205,6 +217,10 @@ def test_cli_attach_keeps_the_machine_when_the_file_is_bad(tmp_path, capsys):
     assert "512-byte sectors" in capsys.readouterr().err
     assert store.open_machine(path).disks == []
     np.testing.assert_equal(len(os.listdir(path)), 4)
+    inside = _image(tmp_path / "m", "inside.img")
+    assert cli.main(["machine", "attach", path, inside]) == 1
+    assert capsys.readouterr().err.endswith("inside the machine directory\n")
+    assert store.open_machine(path).disks == []
 
 
 def test_cli_attach_help(capsys):

@@ -170,9 +170,9 @@ def _cmd_machine_attach(args):
         m = open_machine(args.path, locked=True)
         try:
             disk = m.attach_disk(args.file, readonly=args.readonly)
+            save_machine(m, args.path, locked=True)
         except ValueError as e:
             raise UsageError(str(e)) from None
-        save_machine(m, args.path, locked=True)
     print(f"attached {disk.path} to {args.path} as disk {len(m.disks) - 1}: "
           f"{format_size(disk.sectors * 512)}{', read-only' if disk.readonly else ''}")
     return 0

@@ -153,24 +153,36 @@ def as_disk(spec, readonly=False):
                     f"{type(spec).__name__}")
 
 
-def disk_reference(disk):
-    """What a saved machine keeps of ``disk``: its file, never its sectors.
-    ``ValueError`` for an in-memory disk (it has no file to refer to)."""
+def _check_outside(path, machine_dir):
+    """A disk file inside the machine directory would be one of its own files (or be
+    removed with an old generation): refused."""
+    inside = os.path.realpath(machine_dir)
+    if os.path.commonpath([os.path.realpath(path), inside]) == inside:
+        raise ValueError(f"disk {path}: inside the machine directory")
+
+
+def disk_reference(disk, machine_dir):
+    """What the machine saved in ``machine_dir`` keeps of ``disk``: its file, never its
+    sectors.  ``ValueError`` for an in-memory disk (it has no file to refer to) or a file
+    inside ``machine_dir``."""
     if disk.path is None:
         raise ValueError("an in-memory disk cannot be saved with a machine (a save never "
                          "copies disk contents): attach a disk file instead")
+    _check_outside(disk.path, machine_dir)
     return {"path": disk.path, "readonly": disk.readonly, "sectors": disk.sectors}
 
 
-def disk_from_reference(ref):
+def disk_from_reference(ref, machine_dir):
     """The disk a :func:`disk_reference` names, checked: ``ValueError`` (one line) for a
-    malformed entry, a missing or odd file, or a file whose size changed."""
+    malformed entry, a missing or odd file, a file inside ``machine_dir`` or one whose
+    size changed."""
     if not isinstance(ref, dict) or set(ref) != {"path", "readonly", "sectors"}:
         raise ValueError(f"bad disk entry {ref!r:.80}")
     path, readonly, sectors = ref["path"], ref["readonly"], ref["sectors"]
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path \
             or not isinstance(readonly, bool) or type(sectors) is not int:
         raise ValueError(f"bad disk entry {ref!r:.80}")
+    _check_outside(path, machine_dir)
     disk = Disk.open(path, readonly=readonly)
     if disk.sectors != sectors:
         raise ValueError(f"disk {path}: {disk.sectors} sectors, the machine was saved with "
