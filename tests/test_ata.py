@@ -229,6 +229,12 @@ def test_nien_and_the_interrupt_line():
     _in(ata, COMMAND)
     _write_words(ata, bytes(512))
     assert ata.irq and _in(ata, COMMAND) == DRDY | 0x10
+    _task(ata, 0, 1)
+    _out(ata, COMMAND, 0x20)
+    assert ata.irq                                # data-in: at the block, before the data
+    _in(ata, COMMAND)
+    _read_words(ata, 256)
+    assert not ata.irq and _in(ata, COMMAND) == DRDY | 0x10   # and none at the end
     _out(ata, CONTROL, 0x02)                      # nIEN
     _task(ata, 0, 1)
     _out(ata, COMMAND, 0x20)

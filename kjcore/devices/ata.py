@@ -205,19 +205,21 @@ class AtaController:
         return (c * heads + h) * spt + s - 1, count
 
     def _next_block(self, interrupt=True):
-        """Start the next sector's DRQ block, or end the command."""
+        """Start the next sector's DRQ block, or end the command (a read ends without an
+        interrupt: its last one came with its last block)."""
+        status = DRDY | DSC
         if self._left == 0:
             self._buf, self._pos = np.zeros(0, np.uint8), 0
-            self._finish(DRDY | DSC)
-            return
-        disk = self._disk
-        self._buf = np.zeros(SECTOR_SIZE, np.uint8) if self._writing \
-            else disk.view(self._lba, 1).copy()
-        self._pos = 0
-        if interrupt:
-            self._finish(DRDY | DSC | DRQ)
+            interrupt = self._writing
         else:
-            self.status = DRDY | DSC | DRQ
+            self._buf = np.zeros(SECTOR_SIZE, np.uint8) if self._writing \
+                else self._disk.view(self._lba, 1).copy()
+            self._pos = 0
+            status |= DRQ
+        if interrupt:
+            self._finish(status)
+        else:
+            self.status = status
 
     def _end_block(self):
         """The DRQ block has been moved: commit a written sector, go on."""
