@@ -292,13 +292,13 @@ GUEST = (_COMMAND.format(lba=9, command=0x30) + """
 """)
 
 
-def _guest(source, disk, *, bulk=True, count=4, steps=None, extra=b""):
+def _guest(source, disk, *, bulk=True, count=4, steps=None, at=0x10000):
     """Run ``source`` at 0x1000 on a flat protected-mode CPU with ``disk`` on the ATA ports;
-    returns (cpu, the value-handler calls made)."""
+    the pattern of ``count`` sectors is at ``at``; returns (cpu, the value-handler calls)."""
     ram = np.zeros(1 << 20, np.uint8)
     code = asm(source)
     ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
-    ram[0x10000:0x10000 + count * 512] = np.frombuffer(_pattern(count, seed=3), np.uint8)
+    ram[at:at + count * 512] = np.frombuffer(_pattern(count, seed=3), np.uint8)
     cpu = CPU(ram)
     ata = AtaController([disk])
     calls = []
@@ -382,6 +382,22 @@ def test_reverse_and_16_bit_address_strings_fall_back():
     assert calls.count(DATA) == 256
     words = np.frombuffer(_pattern(1, seed=3), "<u2")
     assert np.array_equal(np.frombuffer(disk.read(1, 1), "<u2"), words[::-1])
+
+
+def test_16_bit_addresses_wrap_inside_the_string():
+    source = _COMMAND.format(lba=1, command=0x30) + """
+    mov $0x1f0, %dx
+    mov $0x5555ff00, %esi
+    mov $0x77770100, %ecx
+    addr16 rep outsw
+    hlt
+"""
+    a, b = Disk.memory(1 << 20), Disk.memory(1 << 20)
+    fast, calls = _guest(source, a, count=1, at=0xFF00)
+    slow, _ = _guest(source, b, bulk=False, count=1, at=0xFF00)
+    assert calls.count(DATA) == 0                 # two bulk calls: up to the wrap, after it
+    assert (fast.esi, fast.ecx) == (0x55550100, 0x77770000) and _regs(fast) == _regs(slow)
+    assert a.read(1, 1) == b.read(1, 1) == _pattern(1, seed=3)[:256] + bytes(256)
 
 
 def test_ata_ports_are_answered_during_a_jump():
