@@ -5,7 +5,7 @@ import struct
 
 import numpy as np
 import pytest
-from cpu.cpu_world import asm
+from cpu.cpu_world import World, asm
 from jump_world import DEST, P, machine, reboot
 
 from kjcore import Segment
@@ -398,6 +398,38 @@ def test_16_bit_addresses_wrap_inside_the_string():
     assert calls.count(DATA) == 0                 # two bulk calls: up to the wrap, after it
     assert (fast.esi, fast.ecx) == (0x55550100, 0x77770000) and _regs(fast) == _regs(slow)
     assert a.read(1, 1) == b.read(1, 1) == _pattern(1, seed=3)[:256] + bytes(256)
+
+
+@pytest.mark.parametrize("bulk", [True, False])
+def test_a_segment_limit_inside_the_string_faults_as_element_by_element(bulk):
+    """DS with a byte limit of 0xFFF: 128 words go out, the next element is #GP(0) with
+    ESI/ECX describing the elements done and EIP on the instruction."""
+    w = World()
+    code = asm(_COMMAND.format(lba=3, command=0x30).replace("%bl", "$1") + """
+    mov $0x30, %ax
+    mov %ax, %ds
+    mov $0x1f0, %dx
+    mov $0xf00, %esi
+    mov $256, %ecx
+    rep outsw
+    hlt
+""")
+    cpu = w.load(code)
+    w.put(0xF00, _pattern(1, seed=4)[:256])
+    disk = Disk.memory(1 << 20)
+    ata = AtaController([disk])
+    if bulk:
+        ata.attach(cpu)
+    else:
+        for p in (DATA, ERROR, COUNT, LOW, MID, HIGH, DEVICE, COMMAND, CONTROL):
+            cpu.on_port(p, ata.port)
+    assert cpu.run(100_000) == Status.HLT and w.handler_of(cpu) == 13
+    assert (cpu.esi, cpu.ecx) == (0x1000, 128)
+    assert w.word(0x9000 - 12) == 0x1000 + len(code) - 4    # the pushed EIP: rep outsw
+    assert ata.status & DRQ and ata.string(DATA, 2, True, np.zeros(0, np.uint8)) == 0
+    w.put(0x1000, bytes(256))                               # finish the sector by hand
+    ata.string(DATA, 2, True, np.full(256, 0x42, np.uint8))
+    assert disk.read(3, 1) == _pattern(1, seed=4)[:256] + b"\x42" * 256
 
 
 def test_ata_ports_are_answered_during_a_jump():
