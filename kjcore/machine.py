@@ -23,6 +23,8 @@ from .constants import (
     PROFILES,
 )
 from .cpu import CPU
+from .devices import AtaController, vga_text
+from .devices.disk import as_disk
 from .errors import KexecError
 from .first_kernel import (
     FirstKernelLayout,
@@ -41,6 +43,9 @@ from .machine_kexec import (
 from .memory import FrameAllocator
 from .pm import bound_log, preserve_context_transition, shutdown_transition
 from .segment import Segment, check_u32
+
+#: disks a machine can have (the primary ATA channel's two devices)
+MAX_DISKS = 2
 
 
 def _is_int(value):
@@ -83,7 +88,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
                  engine="emulated", strict_bus=False, fix_pae_return=False, fix_peer_df=False,
-                 ram=None, alloc_seed=0):
+                 ram=None, alloc_seed=0, disks=()):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
             raise ValueError(f"ram_size={ram_size:#x} must be a positive multiple of PAGE_SIZE")
@@ -145,6 +150,12 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                                   pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         self.cpu.load(initial_cpu_state(self.first_kernel))
+        #: the disks (kjcore.devices.Disk), disk 0 the ATA master, disk 1 the slave
+        self.disks = []
+        #: the ATA controller on the CPU's ports while the machine has disks
+        self.ata = None
+        for spec in disks:
+            self.attach_disk(spec)
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
         #: preserve-context image never came back) or "lost" (triple fault)
         self.state = "kernel"
@@ -175,6 +186,24 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         return (f"Machine(ram_size={self.ram_size:#x}, profile={self.profile!r}, pae={self.pae}, "
                 f"nx={self.nx}, kexec_image={self.kexec_image!r}, "
                 f"kexec_crash_image={self.kexec_crash_image!r})")
+
+    # ------------------------------------------------------------------ devices
+    def attach_disk(self, path_or_size, readonly=False):
+        """Add a disk (a file path, a size in bytes for an in-memory disk, or a
+        :class:`~kjcore.devices.Disk`) and return it; the first two are the ATA master
+        and slave.  ``ValueError`` for a bad file or size or a third disk."""
+        if len(self.disks) >= MAX_DISKS:
+            raise ValueError(f"a machine has at most {MAX_DISKS} disks (the primary ATA "
+                             "channel's master and slave)")
+        disk = as_disk(path_or_size, readonly)
+        self.disks.append(disk)
+        self.ata = AtaController(self.disks)
+        self.ata.attach(self.cpu)
+        return disk
+
+    def vga_text(self):
+        """The VGA text screen at 0xB8000 as 25 lines (see :mod:`kjcore.devices.vga`)."""
+        return vga_text(self.ram)
 
     # ------------------------------------------------------------------ kexec_load(2)
     def kexec_load(self, entry, segments, flags=0):

@@ -45,11 +45,13 @@ SAVED_ATTRIBUTES = frozenset({
     "cpu", "state",                            # section "cpu" (optional: the boot state)
     "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
+    "disks",                                   # by reference: kjcore.store's "disks" entry
 })
 #: Machine attributes deliberately not saved, with the reason
 UNSAVED_ATTRIBUTES = {
     "kexec_lock": "a saved machine never holds the kexec lock; save refuses while it is held",
     "devices": "Python objects with callbacks (SPEC section 8): scripts re-attach them",
+    "ata": "the controller's registers are not saved; it is rebuilt for the disks",
     "freeze_processes": "a research hook (a Python callable): scripts set it again",
     "last_result": "the result of the last jump made by this process",
     "store_origin": "where this process opened or saved the machine (kjcore.store's check "

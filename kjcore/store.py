@@ -25,6 +25,9 @@ the file until the next :func:`save_machine`. So a process that dies between a l
 save leaves the file exactly as last saved. Everything read is checked before it is used:
 a damaged or edited directory is one :class:`DamagedMachineFile`.
 
+The machine's disks are kept by reference: ``machine.json`` names their files (a save never
+copies one); a missing or changed disk file makes the machine a :class:`DamagedMachineFile`.
+
 What is saved is :func:`kjcore.machine_state.machine_state` (plus the RAM): one dict of
 plain values and numpy arrays, put back by :func:`kjcore.machine_state.set_machine_state`.
 
@@ -54,6 +57,7 @@ import zlib
 import numpy as np
 
 from .constants import MAX_RAM_SIZE, PAGE_SIZE
+from .devices.disk import disk_from_reference, disk_reference
 from .errors import (
     DamagedMachineFile,
     ForeignMachineFile,
@@ -278,6 +282,14 @@ def _open_locked(path, verify):
     except _DECODE_ERRORS as e:
         raise DamagedMachineFile(path, f"inconsistent state ({type(e).__name__}: {e})") \
             from None
+    disks = meta.get("disks", [])   # files referred to, not copied (SPEC §15)
+    try:
+        if not isinstance(disks, list) or len(disks) > 2:
+            raise ValueError(f"bad disk list {disks!r:.80}")
+        for ref in disks:
+            machine.attach_disk(disk_from_reference(ref, path))
+    except ValueError as e:
+        raise DamagedMachineFile(path, f"{META_NAME}: {e}") from None
     if verify and _ram_crc(ram) != meta.get("ram_crc32"):
         raise DamagedMachineFile(path, f"{ram_name} CRC-32 mismatch")
     machine.store_origin = _identity(path, meta)
@@ -415,7 +427,8 @@ def _write_generation(machine, path, created):
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "generation": gen,
             "kjcore": __version__, "ram_file": ram_name, "ram_size": len(machine.ram),
             "ram_crc32": crc, "state_file": state_name,
-            "state_sha256": hashlib.sha256(blob).hexdigest(), "state": tree}
+            "state_sha256": hashlib.sha256(blob).hexdigest(), "state": tree,
+            "disks": [disk_reference(d, path) for d in machine.disks]}
     meta["meta_sha256"] = _body_digest(meta)
     text = json.dumps(meta, indent=1, sort_keys=True) + "\n"
     tmp_name = f"{META_NAME}.{gen}.tmp"
@@ -441,6 +454,9 @@ def save_machine(machine, path, *, locked=False):
     disk, read-only file system, I/O error) removes what it wrote; ``machine`` is unchanged.
     """
     path = os.fspath(path)
+    for disk in machine.disks:
+        disk_reference(disk, path)          # ValueError for an in-memory disk, before anything
+        disk.flush()
     if not machine.kexec_lock.acquire(blocking=False):
         raise RuntimeError("the kexec lock is held (a load or exec is in progress): the "
                            "machine has no consistent state to save")

@@ -3,6 +3,8 @@
 ::
 
     kjcore machine new PATH --ram 256M [--pae] [--nx] [--profile mainline] [--crashkernel 64M@16M]
+                            [--disk FILE[:SIZE]]...
+    kjcore machine attach PATH FILE [--readonly]
     kjcore inspect PATH [--json]
     kjcore demo [ARGS...]
     kjcore fuzz [-n N] [--seed S] [--ram 64M] [--profile P] [--crashkernel SPEC]
@@ -34,6 +36,7 @@ from .grammar import (
     format_size,
     number,
     parse_crashkernel,
+    parse_size,
 )
 
 
@@ -111,7 +114,16 @@ def _refuse(args, options, reason):
             raise UsageError(f"{option} {reason}")
 
 
+def _disk_argument(spec):
+    """``FILE[:SIZE]`` to (file, size or None): with a size the file is created."""
+    file, colon, size = spec.rpartition(":")
+    if not colon or not size[:1].isdigit():
+        return spec, None
+    return file, parse_size(size)
+
+
 def _cmd_machine_new(args):
+    from ..devices import Disk
     from ..machine import Machine
     from ..store import is_machine_dir, save_machine
     ram = args.ram
@@ -122,6 +134,7 @@ def _cmd_machine_new(args):
         raise UsageError(f"{args.path} already exists"
                          + (" (--force replaces a kjcore machine)" if is_machine_dir(args.path)
                             else ""))
+    disks = [_disk_argument(spec) for spec in args.disk]
     try:
         m = Machine(ram, pae=args.pae, nx=args.nx, profile=args.profile, crashkernel=crash,
                     kexec_jump=not args.no_kexec_jump, cap_sys_boot=not args.no_cap_sys_boot,
@@ -130,10 +143,38 @@ def _cmd_machine_new(args):
                     alloc_seed=args.alloc_seed)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    save_machine(m, args.path)
+    created = []            # disk files made here: removed again if the machine is not made
+    try:
+        for file, size in disks:
+            if size is not None:
+                created.append(Disk.create(file, size).path)
+            m.attach_disk(created[-1] if size is not None else file)
+        save_machine(m, args.path)
+    except BaseException as e:
+        for file in created:
+            os.unlink(file)
+        if isinstance(e, ValueError):
+            raise UsageError(str(e)) from None
+        raise
     extra = f", crashkernel {format_size(crash[1])}@{format_size(crash[0])}" if crash else ""
     print(f"created machine {args.path}: {format_size(ram)} RAM, profile {args.profile}"
           f"{', PAE' if args.pae else ''}{', NX' if args.nx else ''}{extra}")
+    return 0
+
+
+def _cmd_machine_attach(args):
+    from ..store import machine_lock, open_machine, save_machine
+    with machine_lock(args.path) as free:
+        if not free:
+            raise UsageError(f"{args.path}: another process is using this machine")
+        m = open_machine(args.path, locked=True)
+        try:
+            disk = m.attach_disk(args.file, readonly=args.readonly)
+            save_machine(m, args.path, locked=True)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    print(f"attached {disk.path} to {args.path} as disk {len(m.disks) - 1}: "
+          f"{format_size(disk.sectors * 512)}{', read-only' if disk.readonly else ''}")
     return 0
 
 
@@ -350,8 +391,19 @@ def _parser():
     new.add_argument("--fix-pae-return", action="store_true",
                      help="let a PAE first kernel survive the return of a jump (2.6.27 "
                      "triple-faults there)")
+    new.add_argument("--disk", action="append", default=[], metavar="FILE[:SIZE]",
+                     help="attach disk FILE (with :SIZE, create it with that size); twice for "
+                          "the ATA master and slave")
     new.add_argument("--force", action="store_true", help="replace an existing machine")
     new.set_defaults(func=_cmd_machine_new)
+    att = msub.add_parser("attach", help="attach a disk file to machine PATH",
+                          description="Attach the disk file FILE (a whole number of 512-byte "
+                                      "sectors) to machine PATH; the machine keeps a "
+                                      "reference, the file is never copied.")
+    att.add_argument("path", metavar="PATH", help="the machine directory")
+    att.add_argument("file", metavar="FILE", help="the disk image file")
+    att.add_argument("--readonly", action="store_true", help="guests cannot write the disk")
+    att.set_defaults(func=_cmd_machine_attach)
 
     ins = sub.add_parser("inspect", help="show a machine: images, indirection list, memory map",
                          description="Show a machine: its configuration, each loaded image "

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from . import loopjit, warmup
+from . import loopjit, portstring, warmup
 from . import state as S
 from .core import run as _run
 from .io import ST_CON_FULL
@@ -98,7 +98,7 @@ class CPU:
         self._con = np.zeros(self.CONSOLE_BUFFER, np.uint8)
         self._debugcon = bytearray()
         self.debugcon_dropped = 0
-        self._ports = {}
+        self._ports = {}            # port -> (handler, string handler or None): on_port
         self._steps = 0
         self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
         self._bp_active = frozenset()
@@ -261,17 +261,18 @@ class CPU:
         element of a REP string instruction counted as one step."""
         return self._steps
 
-    def on_port(self, port, handler):
+    def on_port(self, port, handler, *, string=None):
         """Answer guest I/O on ``port`` from Python.
 
         ``handler(port, size, value)`` is called for OUT with the value
         written and for IN with ``value=None``; for IN it returns the value.
-        ``handler=None`` removes the handler.
+        ``string(port, size, out, buf)`` moves REP INS/OUTS in bulk (:mod:`.portstring`).
+        ``handler=None`` removes both.
         """
         if handler is None:
             self._ports.pop(port, None)
         else:
-            self._ports[port] = handler
+            self._ports[port] = (handler, string)
 
     @property
     def io_request(self):
@@ -369,10 +370,13 @@ class CPU:
                     continue
                 if st == S.ST_IO:
                     port, size, out, value = self.io_request
-                    h = self._ports.get(port)
+                    h, bulk = self._ports.get(port, (None, None))
                     if h is not None:
-                        r = h(port, size, value if out else None)
-                        self.complete_io(0 if out or r is None else r)
+                        done = portstring.transfer(s, self.ram, bulk, port, max_steps - total - 1)
+                        if done < 0:
+                            r = h(port, size, value if out else None)
+                            self.complete_io(0 if out or r is None else r)
+                        total += max(done, 0)
                         self._sync_ports()  # the handler may have added or removed ports
                         continue
                 break
