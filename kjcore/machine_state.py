@@ -24,7 +24,7 @@ import numpy as np
 
 from .constants import KEXEC_SEGMENT_MAX, PAGE_SIZE
 from .cpu import CPU
-from .cpu.state import NSTATE, STATE_DTYPE, SYSENTER_EIP
+from .cpu.state import A20_BIT, NSTATE, STATE_DTYPE, SYSENTER_EIP
 from .kimage import KImage, list_limit, walk_list
 from .pm import PM_LOG_LIMIT
 from .segment import Segment
@@ -256,11 +256,19 @@ def _cpu_record(cpu, section):
         top = 4 if name == "cpl" else 1 << 16 if name.endswith("_sel") else \
             1 << 63 if name == "tsc" else 1 << 32
         record[name] = _int(saved[name], f"register {name}", 0, top)
+    for name, allowed in _GATE_SLOTS.items():
+        value = _int(saved[name], f"register {name}", 0, 1 << 32)
+        if value not in allowed:
+            raise ValueError(f"register {name}={value:#x} is not one of {allowed}")
+        record[name] = value
     return record
 
 
 #: the saved CPU slots that are architectural state (the rest is run-loop bookkeeping)
 _ARCH_REGISTERS = STATE_DTYPE.names[:SYSENTER_EIP + 1]
+#: machine-level gates kept in CPU slots: the A20 mask (0 when the gate is open) and the
+#: keyboard controller's "output port write comes next" latch, with their only legal values
+_GATE_SLOTS = {"a20_clear": (0, A20_BIT), "kbc_d1": (0, 1)}
 #: values of ``Machine.state``
 _RUN_STATES = ("kernel", "image", "lost")
 

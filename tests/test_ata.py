@@ -292,7 +292,7 @@ GUEST = (_COMMAND.format(lba=9, command=0x30) + """
 """)
 
 
-def _guest(source, disk, *, bulk=True, count=4, steps=None, at=0x10000):
+def _guest(source, disk, *, bulk=True, count=4, steps=None, at=0x10000, a20=True):
     """Run ``source`` at 0x1000 on a flat protected-mode CPU with ``disk`` on the ATA ports;
     the pattern of ``count`` sectors is at ``at``; returns (cpu, the value-handler calls)."""
     ram = np.zeros(1 << 20, np.uint8)
@@ -300,6 +300,7 @@ def _guest(source, disk, *, bulk=True, count=4, steps=None, at=0x10000):
     ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
     ram[at:at + count * 512] = np.frombuffer(_pattern(count, seed=3), np.uint8)
     cpu = CPU(ram)
+    cpu.a20 = a20
     ata = AtaController([disk])
     calls = []
 
@@ -331,6 +332,14 @@ def test_guest_moves_sectors_in_bulk():
     assert calls.count(DATA) == 0                  # each string moved in one bulk call
     assert (cpu.esi, cpu.edi, cpu.ecx, cpu.eax & 0xFF) == (0x10000 + 40 * 512,
                                                            0x40000 + 40 * 512, 0, DRDY | 0x10)
+
+
+def test_a20_off_takes_the_element_path():
+    """With the A20 gate closed a linear address is not a RAM index: no bulk transfer."""
+    disk = Disk.memory(1 << 20)
+    cpu, calls = _guest(GUEST, disk, count=2, a20=False)
+    assert disk.read(9, 2) == _pattern(2, seed=3)
+    assert calls.count(DATA) > 2 * 256
 
 
 @pytest.mark.parametrize("steps", [None, 1, 7, 300])

@@ -322,3 +322,10 @@ def test_errno_of_missing_path_is_enoent(tmp_path):
     with pytest.raises(OSError) as info:
         open_machine(tmp_path / "nope")
     assert info.value.errno == errno.ENOENT
+
+
+def test_the_a20_gate_is_saved(tmp_path):
+    m = kjcore.Machine(16 << 20)
+    m.cpu.a20 = False
+    m.save(tmp_path / "m")
+    assert kjcore.Machine.open(tmp_path / "m").cpu.a20 is False

@@ -20,6 +20,7 @@ import pytest
 import kjcore
 from kjcore import store
 from kjcore.constants import IND_INDIRECTION
+from kjcore.cpu.state import A20_CLEAR, KBC_D1
 from kjcore.memory import FrameAllocator
 from kjcore.store import DamagedMachineFile, open_machine, save_machine
 
@@ -146,6 +147,8 @@ ARRAY_EDITS = {
     "register out of range": lambda a: a["cpu.registers"].__setitem__(8, 1 << 40),
     "selector out of range": lambda a: a["cpu.registers"].__setitem__(16, 1 << 20),
     "cpl out of range": lambda a: a["cpu.registers"].__setitem__(15, 7),
+    "A20 mask not a gate": lambda a: a["cpu.registers"].__setitem__(A20_CLEAR, 0xFF),
+    "keyboard latch not a bit": lambda a: a["cpu.registers"].__setitem__(KBC_D1, 2),
 }
 
 

@@ -125,7 +125,7 @@ class CPU:
     @property
     def a20(self):
         """The A20 gate: False forces bit 20 of every physical address to 0 (1 MiB wrap)."""
-        return self._s[S.A20_CLEAR] == 0
+        return bool(self._s[S.A20_CLEAR] == 0)
 
     @a20.setter
     def a20(self, on):
