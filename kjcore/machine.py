@@ -152,6 +152,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                                   pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         self.cpu.load(initial_cpu_state(self.first_kernel))
+        #: the machine's disks (SPEC §15; INT 13h drive 0x80 + i is disks[i])
+        self.disks = []
         #: the keys INT 16h reads (a script queues them: ``m.keyboard.feed(b"y")``)
         self.keyboard = Keyboard()
         #: the resident BIOS (kjcore.bios.Bios), None with bios=False

@@ -1,0 +1,74 @@
+"""Machine(bios=True) (SPEC §14.2): the BIOS installed in RAM, m.e820, the service port wired to
+the dispatcher on the kjcore CPU (a 16-bit code segment at the ROM stands in for real mode)."""
+import pytest
+
+import kjcore
+from kjcore.bios import layout as L
+from kjcore.cpu import Status
+
+FRAME = 0x7FFA              # the caller's IP, CS, FLAGS (SS base 0, SP = FRAME)
+
+
+def machine():
+    m = kjcore.Machine(ram_size=8 << 20, bios=True)
+    m.cpu.a20 = True        # stand-in until the real-mode CPU has its A20 gate
+    return m
+
+
+def enter(m, vector, eax, flags=0x0203):
+    """Put the CPU at the ROM stub of ``vector`` as an INT would, stopping at its IRET."""
+    cpu = m.cpu
+    cpu.cr0 = 0x11          # protected mode without paging: linear = physical
+    cpu.flush_tlb()
+    cpu.load_segment("cs", L.ROM_SEGMENT, L.ROM_BASE, 0xFFFF, 0x9B)   # 16-bit code
+    cpu.load_segment("ss", 0, 0, 0xFFFF, 0x93)
+    m.ram[FRAME:FRAME + 6] = list(b"\x34\x12\x00\x20") + [flags & 0xFF, flags >> 8]
+    cpu.esp, cpu.eax, cpu.eip = FRAME, eax, L.stub_offset(vector)
+    cpu.breakpoints.clear()
+    cpu.breakpoints.add(L.ROM_BASE + L.stub_offset(vector) + 9)     # the stub's iret
+
+
+def saved_flags(m):
+    return int(m.ram[FRAME + 4]) | int(m.ram[FRAME + 5]) << 8
+
+
+def test_default_machine_has_no_bios():
+    m = kjcore.Machine(ram_size=16 << 20)
+    assert m.bios is None and m.e820 is None and not m.ram[:0x500].any()
+
+
+def test_bios_machine_installs_the_bios_and_reports_e820():
+    m = machine()
+    assert m.e820 == L.e820(8 << 20)
+    assert m.ram[4 * 0x13:4 * 0x13 + 4].view("<u4")[0] == 0xF000 << 16 | L.stub_offset(0x13)
+    assert m.ram[L.BDA_MEMORY_KIB:L.BDA_MEMORY_KIB + 2].view("<u2")[0] == 639
+    for frame in L.bios_frames():
+        assert not m.allocator.is_free(frame)
+
+
+def test_bios_needs_the_low_megabyte_reserved():
+    with pytest.raises(ValueError, match="kernel_reserved"):
+        kjcore.Machine(ram_size=8 << 20, kernel_reserved=64 << 10, bios=True)
+
+
+def test_service_port_trap_runs_the_service_on_the_cpu():
+    m = machine()
+    enter(m, 0x12, eax=0x1200)
+    assert m.cpu.run(100) == Status.BREAK
+    assert m.cpu.eax & 0xFFFF == 639 and not saved_flags(m) & 1 and not m.cpu.eflags & 1
+
+
+def test_teletype_reaches_screen_and_console():
+    m = machine()
+    enter(m, 0x10, eax=0x0E00 | ord("K"))
+    assert m.cpu.run(100) == Status.BREAK
+    assert m.ram[L.VGA_TEXT_BASE] == ord("K") and m.cpu.debugcon.endswith(b"K")
+
+
+def test_keyboard_wait_halts_until_a_key_is_queued():
+    m = machine()
+    enter(m, 0x16, eax=0x0000)
+    assert m.cpu.run(100) == Status.HLT
+    m.keyboard.feed(b"q")
+    assert m.cpu.run(100) == Status.BREAK
+    assert m.cpu.eax & 0xFFFF == ord("q") and not m.keyboard
