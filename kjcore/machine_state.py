@@ -45,6 +45,7 @@ SAVED_ATTRIBUTES = frozenset({
     "cpu", "state",                            # section "cpu" (optional: the boot state)
     "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
+    "bios",                 # "bios" in "config" when present; its IVT, BDA, EBDA, ROM are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
 UNSAVED_ATTRIBUTES = {
@@ -52,14 +53,17 @@ UNSAVED_ATTRIBUTES = {
     "devices": "Python objects with callbacks (SPEC section 8): scripts re-attach them",
     "freeze_processes": "a research hook (a Python callable): scripts set it again",
     "last_result": "the result of the last jump made by this process",
+    "keyboard": "keys a script queues for INT 16h: scripts queue them again",
+    "disks": "SPEC section 15: the devices part saves disks by reference",
     "store_origin": "where this process opened or saved the machine (kjcore.store's check "
                     "that a save does not overwrite another process's newer save)",
 }
 
 
 def machine_config(machine):
-    """The constructor arguments that rebuild ``machine`` (without ``ram``)."""
-    return {
+    """The constructor arguments that rebuild ``machine`` (without ``ram``).  ``bios`` is
+    recorded only when True, so states saved before the BIOS existed still match."""
+    config = {
         "ram_size": machine.ram_size, "pae": machine.pae, "nx": machine.nx,
         "profile": machine.profile,
         "crashkernel": None if machine.crashkernel is None else list(machine.crashkernel),
@@ -69,6 +73,9 @@ def machine_config(machine):
         "fix_peer_df": machine.fix_peer_df,
         "alloc_seed": machine.allocator.seed,
     }
+    if machine.bios is not None:
+        config["bios"] = True
+    return config
 
 
 def kimage_state(image):

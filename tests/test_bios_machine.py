@@ -72,3 +72,15 @@ def test_keyboard_wait_halts_until_a_key_is_queued():
     m.keyboard.feed(b"q")
     assert m.cpu.run(100) == Status.BREAK
     assert m.cpu.eax & 0xFFFF == ord("q") and not m.keyboard
+
+
+def test_saved_bios_machine_reopens_with_its_bios(tmp_path):
+    m = machine()
+    m.ram[L.BDA_CURSOR] = 7                     # BIOS state lives in RAM
+    m.save(tmp_path / "m")
+    m2 = kjcore.Machine.open(tmp_path / "m")
+    assert m2.bios is not None and m2.e820 == m.e820 and m2.ram[L.BDA_CURSOR] == 7
+    assert kjcore.Machine.open(tmp_path / "m").bios.cursor() == (0, 7)
+    plain = kjcore.Machine(ram_size=8 << 20)
+    plain.save(tmp_path / "p")
+    assert kjcore.Machine.open(tmp_path / "p").bios is None
