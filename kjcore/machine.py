@@ -13,7 +13,7 @@ import numpy as np
 
 from . import machine_state
 from .bios import Bios, Keyboard
-from .bios.layout import HIGH_MEMORY
+from .bios.layout import HIGH_MEMORY, bios_frames
 from .constants import (
     KEXEC_ON_CRASH,
     LINUX_REBOOT_CMD_KEXEC,
@@ -102,9 +102,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
         if nx and not pae:
             raise ValueError("nx=True needs pae=True (NX lives in PAE page-table entries)")
-        if bios and kernel_reserved < HIGH_MEMORY:
-            raise ValueError(f"bios=True needs kernel_reserved={kernel_reserved:#x} of at least "
-                             "1 MiB: the allocator does not yet exclude the BIOS areas below it")
+        if bios and ram_size < HIGH_MEMORY:
+            raise ValueError(f"bios=True needs ram_size={ram_size:#x} of at least 1 MiB (the "
+                             "ROM ends there)")
         if engine not in ("emulated", "native"):
             raise ValueError(f"engine must be 'emulated' or 'native', not {engine!r}")
         if crashkernel is None:
@@ -133,7 +133,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self._crash_region = (crash_start, crash_end)
         self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
-                                        crash_frames, seed=alloc_seed)
+                                        crash_frames, seed=alloc_seed,
+                                        excluded=bios_frames() if bios else ())
         if ram is None:
             self.ram = np.zeros(ram_size, dtype=np.uint8)
             # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).

@@ -46,9 +46,19 @@ def test_bios_machine_installs_the_bios_and_reports_e820():
         assert not m.allocator.is_free(frame)
 
 
-def test_bios_needs_the_low_megabyte_reserved():
-    with pytest.raises(ValueError, match="kernel_reserved"):
-        kjcore.Machine(ram_size=8 << 20, kernel_reserved=64 << 10, bios=True)
+def test_allocator_and_e820_agree_below_1_mib():
+    m = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10, bios=True)
+    usable = {f for base, length, kind in m.e820 if kind == 1
+              for f in range(-(-base // 4096), (base + length) // 4096)}
+    free = set(m.allocator.state().tolist())
+    assert free == usable - set(range(16))          # the first kernel keeps its 64 KiB
+    assert free.isdisjoint(L.bios_frames()) and len(free) == 0x9F - 16
+    plain = kjcore.Machine(ram_size=1 << 20, kernel_reserved=64 << 10)
+    assert plain.free_frames == 256 - 16
+    with pytest.raises(ValueError):
+        m.allocator.free(0xA0)                      # a BIOS frame is never free-able
+    with pytest.raises(ValueError, match="1 MiB"):
+        kjcore.Machine(ram_size=512 << 10, kernel_reserved=64 << 10, bios=True)
 
 
 def test_service_port_trap_runs_the_service_on_the_cpu():
@@ -84,3 +94,13 @@ def test_saved_bios_machine_reopens_with_its_bios(tmp_path):
     plain = kjcore.Machine(ram_size=8 << 20)
     plain.save(tmp_path / "p")
     assert kjcore.Machine.open(tmp_path / "p").bios is None
+
+
+def test_low_memory_destination_takes_no_bios_frame_as_source():
+    m = kjcore.Machine(ram_size=2 << 20, kernel_reserved=64 << 10, bios=True)
+    m.kexec_load(0x90000, [kjcore.Segment(b"\xf4" * 0x8000, 0x90000, 0x8000)],
+                 kjcore.KEXEC_PRESERVE_CONTEXT)
+    image = m.kexec_image
+    used = {p // 4096 for p in list(image.source_pages()) + list(image.indirection_pages())}
+    used |= {image.control_page // 4096, image.swap_page // 4096}
+    assert used.isdisjoint(L.bios_frames())
