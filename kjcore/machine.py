@@ -8,6 +8,7 @@ This module is the syscall boundary: it validates Python arguments (``TypeError`
 import contextlib
 import errno
 import threading
+import weakref
 
 import numpy as np
 
@@ -153,18 +154,20 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                                   pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         self.cpu.load(initial_cpu_state(self.first_kernel))
-        #: the machine's disks (SPEC §15; INT 13h drive 0x80 + i is disks[i])
+        #: the machine's disks (SPEC §15; INT 13h drive 0x80 + i is disks[i]; the BIOS holds
+        #: this very list)
         self.disks = []
         #: the keys INT 16h reads (a script queues them: ``m.keyboard.feed(b"y")``)
         self.keyboard = Keyboard()
         #: the resident BIOS (kjcore.bios.Bios), None with bios=False
         self.bios = None
         if bios:
-            self.bios = Bios(self.ram, disks=lambda: self.disks, keyboard=self.keyboard,
-                             console=self.cpu.write_debugcon)
+            self.bios = Bios(self.ram, disks=self.disks, keyboard=self.keyboard)
             if ram is None:
                 self.bios.install()     # given RAM holds the BIOS the machine was saved with
-            self.cpu.on_port(self.bios.port, lambda port, size, value: self.bios.trap(self.cpu))
+            # No reference cycle (the CPU keeps its port handlers): machines die by refcount.
+            cpu_ref, service = weakref.ref(self.cpu), self.bios.trap
+            self.cpu.on_port(self.bios.port, lambda port, size, value: service(cpu_ref()))
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
         #: preserve-context image never came back) or "lost" (triple fault)
         self.state = "kernel"

@@ -34,12 +34,11 @@ def world(ram_size=2 << 20, disks=()):
     """A fresh RAM with the BIOS installed and a CPU whose A20 gate is a plain attribute."""
     ram = np.zeros(ram_size, dtype=np.uint8)
     disks = list(disks)
-    console = bytearray()
-    bios = Bios(ram, disks=lambda: disks, keyboard=Keyboard(), console=console.extend)
+    bios = Bios(ram, disks=disks, keyboard=Keyboard())
     bios.install()
     cpu = CPU(ram)
     cpu.a20 = True
-    return bios, cpu, console
+    return bios, cpu
 
 
 def call(bios, cpu, vector, flags=INITIAL_FLAGS, **registers):

@@ -25,7 +25,7 @@ def chs_regs(c, h, s):
 
 
 def test_parameters_type_and_extensions():
-    bios, cpu, _ = world(disks=[Disk(SECTORS), Disk(100)])
+    bios, cpu = world(disks=[Disk(SECTORS), Disk(100)])
     _, flags = call(bios, cpu, 0x13, eax=0x0800, edx=0x80)
     assert not flags & CF and ah(cpu) == 0
     cl, ch = cpu.ecx & 0xFF, cpu.ecx >> 8 & 0xFF
@@ -53,7 +53,7 @@ def test_parameters_type_and_extensions():
                                         (0, 0, 63, 128)])
 def test_chs_read_and_write_match_the_model(c, h, s, n):
     disk = Disk(SECTORS)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     _, flags = call(bios, cpu, 0x13, eax=0x0200 | n & 0xFF, ebx=0, es=0x1000, **chs_regs(c, h, s))
     lba = model_lba(c, h, s)
     assert not flags & CF and ah(cpu) == 0 and cpu.eax & 0xFF == n & 0xFF
@@ -77,7 +77,7 @@ def test_chs_read_and_write_match_the_model(c, h, s, n):
 def test_hostile_chs_calls(eax, regs, code):
     disk = Disk(SECTORS)
     before = bytes(disk.data)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     ram_before = bios.ram.copy()
     regs.setdefault("ebx", 0)
     _, flags = call(bios, cpu, 0x13, eax=eax, es=0x1000, **regs)
@@ -88,7 +88,7 @@ def test_hostile_chs_calls(eax, regs, code):
 
 def test_read_only_disk_refuses_writes():
     disk = Disk(SECTORS, readonly=True)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     _, flags = call(bios, cpu, 0x13, eax=0x0301, ebx=0, es=0x1000, **chs_regs(0, 0, 1))
     assert flags & CF and ah(cpu) == D.EWRITEPROTECT
 
@@ -105,7 +105,7 @@ def dap_count(bios):
 @pytest.mark.parametrize("lba, n", [(0, 1), (1000, 5), (SECTORS - 127, 127)])
 def test_packet_read_and_write_match_the_model(lba, n):
     disk = Disk(SECTORS)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     dap(bios, n, 0x1000, 0, lba)
     _, flags = call(bios, cpu, 0x13, eax=0x4200, edx=0x80, ds=0x300, esi=0)
     assert not flags & CF and dap_count(bios) == n
@@ -117,7 +117,7 @@ def test_packet_read_and_write_match_the_model(lba, n):
 
 def test_packet_flat_buffer_above_1_mib():
     disk = Disk(SECTORS)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     dap(bios, 4, 0xFFFF, 0xFFFF, 7, size=0x18, flat=0x180000)
     _, flags = call(bios, cpu, 0x13, eax=0x4200, edx=0x80, ds=0x300, esi=0)
     assert not flags & CF and bios.ram[0x180000:0x180800].tobytes() == disk.read(7, 4)
@@ -139,7 +139,7 @@ def test_packet_flat_buffer_above_1_mib():
 def test_hostile_packets(count, segment, offset, lba, size, flat, code):
     disk = Disk(SECTORS)
     before = bytes(disk.data)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     dap(bios, count, segment, offset, lba, size, flat)
     ram_before = bios.ram.copy()
     for fn in (0x42, 0x43):
@@ -152,7 +152,7 @@ def test_hostile_packets(count, segment, offset, lba, size, flat, code):
 
 
 def test_packet_zero_count_does_nothing():
-    bios, cpu, _ = world(disks=[Disk(SECTORS)])
+    bios, cpu = world(disks=[Disk(SECTORS)])
     dap(bios, 0, 0x1000, 0, 0)
     _, flags = call(bios, cpu, 0x13, eax=0x4200, edx=0x80, ds=0x300, esi=0)
     assert not flags & CF and ah(cpu) == 0
@@ -161,7 +161,7 @@ def test_packet_zero_count_does_nothing():
 def test_packet_wrapping_inside_its_segment_is_read_as_real_mode_does():
     # DS:SI = 0300:FFF8: the packet's tail wraps to 0300:0000, as a 16-bit offset does.
     disk = Disk(SECTORS)
-    bios, cpu, _ = world(disks=[disk])
+    bios, cpu = world(disks=[disk])
     raw = struct.pack("<BBHHHQ", 0x10, 0, 1, 0, 0x1000, 9)
     bios.ram[0x3000 + 0xFFF8:0x3000 + 0x10000] = np.frombuffer(raw[:8], dtype=np.uint8)
     bios.ram[0x3000:0x3008] = np.frombuffer(raw[8:], dtype=np.uint8)

@@ -1,5 +1,8 @@
 """Machine(bios=True) (SPEC §14.2): the BIOS installed in RAM, m.e820, the service port wired to
 the dispatcher on the kjcore CPU (a 16-bit code segment at the ROM stands in for real mode)."""
+import gc
+import weakref
+
 import pytest
 
 import kjcore
@@ -104,3 +107,14 @@ def test_low_memory_destination_takes_no_bios_frame_as_source():
     used = {p // 4096 for p in list(image.source_pages()) + list(image.indirection_pages())}
     used |= {image.control_page // 4096, image.swap_page // 4096}
     assert used.isdisjoint(L.bios_frames())
+
+
+def test_a_bios_machine_is_freed_by_reference_counting():
+    gc.disable()
+    try:
+        m = kjcore.Machine(ram_size=2 << 20, bios=True, kernel_reserved=64 << 10)
+        ref = weakref.ref(m)
+        del m
+        assert ref() is None
+    finally:
+        gc.enable()

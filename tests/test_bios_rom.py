@@ -139,7 +139,7 @@ class Bridge:
 
 
 def test_unicorn_int12_returns_through_iret_with_cf_cleared():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     b = Bridge(bios, cpu)
     out = b.run(bytes.fromhex("f9 cd 12"))                   # stc; int 0x12
     assert out["eax"] & 0xFFFF == 639 and not out["eflags"] & 1
@@ -149,13 +149,13 @@ def test_unicorn_int12_returns_through_iret_with_cf_cleared():
 
 
 def test_unicorn_unknown_function_sets_cf_and_ah():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     out = Bridge(bios, cpu).run(bytes.fromhex("f8 b4 77 cd 16"))   # clc; mov ah,0x77; int 16h
     assert out["eflags"] & 1 and (out["eax"] >> 8) & 0xFF == 0x86 and bios.unsupported == 1
 
 
 def test_unicorn_e820_through_the_rom():
-    bios, cpu, _ = world(ram_size=8 << 20)
+    bios, cpu = world(ram_size=8 << 20)
     b = Bridge(bios, cpu)
     # mov eax,0xe820; mov edx,'SMAP'; xor ebx,ebx; mov ecx,20; mov di,0x500; int 15h
     code = bytes.fromhex("66 b8 20 e8 00 00 66 ba 50 41 4d 53 66 31 db 66 b9 14 00 00 00"
@@ -167,7 +167,7 @@ def test_unicorn_e820_through_the_rom():
 
 
 def test_unicorn_keyboard_wait_halts_in_the_stub_then_resumes():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     b = Bridge(bios, cpu)
     b.run(bytes.fromhex("b4 00 cd 16"))                       # mov ah,0; int 16h: no key
     stub = L.ROM_BASE + L.stub_offset(0x16)

@@ -22,7 +22,7 @@ def screen(ram):
 
 
 def test_install_writes_ivt_bda_ebda_and_rom():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     ram = bios.ram
     ivt = ram[:0x400].view("<u4")
     for v in range(256):
@@ -36,7 +36,7 @@ def test_install_writes_ivt_bda_ebda_and_rom():
 
 
 def test_e820_walk_matches_the_layout_model():
-    bios, cpu, _ = world(ram_size=48 << 20)
+    bios, cpu = world(ram_size=48 << 20)
     model = [(0, 0x9FC00, 1), (0x9FC00, 0x400, 2), (0xA0000, 0x20000, 2),
              (0xF0000, 0x10000, 2), (0x100000, (48 << 20) - 0x100000, 1)]
     got, ebx = [], 0
@@ -63,13 +63,13 @@ def test_e820_walk_matches_the_layout_model():
                                   dict(edx=S.SMAP, ebx=5, ecx=20),
                                   dict(edx=S.SMAP, ebx=0xFFFFFFFF, ecx=20)])
 def test_e820_bad_calls_are_unsupported(regs):
-    bios, cpu, _ = world()
+    bios, cpu = world()
     _, flags = call(bios, cpu, 0x15, eax=0xE820, es=0x100, edi=0, **regs)
     assert flags & CF and ah(cpu) == 0x86 and bios.unsupported == 1
 
 
 def test_memory_sizes():
-    bios, cpu, _ = world(ram_size=40 << 20)
+    bios, cpu = world(ram_size=40 << 20)
     call(bios, cpu, 0x12)
     assert cpu.eax & 0xFFFF == 639
     call(bios, cpu, 0x11)
@@ -83,7 +83,7 @@ def test_memory_sizes():
 
 
 def test_a20_services_drive_cpu_a20():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     call(bios, cpu, 0x15, eax=0x2400)
     assert cpu.a20 is False
     call(bios, cpu, 0x15, eax=0x2402)
@@ -97,7 +97,7 @@ def test_a20_services_drive_cpu_a20():
 
 
 def test_a20_off_wraps_service_buffers_at_1_mib():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     cpu.a20 = False
     # ES:DI = FFFF:0020 is 0x100010, which wraps to 0x10 with A20 off.
     call(bios, cpu, 0x15, eax=0xE820, edx=S.SMAP, ebx=0, ecx=20, es=0xFFFF, edi=0x20)
@@ -106,12 +106,12 @@ def test_a20_off_wraps_service_buffers_at_1_mib():
 
 
 def test_teletype_write_string_cursor_and_mode():
-    bios, cpu, console = world()
+    bios, cpu = world()
     for ch in b"Hi\r\nA":
         call(bios, cpu, 0x10, eax=0x0E00 | ch)
     rows = screen(bios.ram).splitlines()
     assert rows[0].rstrip() == "Hi" and rows[1].rstrip() == "A"
-    assert console == b"Hi\r\nA"
+    assert cpu.debugcon == b"Hi\r\nA"
     call(bios, cpu, 0x10, eax=0x0300, ebx=0)
     assert (cpu.edx >> 8 & 0xFF, cpu.edx & 0xFF) == (1, 1)
     call(bios, cpu, 0x10, eax=0x0200, ebx=0, edx=0x0A05)
@@ -120,13 +120,13 @@ def test_teletype_write_string_cursor_and_mode():
     call(bios, cpu, 0x10, eax=0x1301, ebx=0x001E, ecx=5, edx=0x0300, es=0x0300, ebp=0)
     assert screen(bios.ram).splitlines()[3].startswith("hello")
     assert bios.ram[L.VGA_TEXT_BASE + 2 * 240 + 1] == 0x1E
-    assert bios.cursor() == (3, 5) and console.endswith(b"hello")
+    assert bios.cursor() == (3, 5) and cpu.debugcon.endswith(b"hello")
     call(bios, cpu, 0x10, eax=0x0F00)
     assert (cpu.eax & 0xFFFF, cpu.ebx >> 8 & 0xFF) == (80 << 8 | 3, 0)
 
 
 def test_teletype_scrolls_at_the_bottom():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     for i in range(26):
         for ch in b"%d\r\n" % i:
             call(bios, cpu, 0x10, eax=0x0E00 | ch)
@@ -135,7 +135,7 @@ def test_teletype_scrolls_at_the_bottom():
 
 
 def test_keyboard_queue_and_wait():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     _, flags = call(bios, cpu, 0x16, eax=0x0100)
     assert flags & ZF
     wait, _ = call(bios, cpu, 0x16, eax=0x0000)
@@ -148,7 +148,7 @@ def test_keyboard_queue_and_wait():
 
 
 def test_clock_is_deterministic_and_moves_with_waits():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     call(bios, cpu, 0x1A, eax=0x0400)
     assert (cpu.ecx & 0xFFFF, cpu.edx & 0xFFFF) == (0x2008, 0x1009)
     call(bios, cpu, 0x1A, eax=0x0200)
@@ -168,13 +168,13 @@ def test_clock_is_deterministic_and_moves_with_waits():
 @pytest.mark.parametrize("vector, eax", [(0x10, 0x4F00), (0x13, 0x0500), (0x15, 0xC000),
                                          (0x16, 0x1000), (0x1A, 0x0100), (0x15, 0xE821)])
 def test_unknown_functions_set_cf_and_count(vector, eax):
-    bios, cpu, _ = world(disks=[])
+    bios, cpu = world(disks=[])
     _, flags = call(bios, cpu, vector, eax=eax, edx=0x80)
     assert flags & CF and ah(cpu) == 0x86 and bios.unsupported == 1
 
 
 def test_hooks_run_first_and_may_decline():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     seen = []
     bios.on_service(0x12, lambda c: seen.append("declined") and False)
     bios.on_service(0x12, lambda c: seen.append("handled") or setattr(c, "eax", 42) or True)
@@ -190,7 +190,7 @@ def test_hooks_run_first_and_may_decline():
 
 
 def test_trap_finds_the_vector_from_the_stub_address():
-    bios, cpu, _ = world()
+    bios, cpu = world()
     call(bios, cpu, 0x11)                       # sets up the stack frame
     cpu.cs.base, cpu.eip = L.ROM_BASE, L.stub_offset(0x12)
     cpu.eflags |= CF

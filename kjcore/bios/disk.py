@@ -67,7 +67,7 @@ def int13(bios, cpu):
 
 
 def _drive(bios, cpu):
-    disks = bios.disks()
+    disks = bios.disks
     index = regs.get8(cpu, "dl") - 0x80
     if not 0 <= index < len(disks):
         raise DiskError(EPARAM)
@@ -127,7 +127,7 @@ def _parameters(bios, cpu, disk):
     regs.set8(cpu, "ch", c & 0xFF)
     regs.set8(cpu, "cl", SECTORS_PER_TRACK | (c >> 8) << 6)
     regs.set8(cpu, "dh", HEADS - 1)
-    regs.set8(cpu, "dl", len(bios.disks()))
+    regs.set8(cpu, "dl", len(bios.disks))
     regs.set8(cpu, "bl", 0)
     regs.set8(cpu, "ah", 0)
 

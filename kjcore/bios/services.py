@@ -49,18 +49,17 @@ class Keyboard(collections.deque):
 class Bios:
     """The resident BIOS of one machine.
 
-    ``ram`` is the machine's RAM, ``ram_size`` its size, ``disks`` a function returning the
-    machine's disk list (looked up at each call: disks can be attached later), ``keyboard``
-    a :class:`Keyboard`, ``console`` a function taking the bytes INT 10h also copies to the
-    debug console.
+    ``ram`` is the machine's RAM, ``disks`` the machine's disk list (the live list: disks
+    attached later are seen), ``keyboard`` a :class:`Keyboard`.  What INT 10h writes is also
+    copied to the debug console of the CPU that called it (``cpu.write_debugcon``).  The BIOS
+    holds no reference to the machine or its CPU, so a machine is freed by reference counting.
     """
 
-    def __init__(self, ram, *, disks, keyboard, console):
+    def __init__(self, ram, *, disks, keyboard):
         self.ram = ram
         self.e820 = L.e820(len(ram))
         self.disks = disks
         self.keyboard = keyboard
-        self.console = console
         #: the I/O port the ROM stubs trap through (the machine routes it to :meth:`trap`)
         self.port = L.SERVICE_PORT
         #: calls of functions the BIOS does not have (CF=1, AH=0x86)
@@ -85,7 +84,7 @@ class Bios:
                 (L.BDA_EBDA_SEGMENT, L.EBDA_BASE >> 4, 2), (L.BDA_EQUIPMENT, L.EQUIPMENT, 2),
                 (L.BDA_MEMORY_KIB, L.CONVENTIONAL_KIB, 2), (L.BDA_VIDEO_MODE, 3, 1),
                 (L.BDA_COLUMNS, L.TEXT_COLUMNS, 2), (L.BDA_ROWS, L.TEXT_ROWS - 1, 1),
-                (L.BDA_HARD_DISKS, len(self.disks()), 1), (L.BDA_TICKS, self.ticks(), 4)):
+                (L.BDA_HARD_DISKS, len(self.disks), 1), (L.BDA_TICKS, self.ticks(), 4)):
             ram[address:address + size] = np.frombuffer(value.to_bytes(size, "little"),
                                                          dtype=np.uint8)
         self._clear_screen()
@@ -183,7 +182,7 @@ class Bios:
         if ah == 0x0E:
             byte = regs.get8(cpu, "al")
             self._put(byte)
-            self.console(bytes([byte]))
+            cpu.write_debugcon(bytes([byte]))
         elif ah == 0x13:
             self._write_string(cpu)
         elif ah == 0x02:
@@ -214,7 +213,7 @@ class Bios:
         text = data[::step]
         for i, byte in enumerate(text):
             self._put(byte, data[2 * i + 1] if mode & 2 else attribute, page)
-        self.console(text)
+        cpu.write_debugcon(text)
         if not mode & 1:                         # bit 0: the cursor stays after the string
             self._set_cursor(*saved, page)
 
