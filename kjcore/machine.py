@@ -8,10 +8,13 @@ This module is the syscall boundary: it validates Python arguments (``TypeError`
 import contextlib
 import errno
 import threading
+import weakref
 
 import numpy as np
 
 from . import machine_state
+from .bios import Bios, Keyboard
+from .bios.layout import HIGH_MEMORY, bios_frames
 from .constants import (
     KEXEC_ON_CRASH,
     LINUX_REBOOT_CMD_KEXEC,
@@ -69,7 +72,9 @@ class Machine:
     allocator hands out free frames (reproducible, not simply ascending).  ``ram`` is an
     existing writable uint8 array (or memmap) of ``ram_size`` bytes used as RAM as it is: it
     already holds the first kernel (a saved machine's RAM, see :mod:`kjcore.store`), which is
-    not written again.
+    not written again.  ``bios=True`` installs kjcore's resident BIOS (:mod:`kjcore.bios`):
+    :attr:`bios`, :attr:`e820`, INT services for guest real-mode code (default False until the
+    CPU runs real mode; SPEC §14.2 makes it True).
 
     >>> import kjcore
     >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -88,7 +93,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
                  engine="emulated", strict_bus=False, fix_pae_return=False, fix_peer_df=False,
-                 ram=None, alloc_seed=0, disks=()):
+                 bios=False, ram=None, alloc_seed=0, disks=()):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
             raise ValueError(f"ram_size={ram_size:#x} must be a positive multiple of PAGE_SIZE")
@@ -103,6 +108,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
         if nx and not pae:
             raise ValueError("nx=True needs pae=True (NX lives in PAE page-table entries)")
+        if bios and ram_size < HIGH_MEMORY:
+            raise ValueError(f"bios=True needs ram_size={ram_size:#x} of at least 1 MiB (the "
+                             "ROM ends there)")
         if engine not in ("emulated", "native"):
             raise ValueError(f"engine must be 'emulated' or 'native', not {engine!r}")
         if crashkernel is None:
@@ -131,7 +139,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self._crash_region = (crash_start, crash_end)
         self._profile_id = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
         self.allocator = FrameAllocator(ram_size >> PAGE_SHIFT, kernel_reserved >> PAGE_SHIFT,
-                                        crash_frames, seed=alloc_seed)
+                                        crash_frames, seed=alloc_seed,
+                                        excluded=bios_frames() if bios else ())
         if ram is None:
             self.ram = np.zeros(ram_size, dtype=np.uint8)
             # The first kernel's page tables, GDT and stack live in the reserved region (SPEC §3).
@@ -150,10 +159,22 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                                   pae=self.pae, nx=self.nx)
         self.cpu = CPU(self.ram, strict_bus=self.strict_bus)
         self.cpu.load(initial_cpu_state(self.first_kernel))
-        #: the disks (kjcore.devices.Disk), disk 0 the ATA master, disk 1 the slave
+        #: the disks (kjcore.devices.Disk), disk 0 the ATA master, disk 1 the slave; INT 13h
+        #: drive 0x80 + i is disks[i] (the BIOS holds this very list)
         self.disks = []
         #: the ATA controller on the CPU's ports while the machine has disks
         self.ata = None
+        #: the keys INT 16h reads (a script queues them: ``m.keyboard.feed(b"y")``)
+        self.keyboard = Keyboard()
+        #: the resident BIOS (kjcore.bios.Bios), None with bios=False
+        self.bios = None
+        if bios:
+            self.bios = Bios(self.ram, disks=self.disks, keyboard=self.keyboard)
+            if ram is None:
+                self.bios.install()     # given RAM holds the BIOS the machine was saved with
+            # No reference cycle (the CPU keeps its port handlers): machines die by refcount.
+            cpu_ref, service = weakref.ref(self.cpu), self.bios.trap
+            self.cpu.on_port(self.bios.port, lambda port, size, value: service(cpu_ref()))
         for spec in disks:
             self.attach_disk(spec)
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
@@ -177,6 +198,12 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.store_origin = None
 
     # ------------------------------------------------------------------ inspection
+    @property
+    def e820(self):
+        """The BIOS memory map, ``(base, length, type)`` entries (INT 15h E820); None without a
+        BIOS."""
+        return None if self.bios is None else self.bios.e820
+
     @property
     def free_frames(self):
         """Number of page frames the first kernel could still allocate."""

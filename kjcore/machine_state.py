@@ -46,6 +46,7 @@ SAVED_ATTRIBUTES = frozenset({
     "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
     "disks",                                   # by reference: kjcore.store's "disks" entry
+    "bios",                 # "bios" in "config" when present; its IVT, BDA, EBDA, ROM are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
 UNSAVED_ATTRIBUTES = {
@@ -54,14 +55,16 @@ UNSAVED_ATTRIBUTES = {
     "ata": "the controller's registers are not saved; it is rebuilt for the disks",
     "freeze_processes": "a research hook (a Python callable): scripts set it again",
     "last_result": "the result of the last jump made by this process",
+    "keyboard": "keys a script queues for INT 16h: scripts queue them again",
     "store_origin": "where this process opened or saved the machine (kjcore.store's check "
                     "that a save does not overwrite another process's newer save)",
 }
 
 
 def machine_config(machine):
-    """The constructor arguments that rebuild ``machine`` (without ``ram``)."""
-    return {
+    """The constructor arguments that rebuild ``machine`` (without ``ram``).  ``bios`` is
+    recorded only when True, so states saved before the BIOS existed still match."""
+    config = {
         "ram_size": machine.ram_size, "pae": machine.pae, "nx": machine.nx,
         "profile": machine.profile,
         "crashkernel": None if machine.crashkernel is None else list(machine.crashkernel),
@@ -71,6 +74,9 @@ def machine_config(machine):
         "fix_peer_df": machine.fix_peer_df,
         "alloc_seed": machine.allocator.seed,
     }
+    if machine.bios is not None:
+        config["bios"] = True
+    return config
 
 
 def kimage_state(image):

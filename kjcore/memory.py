@@ -6,6 +6,7 @@ allocator's free lists loosely but deterministically:
 
 * frames below ``kernel_reserved`` belong to the first kernel and are never free;
 * frames of the crashkernel region are reserved at boot and never handed out;
+* ``excluded`` frames (the BIOS areas below 1 MiB on a machine with a BIOS) are never free;
 * the remaining frames are grouped in blocks of ``BLOCK_FRAMES`` frames, the blocks are put in a
   seeded random order (free lists are not sorted on a running system) and frames are handed out
   block by block, ascending inside a block;
@@ -36,10 +37,11 @@ class FrameAllocator:
     True
     """
 
-    def __init__(self, nr_frames, reserved_frames, crash_frames=(0, 0), seed=0):
+    def __init__(self, nr_frames, reserved_frames, crash_frames=(0, 0), seed=0, excluded=()):
         self.nr_frames = int(nr_frames)
         self.reserved_frames = int(reserved_frames)
         self.crash_frames = (int(crash_frames[0]), int(crash_frames[1]))
+        self.excluded = np.unique(self._frames(list(excluded)))
         self.seed = int(seed)
         self.stack = np.empty(self.nr_frames, dtype=np.int64)
         self.top = np.zeros(1, dtype=np.int64)
@@ -51,6 +53,7 @@ class FrameAllocator:
         c0, c1 = self.crash_frames
         if c1 > c0:
             frames = frames[(frames < c0) | (frames >= c1)]
+        frames = frames[~np.isin(frames, self.excluded)]
         nblocks = -(-len(frames) // BLOCK_FRAMES)
         order = np.random.default_rng(self.seed).permutation(nblocks)
         idx = (order[:, None] * BLOCK_FRAMES + np.arange(BLOCK_FRAMES)).ravel()
@@ -107,12 +110,13 @@ class FrameAllocator:
         """``free_stack`` as an int64 array if it is a valid :meth:`state`, else ``ValueError``.
 
         Valid: distinct frame numbers, each one this allocator hands out (at or above
-        ``reserved_frames``, below ``nr_frames``, outside the crashkernel region).
+        ``reserved_frames``, below ``nr_frames``, outside the crashkernel region and not
+        ``excluded``).
         """
         frames = self._frames(free_stack)
         c0, c1 = self.crash_frames
         bad = (frames < self.reserved_frames) | (frames >= self.nr_frames) | (
-            (frames >= c0) & (frames < c1))
+            (frames >= c0) & (frames < c1)) | np.isin(frames, self.excluded)
         if bad.any():
             raise ValueError(f"frame {int(frames[bad][0])} is not a free-able frame (frames "
                              f"{self.reserved_frames}..{self.nr_frames - 1} outside the "

@@ -309,12 +309,17 @@ class CPU:
     def _drain_console(self):
         n = int(self._s[S.CON_LEN])
         if n:
-            self._debugcon += self._con[:n].tobytes()
             self._s[S.CON_LEN] = 0
-            excess = len(self._debugcon) - self.DEBUGCON_LIMIT
-            if excess > 0:
-                del self._debugcon[:excess]
-                self.debugcon_dropped += excess
+            self.write_debugcon(self._con[:n].tobytes())
+
+    def write_debugcon(self, data):
+        """Append ``data`` to :attr:`debugcon` after what the guest wrote so far, as if written
+        to port 0xE9 (the BIOS copies its screen output to the console this way)."""
+        self._debugcon += data
+        excess = len(self._debugcon) - self.DEBUGCON_LIMIT
+        if excess > 0:
+            del self._debugcon[:excess]
+            self.debugcon_dropped += excess
 
     def run(self, max_steps=10_000_000, *, timeout=None):
         """Execute up to ``max_steps`` steps; returns a :class:`Status`.
