@@ -284,9 +284,9 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
                                "restore() a snapshot first")
 
     @contextlib.contextmanager
-    def _idle(self, what):
-        """Hold the kexec lock for ``what``; ``RuntimeError`` while a load or exec holds it
-        (the machine has no consistent state then, as :meth:`save` says)."""
+    def idle(self, what):
+        """Hold the kexec lock for ``what`` (a snapshot, a save); ``RuntimeError`` while a load
+        or exec holds it: the machine has no consistent state then."""
         if not self.kexec_lock.acquire(blocking=False):
             raise RuntimeError(f"the kexec lock is held (a load or exec is in progress): no "
                                f"{what} of a machine in the middle of one")
@@ -351,9 +351,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         snapshot to get it back) and the CPU is stopped between two steps.
         """
         max_steps, timeout = check_budget(max_steps, timeout)
-        if self.state != "kernel":
-            raise RuntimeError(f"the first kernel is not running (state={self.state!r}); "
-                               "restore() a snapshot first")
+        self._check_running("kernel_kexec")
         if not self.kexec_lock.acquire(blocking=False):
             raise KexecError(errno.EBUSY, "the kexec lock is held")
         try:
@@ -381,7 +379,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
 
         ``RuntimeError`` while the kexec lock is held (from a hook or device callback during a
         jump), like :meth:`save`."""
-        with self._idle("snapshot"):
+        with self.idle("snapshot"):
             return machine_state.snapshot(self)
 
     def restore(self, snap):

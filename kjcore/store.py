@@ -457,10 +457,7 @@ def save_machine(machine, path, *, locked=False):
     for disk in machine.disks:
         disk_reference(disk, path)          # ValueError for an in-memory disk, before anything
         disk.flush()
-    if not machine.kexec_lock.acquire(blocking=False):
-        raise RuntimeError("the kexec lock is held (a load or exec is in progress): the "
-                           "machine has no consistent state to save")
-    try:
+    with machine.idle("save"):
         made_dir = _prepare_dir(path)
         try:
             if locked:
@@ -477,8 +474,6 @@ def save_machine(machine, path, *, locked=False):
                     with contextlib.suppress(OSError):
                         os.rmdir(path)
             raise
-    finally:
-        machine.kexec_lock.release()
 
 
 def _save_locked(machine, path):
