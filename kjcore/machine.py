@@ -72,9 +72,10 @@ class Machine:
     allocator hands out free frames (reproducible, not simply ascending).  ``ram`` is an
     existing writable uint8 array (or memmap) of ``ram_size`` bytes used as RAM as it is: it
     already holds the first kernel (a saved machine's RAM, see :mod:`kjcore.store`), which is
-    not written again.  ``bios=True`` installs kjcore's resident BIOS (:mod:`kjcore.bios`):
-    :attr:`bios`, :attr:`e820`, INT services for guest real-mode code (default False until the
-    CPU runs real mode; SPEC §14.2 makes it True).
+    not written again.  ``bios=True`` (the default, SPEC §14.2) installs kjcore's resident BIOS
+    (:mod:`kjcore.bios`): :attr:`bios`, :attr:`e820`, INT services for guest real-mode code, and
+    the BIOS's frames below 1 MiB are never handed out; it needs at least 1 MiB of RAM (the ROM
+    ends there), so a smaller machine says ``bios=False`` (``ValueError`` otherwise).
 
     >>> import kjcore
     >>> m = kjcore.Machine(ram_size=16 << 20)
@@ -93,7 +94,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
     def __init__(self, ram_size=64 << 20, *, pae=False, nx=False, profile="2.6.27",
                  crashkernel=None, kexec_jump=True, cap_sys_boot=True, kernel_reserved=4 << 20,
                  engine="emulated", strict_bus=False, fix_pae_return=False, fix_peer_df=False,
-                 bios=False, ram=None, alloc_seed=0, disks=()):
+                 bios=True, ram=None, alloc_seed=0, disks=()):
         ram_size = int(ram_size)
         if ram_size <= 0 or ram_size % PAGE_SIZE:
             raise ValueError(f"ram_size={ram_size:#x} must be a positive multiple of PAGE_SIZE")
@@ -110,7 +111,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             raise ValueError("nx=True needs pae=True (NX lives in PAE page-table entries)")
         if bios and ram_size < HIGH_MEMORY:
             raise ValueError(f"bios=True needs ram_size={ram_size:#x} of at least 1 MiB (the "
-                             "ROM ends there)")
+                             "ROM ends there): pass bios=False for a smaller machine")
         if engine not in ("emulated", "native"):
             raise ValueError(f"engine must be 'emulated' or 'native', not {engine!r}")
         if crashkernel is None:

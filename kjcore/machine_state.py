@@ -29,8 +29,9 @@ from .kimage import KImage, list_limit, walk_list
 from .pm import PM_LOG_LIMIT
 from .segment import Segment
 
-__all__ = ["SAVED_ATTRIBUTES", "UNSAVED_ATTRIBUTES", "machine_config", "machine_state",
-           "set_machine_state", "check_config", "Snapshot", "snapshot", "restore"]
+__all__ = ["SAVED_ATTRIBUTES", "UNSAVED_ATTRIBUTES", "machine_config", "config_arguments",
+           "machine_state", "set_machine_state", "check_config", "Snapshot", "snapshot",
+           "restore"]
 
 #: Machine attributes captured by :func:`machine_state` (directly or as derived values)
 SAVED_ATTRIBUTES = frozenset({
@@ -46,7 +47,7 @@ SAVED_ATTRIBUTES = frozenset({
     "debugcon", "debugcon_dropped",            # section "console" (optional: empty)
     "first_kernel",                            # derived from "config"; its pages are in RAM
     "disks",                                   # by reference: kjcore.store's "disks" entry
-    "bios",                 # "bios" in "config" when present; its IVT, BDA, EBDA, ROM are in RAM
+    "bios",                 # "bios" in "config" (absent: False); IVT, BDA, EBDA, ROM are in RAM
 })
 #: Machine attributes deliberately not saved, with the reason
 UNSAVED_ATTRIBUTES = {
@@ -62,8 +63,8 @@ UNSAVED_ATTRIBUTES = {
 
 
 def machine_config(machine):
-    """The constructor arguments that rebuild ``machine`` (without ``ram``).  ``bios`` is
-    recorded only when True, so states saved before the BIOS existed still match."""
+    """The constructor arguments that rebuild ``machine`` (without ``ram``), ``bios`` included
+    (a state saved before the BIOS existed has no ``bios``: see :func:`config_arguments`)."""
     config = {
         "ram_size": machine.ram_size, "pae": machine.pae, "nx": machine.nx,
         "profile": machine.profile,
@@ -74,9 +75,19 @@ def machine_config(machine):
         "fix_peer_df": machine.fix_peer_df,
         "alloc_seed": machine.allocator.seed,
     }
-    if machine.bios is not None:
-        config["bios"] = True
+    config["bios"] = machine.bios is not None
     return config
+
+
+def config_arguments(config):
+    """The ``Machine`` keyword arguments of a saved ``config``: one without ``bios`` was saved
+    before machines had a BIOS (or when only ``bios=True`` was recorded) and had none, so it
+    gets ``bios=False``.  ``ValueError`` for a ``bios`` that is not a bool."""
+    if not isinstance(config, dict):
+        raise ValueError("the machine config is not a dict")
+    args = dict(config)
+    args["bios"] = _bool(args.get("bios", False), "config bios")
+    return args
 
 
 def kimage_state(image):
@@ -286,7 +297,7 @@ def _normalized(value):
 def check_config(machine, state):
     """``ValueError`` unless ``machine`` was built with the state's constructor arguments."""
     config = _normalized(machine_config(machine))
-    saved = _normalized(state["config"])
+    saved = _normalized(config_arguments(state["config"]))
     if config != saved:
         diff = sorted(k for k in set(config) | set(saved) if config.get(k) != saved.get(k))
         raise ValueError(f"the state belongs to a machine built with other arguments "

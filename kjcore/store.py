@@ -66,7 +66,7 @@ from .errors import (
     MachineFileVersionError,
 )
 from .machine import Machine
-from .machine_state import machine_state, set_machine_state
+from .machine_state import config_arguments, machine_state, set_machine_state
 from .state_codec import decode, encode, load_npz, npz_bytes
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MachineFileError", "ForeignMachineFile",
@@ -275,7 +275,7 @@ def _open_locked(path, verify):
         state = decode(meta["state"], load_npz(blob))
         if state["config"]["ram_size"] != ram_size:
             raise ValueError("config ram_size differs from the RAM file's")
-        machine = Machine(**state["config"], ram=ram)
+        machine = Machine(**config_arguments(state["config"]), ram=ram)
         set_machine_state(machine, state)
     except MachineFileError:
         raise

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from naive import naive_errno
 
 from kjcore import KEXEC_ON_CRASH, KexecError, Machine, Segment
+from kjcore.bios.layout import bios_frames
 from kjcore.fuzz import LAYOUT_DTYPE, check_layouts, layout_segments, random_layouts
 
 MiB = 1 << 20
@@ -60,22 +61,43 @@ def test_check_layouts_agrees_with_the_naive_oracle(profile):
             assert got in (0, errno.ENOMEM)
 
 
-def test_check_layouts_other_machine_shapes():
-    # kexec_jump off, no crash region, a different kernel_reserved and allocator seed
-    layouts = random_layouts(3000, seed=5, ram_size=8 * MiB)
-    kw = dict(ram_size=8 * MiB, kexec_jump=False, kernel_reserved=1 * MiB)
+@pytest.mark.parametrize("bios", [True, False])
+@pytest.mark.parametrize("reserved", [1 * MiB, 256 << 10])
+def test_check_layouts_other_machine_shapes(bios, reserved):
+    # kexec_jump off, no crash region, a different kernel_reserved and allocator seed; below
+    # 1 MiB the BIOS's frames are never free (the allocator's ``excluded``)
+    layouts = random_layouts(3000, seed=5, ram_size=8 * MiB, kernel_reserved=reserved)
+    kw = dict(ram_size=8 * MiB, kexec_jump=False, kernel_reserved=reserved, bios=bios)
     fast = check_layouts(layouts, **kw)
-    m = Machine(8 * MiB, kexec_jump=False, kernel_reserved=1 * MiB, alloc_seed=9)
+    m = Machine(8 * MiB, kexec_jump=False, kernel_reserved=reserved, alloc_seed=9, bios=bios)
     assert fast.tolist() == [machine_errno(m, lay) for lay in layouts]
 
 
+def test_check_layouts_counts_the_bios_frames():
+    # one source page per free frame but two (control and swap pages): the BIOS's frames decide
+    ram, reserved = 2 * MiB, 256 << 10
+    lay = np.zeros(1, dtype=LAYOUT_DTYPE)
+    lay["nr_segments"] = 1
+    lay["mem"][0, 0] = 0x10000000
+    for bios in (True, False):
+        free = Machine(ram, kernel_reserved=reserved, bios=bios).free_frames
+        for n_src, want in ((free - 3, 0), (free - 2, errno.ENOMEM)):
+            lay["memsz"][0, 0] = n_src * 4096
+            assert check_layouts(lay, ram_size=ram, kernel_reserved=reserved,
+                                 bios=bios).tolist() == [want]
+    with pytest.raises(ValueError, match="1 MiB"):
+        check_layouts(lay, ram_size=MiB // 2, kernel_reserved=64 << 10)
+
+
+@pytest.mark.parametrize("bios", [True, False])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_enomem_boundary_does_not_depend_on_the_free_list_order(seed):
+def test_enomem_boundary_does_not_depend_on_the_free_list_order(seed, bios):
     # Loads that need exactly the free frames, or one more, with destinations over free RAM
-    # (parking and exchanges) and empty segments (mainline's inclusive ends): the outcome must
-    # not depend on the allocator's order.
+    # (parking and exchanges; with the BIOS one destination frame is the EBDA's) and empty
+    # segments (mainline's inclusive ends): the outcome must not depend on the allocator's order.
     ram, reserved = 1 * MiB, 512 << 10
-    free = (ram - reserved) // 4096
+    free = Machine(ram, kernel_reserved=reserved, bios=bios).free_frames
+    assert free == (ram - reserved) // 4096 - (len(bios_frames()) - 1 if bios else 0)
     rows = []
     for extra in (0, 1):
         for empties in (0, 4):
@@ -90,8 +112,9 @@ def test_enomem_boundary_does_not_depend_on_the_free_list_order(seed):
                 rows.append(lay)
     layouts = np.array(rows, dtype=LAYOUT_DTYPE)
     for profile in ("2.6.27", "mainline"):
-        fast = check_layouts(layouts, profile=profile, ram_size=ram, kernel_reserved=reserved)
-        m = Machine(ram, profile=profile, kernel_reserved=reserved, alloc_seed=seed)
+        fast = check_layouts(layouts, profile=profile, ram_size=ram, kernel_reserved=reserved,
+                             bios=bios)
+        m = Machine(ram, profile=profile, kernel_reserved=reserved, alloc_seed=seed, bios=bios)
         slow = [machine_errno(m, lay) for lay in layouts]
         assert fast.tolist() == slow
         assert set(slow) == {0, errno.ENOMEM}

@@ -83,6 +83,7 @@ def print_description(desc, out=None, max_lines=40):
     c = desc["config"]
     flags = [k for k in ("pae", "nx", "strict_bus", "fix_pae_return") if c[k]]
     flags += [k for k in ("kexec_jump", "cap_sys_boot") if not c[k]]
+    flags += ["no_bios"] if not c["bios"] else []
     flags = [f.replace("kexec_jump", "no kexec_jump").replace("cap_sys_boot", "no CAP_SYS_BOOT")
              for f in flags]
     ck = "none" if c["crashkernel"] is None else \
@@ -140,7 +141,7 @@ def _cmd_machine_new(args):
                     kexec_jump=not args.no_kexec_jump, cap_sys_boot=not args.no_cap_sys_boot,
                     kernel_reserved=args.kernel_reserved, engine=args.engine,
                     strict_bus=args.strict_bus, fix_pae_return=args.fix_pae_return,
-                    alloc_seed=args.alloc_seed)
+                    alloc_seed=args.alloc_seed, bios=not args.no_bios)
     except ValueError as e:
         raise UsageError(str(e)) from None
     created = []            # disk files made here: removed again if the machine is not made
@@ -394,6 +395,8 @@ def _parser():
     new.add_argument("--disk", action="append", default=[], metavar="FILE[:SIZE]",
                      help="attach disk FILE (with :SIZE, create it with that size); twice for "
                           "the ATA master and slave")
+    new.add_argument("--no-bios", action="store_true", help="no resident BIOS (low memory is "
+                     "plain RAM; needed below 1M of RAM)")
     new.add_argument("--force", action="store_true", help="replace an existing machine")
     new.set_defaults(func=_cmd_machine_new)
     att = msub.add_parser("attach", help="attach a disk file to machine PATH",

@@ -14,9 +14,11 @@ is a real destination page and is used later by its own destination, and a frame
 already claimed is exchanged, not lost, so the outcome does not depend on the free-list order:
 the load fails exactly when fewer than two free frames lie outside the destination ranges, or
 when ``sources + indirection pages > free frames - 2`` (free frames of a fresh machine: RAM above
-``kernel_reserved`` outside the crashkernel region).  The destination ranges are the kernel's:
-half-open wrapped ends on 2.6.27 (a range that wraps past 2**32 marks no frame), inclusive ends
-on mainline (only an empty segment at address 0 wraps, marking every frame).
+``kernel_reserved`` outside the crashkernel region and, with a BIOS, outside the frames below
+1 MiB the BIOS owns, :func:`kjcore.bios.layout.bios_frames`, as the machine's allocator has it).
+The destination ranges are the kernel's: half-open wrapped ends on 2.6.27 (a range that wraps
+past 2**32 marks no frame), inclusive ends on mainline (only an empty segment at address 0
+wraps, marking every frame).
 
 >>> import kjcore
 >>> from kjcore.fuzz import random_layouts, check_layouts
@@ -28,6 +30,7 @@ on mainline (only an empty segment at address 0 wraps, marking every frame).
 import numpy as np
 from numba import njit, prange
 
+from ..bios.layout import HIGH_MEMORY, bios_frames
 from ..constants import (
     IND_ENTRIES_PER_PAGE,
     KEXEC_ARCH_386,
@@ -66,16 +69,18 @@ def _overlap(a0, a1, b0, b1):
 
 
 @njit(cache=True)
-def _free_in(f0, f1, reserved, nr_frames, c0, c1):
-    """Free frames of a fresh machine inside frame range [f0, f1)."""
+def _free_in(f0, f1, reserved, nr_frames, c0, c1, excluded):
+    """Free frames of a fresh machine inside frame range [f0, f1); ``excluded`` is the sorted
+    array of the frames the BIOS owns that would otherwise be free."""
+    excl = np.searchsorted(excluded, f1) - np.searchsorted(excluded, f0) if f1 > f0 else 0
     return _overlap(f0, f1, reserved, nr_frames) - _overlap(f0, f1, max(c0, reserved),
-                                                          min(c1, nr_frames))
+                                                          min(c1, nr_frames)) - excl
 
 
 @njit(cache=True)
-def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1):
+def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1, excluded):
     """0 or ENOMEM for a normal load that passed every check (see module doc)."""
-    free = _free_in(0, nr_frames, reserved, nr_frames, c0, c1)
+    free = _free_in(0, nr_frames, reserved, nr_frames, c0, c1, excluded)
     dest_free = 0
     nsrc = 0
     for i in range(nr):
@@ -84,7 +89,8 @@ def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1):
         nsrc += sz >> PAGE_SHIFT
         me = (ms + sz) & _U32
         if me > ms:
-            dest_free += _free_in(ms >> PAGE_SHIFT, me >> PAGE_SHIFT, reserved, nr_frames, c0, c1)
+            dest_free += _free_in(ms >> PAGE_SHIFT, me >> PAGE_SHIFT, reserved, nr_frames, c0, c1,
+                                  excluded)
     if mainline:
         for i in range(nr):
             if memsz[i] == 0 and mem[i] == 0:
@@ -97,7 +103,7 @@ def _normal_nomem(mem, memsz, nr, mainline, reserved, nr_frames, c0, c1):
 
 @njit(cache=True, parallel=True)
 def _check_layouts(flags, entry, nr_segments, bufsz, mem, memsz, profile, kexec_jump,
-                   crash_start, crash_end, ram_pages, reserved, c0, c1, out):
+                   crash_start, crash_end, ram_pages, reserved, c0, c1, excluded, out):
     mainline = profile == PROFILE_MAINLINE
     for k in prange(len(flags)):
         nr = np.int64(nr_segments[k])
@@ -117,22 +123,27 @@ def _check_layouts(flags, entry, nr_segments, bufsz, mem, memsz, profile, kexec_
             out[k] = ENOMEM if find_crash_control_page(mem[k], memsz[k], nr, crash_start,
                                                        crash_end) < 0 else 0
         else:
-            out[k] = _normal_nomem(mem[k], memsz[k], nr, mainline, reserved, ram_pages, c0, c1)
+            out[k] = _normal_nomem(mem[k], memsz[k], nr, mainline, reserved, ram_pages, c0, c1,
+                                   excluded)
 
 
 def check_layouts(layouts, *, profile="2.6.27", ram_size, crashkernel=None, kexec_jump=True,
-                  kernel_reserved=4 << 20):
+                  kernel_reserved=4 << 20, bios=True):
     """The errno (0 = success) ``Machine(...).kexec_load`` returns for each layout.
 
-    Each layout is judged against a freshly booted machine built with the same arguments, as
-    root (CAP_SYS_BOOT) with the kexec lock free.  Compiled and parallel over layouts.  The
-    result does not depend on the machine's ``alloc_seed`` (see the module docstring).
+    Each layout is judged against a freshly booted machine built with the same arguments
+    (``bios`` as :class:`kjcore.Machine` has it: the BIOS's frames below 1 MiB are never
+    free), as root (CAP_SYS_BOOT) with the kexec lock free.  Compiled and parallel over
+    layouts.  The result does not depend on the machine's ``alloc_seed`` (see the module
+    docstring).  ``ValueError`` for ``bios=True`` below 1 MiB of RAM, as the machine.
     """
     layouts = np.asarray(layouts)
     if layouts.dtype != LAYOUT_DTYPE:
         raise TypeError("layouts must be an array of kjcore.fuzz.LAYOUT_DTYPE")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+    if bios and int(ram_size) < HIGH_MEMORY:
+        raise ValueError(f"bios=True needs ram_size={int(ram_size):#x} of at least 1 MiB")
     layouts = np.ascontiguousarray(layouts.reshape(-1))
     nr_frames = int(ram_size) >> PAGE_SHIFT
     reserved = int(kernel_reserved) >> PAGE_SHIFT
@@ -141,11 +152,15 @@ def check_layouts(layouts, *, profile="2.6.27", ram_size, crashkernel=None, kexe
     else:
         start, size = (int(v) for v in crashkernel)
         cs, ce, c0, c1 = start, start + size - 1, start >> PAGE_SHIFT, (start + size) >> PAGE_SHIFT
+    excluded = np.array(bios_frames() if bios else [], dtype=np.int64)
+    # Only the frames that would otherwise be free count (the allocator's boot order).
+    excluded = excluded[(excluded >= reserved) & (excluded < nr_frames)
+                        & ((excluded < c0) | (excluded >= c1))]
     prof = PROFILE_MAINLINE if profile == "mainline" else PROFILE_2627
     out = np.empty(len(layouts), dtype=np.int64)
     _check_layouts(layouts["flags"], layouts["entry"], layouts["nr_segments"], layouts["bufsz"],
                    layouts["mem"], layouts["memsz"], prof, bool(kexec_jump), cs, ce, nr_frames,
-                   reserved, c0, c1, out)
+                   reserved, c0, c1, excluded, out)
     return out
 
 
