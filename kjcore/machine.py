@@ -14,7 +14,7 @@ import numpy as np
 
 from . import machine_state
 from .bios import Bios, Keyboard
-from .bios.layout import HIGH_MEMORY, bios_frames
+from .bios.layout import HIGH_MEMORY, ROM_BASE, ROM_SIZE, bios_frames
 from .constants import (
     KEXEC_ON_CRASH,
     LINUX_REBOOT_CMD_KEXEC,
@@ -171,6 +171,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.bios = None
         if bios:
             self.bios = Bios(self.ram, disks=self.disks, keyboard=self.keyboard)
+            self.cpu.rom = (ROM_BASE, ROM_BASE + ROM_SIZE)     # guest writes there are dropped
             if ram is None:
                 self.bios.install()     # given RAM holds the BIOS the machine was saved with
             # No reference cycle (the CPU keeps its port handlers): machines die by refcount.

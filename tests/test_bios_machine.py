@@ -120,9 +120,13 @@ def test_a_bios_machine_is_freed_by_reference_counting():
         gc.enable()
 
 
-def test_bios_is_off_by_default_until_the_cpu_runs_real_mode():
-    # The lead flips this (SPEC §14.2 default) once the real-mode CPU is merged.
-    assert kjcore.Machine(ram_size=16 << 20).bios is None
+def test_a_machine_has_a_bios_by_default():
+    m = kjcore.Machine(ram_size=16 << 20)              # SPEC §14.2: bios=True is the default
+    assert m.bios is not None and m.e820 == L.e820(16 << 20)
+    assert m.cpu.rom == (L.ROM_BASE, L.ROM_BASE + L.ROM_SIZE)
+    with pytest.raises(ValueError, match="bios=False"):
+        kjcore.Machine(ram_size=512 << 10, kernel_reserved=64 << 10)
+    assert kjcore.Machine(ram_size=512 << 10, kernel_reserved=64 << 10, bios=False).bios is None
 
 
 def test_int13_extended_read_from_real_mode_on_an_ata_disk():

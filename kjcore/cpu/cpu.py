@@ -132,6 +132,21 @@ class CPU:
         self._s[S.A20_CLEAR] = 0 if on else S.A20_BIT
         self.flush_tlb()
 
+    @property
+    def rom(self):
+        """The read-only physical range ``(start, end)`` (a BIOS's ROM): guest writes there
+        are dropped; ``None`` (the default) when there is none."""
+        lo, hi = int(self._s[S.ROM_LO]), int(self._s[S.ROM_HI])
+        return (lo, hi) if hi > lo else None
+
+    @rom.setter
+    def rom(self, rng):
+        lo, hi = (0, 0) if rng is None else (int(rng[0]), int(rng[1]))
+        if not 0 <= lo <= hi <= 1 << 32:
+            raise ValueError(f"rom=({lo:#x}, {hi:#x}) is not a physical range")
+        self._s[S.ROM_LO], self._s[S.ROM_HI] = lo, hi
+        self.flush_tlb()            # cached writable translations of the range go
+
     def flush_tlb(self):
         """Drop every cached translation (call after editing page tables from Python)."""
         self._s[S.TLB:S.TLB_END:3] = -1

@@ -73,6 +73,8 @@ from .state import (
     M32,
     OF,
     PF,
+    ROM_HI,
+    ROM_LO,
     SEG,
     SF,
     SS,
@@ -200,6 +202,8 @@ def phys4(s, ram, seg, off, write):
         ph = s[k + 1] | (lin & 0xFFF)
     else:
         ph = lin & ~s[A20_CLEAR]
+        if write and ph < s[ROM_HI] and ph + 4 > s[ROM_LO]:
+            return -1                   # the ROM: phys_write drops the write
     if ph + 4 > ram.shape[0]:
         return -1
     return ph

@@ -7,6 +7,9 @@ Address path (SDM vol. 3, ch. 3 and 4)::
 Physical accesses past the end of ``ram`` behave like an empty bus (SPEC
 section 3): reads return all ones, writes are dropped; with ``strict_bus`` set they
 record the address in ``s[BUS_ADDR]`` and the run stops with BUS_ERROR.
+Guest writes into the read-only ROM range (``s[ROM_LO]``..``s[ROM_HI]``, a BIOS's ROM) are
+dropped in :func:`phys_write`, and a TLB entry of a ROM page never allows writes, so the
+bulk and fast write paths fall back to it.
 Nothing here can index outside ``ram`` or ``s``.  The A20 gate is applied
 where physical addresses are formed (``s[A20_CLEAR]``: bit 20 cleared from
 the linear address with paging off, from every table-entry address and
@@ -50,6 +53,8 @@ from .state import (
     PFE_RSVD,
     PFE_U,
     PFE_W,
+    ROM_HI,
+    ROM_LO,
     SEG,
     SS,
     SS_,
@@ -111,11 +116,13 @@ def phys_read(s, ram, p, size):
 
 @kernel("v", "sriii")
 def phys_write(s, ram, p, size, v):
+    """Every guest write to RAM ends here; bytes in the ROM range are dropped."""
     n = ram.shape[0]
     for i in range(size):
         q = p + i
         if 0 <= q < n:
-            ram[q] = (v >> (8 * i)) & 0xFF
+            if q < s[ROM_LO] or q >= s[ROM_HI]:
+                ram[q] = (v >> (8 * i)) & 0xFF
         else:
             bus_miss(s, q)
 
@@ -302,6 +309,8 @@ def walk(s, ram, lin, acc, commit):
             perms |= T_DIRTY
         if glob:
             perms |= T_GLOBAL
+        if phys < s[ROM_HI] and phys + 4096 > s[ROM_LO]:
+            perms &= ~(T_UWRITE | T_SWRITE)     # ROM: every write walks to phys_write
         k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
         s[k] = lin >> 12
         s[k + 1] = phys

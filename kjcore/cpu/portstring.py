@@ -12,9 +12,9 @@ for the last element exactly as for any port access.
 
 Only the plain case is offered: REP forward (DF=0), paging off, an expand-up data segment
 (INS: writable) and the whole range inside the segment limit, the address size (no offset
-wrap) and RAM.  Anything else returns 0 and the element goes through the value handler,
-so faults, wraps and bus misses keep their exact per-element behaviour.  Every element is
-one step of the run's budget, as in compiled code.
+wrap) and RAM (INS: outside the read-only ROM range).  Anything else returns 0 and the
+element goes through the value handler, so faults, wraps and bus misses keep their exact
+per-element behaviour.  Every element is one step of the run's budget, as in compiled code.
 """
 from . import state as S
 
@@ -51,8 +51,8 @@ def transfer(s, ram, fn, port, steps_left):
     phys = (base + off) & S.M32
     n = min(n, (ram.shape[0] - phys) // size if phys < ram.shape[0] else 0,
             ((1 << 32) - phys) // size)
-    if n < 1:
-        return -1
+    if n < 1 or not out and phys < s[S.ROM_HI] and phys + n * size > s[S.ROM_LO]:
+        return -1                   # INS into the ROM: element by element (dropped)
     buf = ram[phys:phys + n * size]
     if out:
         buf = buf.view()

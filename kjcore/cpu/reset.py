@@ -2,7 +2,8 @@
 and the architectural reset state (SPEC 14.1, SDM vol. 3, 9.1.1).
 
 Both write the state vector in place and keep what belongs to the machine rather than the
-processor: the bus mode (``STRICT_BUS``) and the A20 gate (``A20_CLEAR``).
+processor: the bus mode (``STRICT_BUS``), the A20 gate (``A20_CLEAR``) and the read-only ROM
+range (``ROM_LO``, ``ROM_HI``).
 """
 from . import state as S
 
@@ -20,9 +21,9 @@ def _set_seg(s, seg, sel, base, limit, attr):
 
 
 def _clear(s):
-    kept = s[S.STRICT_BUS], s[S.A20_CLEAR]
+    kept = s[S.STRICT_BUS], s[S.A20_CLEAR], s[S.ROM_LO], s[S.ROM_HI]
     s[:] = 0
-    s[S.STRICT_BUS], s[S.A20_CLEAR] = kept
+    s[S.STRICT_BUS], s[S.A20_CLEAR], s[S.ROM_LO], s[S.ROM_HI] = kept
     s[S.EFLAGS] = 2
     s[S.BUS_ADDR] = -1
     s[S.DR0 + 6] = 0xFFFF0FF0

@@ -112,7 +112,12 @@ TRACE_N = 4096
 # bytes, backward branches counted.
 JIT = TRACE + TRACE_N
 JIT_N = 256
-STATE_SIZE = JIT + 4 * JIT_N
+# The machine's read-only physical range [ROM_LO, ROM_HI) (a BIOS's ROM, SPEC 14.2): guest
+# writes there are dropped (memory.py) and never reach the TLB's writable entries; empty
+# (0, 0) without a ROM.  Set by ``CPU.rom``; kept by a reset like the A20 gate.
+ROM_LO = JIT + 4 * JIT_N
+ROM_HI = ROM_LO + 1
+STATE_SIZE = ROM_HI + 1
 
 # EFLAGS bits (SDM vol. 1, 3.4.3).
 CF, PF, AF, ZF, SF = 0x1, 0x4, 0x10, 0x40, 0x80

@@ -61,6 +61,8 @@ from .state import (
     ES,
     ESI,
     M32,
+    ROM_HI,
+    ROM_LO,
     S_ATTR,
     SEG,
     ZF,
@@ -187,7 +189,9 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
             dp = translate(s, ram, dlin, acc | ACC_WRITE)
             if dp < 0:
                 return 0
-            inside = dp + nb <= nram and (not movs or sp + nb <= nram)
+            # past RAM or into the ROM: element by element (phys_write drops or misses)
+            inside = dp + nb <= nram and (not movs or sp + nb <= nram) and (
+                dp >= s[ROM_HI] or dp + nb <= s[ROM_LO])
             if not inside:
                 for i in range(n):
                     v = phys_read(s, ram, sp + i * size, size) if movs else val
