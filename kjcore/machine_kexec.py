@@ -127,7 +127,8 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
     two steps.  The exceptions come from :meth:`kjcore.cpu.CPU.raise_for_status`:
     :class:`~kjcore.cpu.TripleFault` (``m.state`` becomes ``"lost"``), and for a
     preserve-context image that does not come back :class:`~kjcore.cpu.StepLimit`,
-    :class:`~kjcore.cpu.GuestTimeout` or :class:`~kjcore.cpu.GuestHalted` (``"image"``);
+    :class:`~kjcore.cpu.GuestTimeout`, :class:`~kjcore.cpu.GuestHalted` or
+    :class:`~kjcore.cpu.GuestIdle` (``"image"``);
     :class:`~kjcore.cpu.BusError` / :class:`~kjcore.cpu.UnsupportedOperation` (``"lost"``).
     """
     cpu, layout = m.cpu, m.first_kernel
@@ -185,7 +186,7 @@ def _finish(m, image, cpu, status, steps, pages, timeout):
         image.start = cpu.eax
         return JumpResult(start=cpu.eax, steps=steps, pages_swapped=pages, debugcon=cpu.debugcon,
                           eax=cpu.eax)
-    stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT)
+    stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT, Status.IDLE)
     if stopped and not image.preserve_context:
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
                           debugcon=cpu.debugcon, eip=cpu.eip)
@@ -200,6 +201,8 @@ def _finish(m, image, cpu, status, steps, pages, timeout):
         message = f"the image did not return within {steps} steps ({at})"
     elif status == Status.TIMEOUT:
         message = f"the image did not return within {timeout:g} s ({steps} steps, {at})"
+    elif status == Status.IDLE:
+        message = f"the image waits for keyboard input at {at} (m.keyboard.feed, then run on)"
     elif status == Status.TRIPLE_FAULT:
         vec, err, eip = cpu.fault
         message = relocate.triple_fault_message(image.control_page, vec, err, eip,

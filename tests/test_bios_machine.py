@@ -28,7 +28,7 @@ def enter(m, vector, eax, flags=0x0203):
     m.ram[FRAME:FRAME + 6] = list(b"\x34\x12\x00\x20") + [flags & 0xFF, flags >> 8]
     cpu.esp, cpu.eax, cpu.eip = FRAME, eax, L.stub_offset(vector)
     cpu.breakpoints.clear()
-    cpu.breakpoints.add(L.ROM_BASE + L.stub_offset(vector) + 9)     # the stub's iret
+    cpu.breakpoints.add(L.ROM_BASE + L.stub_offset(vector) + 2)     # the stub's iret
 
 
 def saved_flags(m):
@@ -78,13 +78,21 @@ def test_teletype_reaches_screen_and_console():
     assert m.ram[L.VGA_TEXT_BASE] == ord("K") and m.cpu.debugcon.endswith(b"K")
 
 
-def test_keyboard_wait_halts_until_a_key_is_queued():
+def test_keyboard_wait_stops_the_run_idle_until_a_key_is_queued():
     m = machine()
     enter(m, 0x16, eax=0x0000)
-    assert m.cpu.run(100) == Status.HLT
-    m.keyboard.feed(b"q")
+    stub = L.stub_offset(0x16)
+    for _ in range(2):                          # idle again and again, the OUT not done
+        assert m.cpu.run(100) == Status.IDLE
+        assert m.cpu.eip == stub and m.cpu.eax == 0 and m.cpu.steps == 0
+    m.keyboard.feed(b"qr")
     assert m.cpu.run(100) == Status.BREAK
-    assert m.cpu.eax & 0xFFFF == ord("q") and not m.keyboard
+    assert m.cpu.eax & 0xFFFF == ord("q") and list(m.keyboard) == [ord("r")]
+    enter(m, 0x16, eax=0x0000)
+    assert m.cpu.run(100) == Status.BREAK and m.cpu.eax & 0xFFFF == ord("r")
+    enter(m, 0x16, eax=0x0000)
+    with pytest.raises(kjcore.cpu.GuestIdle, match="waits for input"):
+        m.cpu.raise_for_status(m.cpu.run(100))
 
 
 def test_saved_bios_machine_reopens_with_its_bios(tmp_path):

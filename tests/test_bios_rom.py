@@ -12,6 +12,7 @@ from bios_world import world
 import kjcore.bios
 from kjcore.bios import layout as L
 from kjcore.bios import services as S
+from kjcore.cpu import Status
 
 SRC = Path(kjcore.bios.__file__).with_name("bios.S")
 BIN = Path(kjcore.bios.__file__).with_name("bios.bin")
@@ -59,7 +60,8 @@ def test_rom_facts_without_binutils():
     rom = S.ROM
     assert rom[L.DEFAULT_STUB_OFFSET] == 0xCF                        # iret
     for v in L.SERVICE_VECTORS:
-        assert rom[L.stub_offset(v):L.stub_offset(v) + 2] == bytes([0xE6, L.SERVICE_PORT])
+        # out %al, $SERVICE_PORT; iret
+        assert rom[L.stub_offset(v):L.stub_offset(v) + 3] == bytes([0xE6, L.SERVICE_PORT, 0xCF])
     assert rom[L.RESET_OFFSET] == 0xEA                               # ljmp f000:...
     assert rom[L.DATE_OFFSET:L.DATE_OFFSET + 8] == b"10/09/08"
     assert rom[L.MODEL_OFFSET] == 0xFC
@@ -79,7 +81,7 @@ class Bridge:
     kjcore CPU holding the same registers and memory (standing in for the kjcore port trap)."""
 
     def __init__(self, bios, cpu):
-        self.bios, self.cpu, self.traps = bios, cpu, []
+        self.bios, self.cpu, self.traps, self.idle = bios, cpu, [], None
         self.uc = uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_16)
         uc.mem_map(0, len(bios.ram))
         uc.mem_write(0, bios.ram.tobytes())
@@ -116,7 +118,9 @@ class Bridge:
             sel = uc.reg_read(getattr(X, "UC_X86_REG_" + seg.upper()))
             getattr(cpu, seg).selector, getattr(cpu, seg).base = sel, sel << 4
         cpu.eip, cpu.eflags = eip, uc.reg_read(X.UC_X86_REG_EFLAGS)
-        self.bios.trap(cpu)
+        if self.bios.trap(cpu) is Status.IDLE:
+            self.idle = eip             # the run stops; the OUT is made again (see run)
+            uc.emu_stop()
         for r in REGS:
             uc.reg_write(getattr(X, "UC_X86_REG_" + r.upper()), getattr(cpu, r))
         uc.reg_write(X.UC_X86_REG_EFLAGS, cpu.eflags)
@@ -134,6 +138,9 @@ class Bridge:
             uc.emu_start(CALLER, CALLER + len(code) + 1, count=1000)
         except unicorn.UcError:
             pass            # HLT ends the emulation
+        if self.idle is not None:       # Unicorn moved past the OUT the trap left undone
+            uc.reg_write(X.UC_X86_REG_EIP, self.idle)
+            self.idle = None
         return {r: uc.reg_read(getattr(X, "UC_X86_REG_" + r.upper()))
                 for r in REGS + ("eip", "eflags")}
 
@@ -166,16 +173,16 @@ def test_unicorn_e820_through_the_rom():
         (0x9FC00).to_bytes(8, "little") + (1).to_bytes(4, "little")
 
 
-def test_unicorn_keyboard_wait_halts_in_the_stub_then_resumes():
+def test_unicorn_keyboard_wait_stops_at_the_stub_then_resumes():
     bios, cpu = world()
     b = Bridge(bios, cpu)
     b.run(bytes.fromhex("b4 00 cd 16"))                       # mov ah,0; int 16h: no key
     stub = L.ROM_BASE + L.stub_offset(0x16)
     assert b.traps == [(L.SERVICE_PORT, stub)]
     eip = b.uc.reg_read(X.UC_X86_REG_EIP)
-    assert (b.uc.reg_read(X.UC_X86_REG_CS) << 4) + eip == stub + 6      # just past the hlt
+    assert (b.uc.reg_read(X.UC_X86_REG_CS) << 4) + eip == stub      # the OUT, not done
     bios.keyboard.feed(b"y")
-    try:                                           # a key came: the run goes on after the hlt
+    try:                                           # a key came: the OUT asks again
         b.uc.emu_start(eip, CALLER + 5, count=100)
     except unicorn.UcError:
         pass

@@ -7,13 +7,12 @@
  * traps to Python through the kjcore service port:
  *
  *     svc_NN: out  %al, $SERVICE_PORT   the run stops with an I/O request; Python finds the
- *                                       vector from the stub's address, runs the service on
- *                                       the registers and on FLAGS saved on the stack by INT,
- *                                       and sets the live CF: 0 = done, 1 = wait and ask again
- *             jnc  1f
- *             sti; hlt; cli             wait for input (INT 16h AH=00h with an empty queue:
- *             jmp  svc_NN               the run stops with HLT; queue bytes and run again)
- *          1: iret                      FLAGS (with the service's CF/ZF) come off the stack
+ *                                       vector from the stub's address and runs the service
+ *                                       on the registers and on FLAGS saved on the stack by
+ *                                       INT.  A service waiting for input (INT 16h AH=00h on
+ *                                       an empty queue) stops the run with Status.IDLE before
+ *                                       the OUT completes: the next run executes it again
+ *             iret                      FLAGS (with the service's CF/ZF) come off the stack
  *
  * OUT with an immediate port changes no register, so the caller's AL and DX reach Python
  * intact.  Offsets here are facts of kjcore/bios/layout.py; the tests compare them.
@@ -48,12 +47,7 @@ reset_entry:
         .globl svc_\vector
 svc_\vector:
         out     %al, $SERVICE_PORT
-        jnc     1f
-        sti
-        hlt
-        cli
-        jmp     svc_\vector
-1:      iret
+        iret
         .endm
 
         service 0x10, 0         /* video */

@@ -4,8 +4,9 @@ The ROM (:file:`bios.S`) only traps: each service stub executes ``out %al, $SERV
 :meth:`Bios.trap` (the CPU's handler of that port) finds the vector from the stub's address
 and calls :meth:`Bios.call`, which runs the research hooks of ``on_service`` and then the
 built-in service.  Services read and write the registers and report CF/ZF in the FLAGS the INT
-saved (:mod:`kjcore.bios.regs`); the live CF tells the stub whether to IRET (0) or to wait with
-``sti; hlt`` and ask again (1: INT 16h AH=00h on an empty keyboard queue).  An unknown function
+saved (:mod:`kjcore.bios.regs`), and the stub IRETs.  INT 16h AH=00h on an empty keyboard queue
+waits: the trap stops the run with ``Status.IDLE`` before the stub's OUT completes, so a script
+queues keys (``m.keyboard.feed``) and runs again, and the OUT asks again.  An unknown function
 returns CF=1, AH=0x86 and is counted in :attr:`Bios.unsupported`.
 
 The clock is deterministic: it starts at :data:`EPOCH` and only INT 15h AH=86h (wait) moves it.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cpu.status import Status
 from . import layout as L
 from . import regs
 from .disk import int13
@@ -107,14 +109,14 @@ class Bios:
     def trap(self, cpu):
         """The service port's handler: run the service of the stub the CPU is in.
 
-        An ``out`` to the port from anywhere else does nothing.  Sets the live CF (1: the stub
-        waits with HLT and asks again)."""
+        An ``out`` to the port from anywhere else does nothing.  Returns ``Status.IDLE`` when
+        the service waits for input (the run stops; the next run executes the OUT again),
+        else None."""
         offset = (cpu.cs.base + cpu.eip - L.ROM_BASE - L.STUB_OFFSET) & 0xFFFFFFFF
         index, rest = divmod(offset, L.STUB_SIZE)
         if rest or index >= len(L.SERVICE_VECTORS):
-            return
-        wait = self.call(cpu, L.SERVICE_VECTORS[index])
-        cpu.eflags = cpu.eflags | regs.CF if wait else cpu.eflags & ~regs.CF
+            return None
+        return Status.IDLE if self.call(cpu, L.SERVICE_VECTORS[index]) else None
 
     def call(self, cpu, vector):
         """Run INT ``vector`` on ``cpu`` (stopped inside the INT); True when the caller must

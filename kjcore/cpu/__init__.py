@@ -8,6 +8,7 @@ from .status import (
     BusError,
     CPUFault,
     GuestHalted,
+    GuestIdle,
     GuestTimeout,
     Status,
     StepLimit,
@@ -16,4 +17,4 @@ from .status import (
 )
 
 __all__ = ["CPU", "Status", "STATUS_EXCEPTION", "CPUFault", "TripleFault", "StepLimit",
-           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted"]
+           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted", "GuestIdle"]

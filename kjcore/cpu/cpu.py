@@ -280,7 +280,9 @@ class CPU:
         """Answer guest I/O on ``port`` from Python.
 
         ``handler(port, size, value)`` is called for OUT with the value
-        written and for IN with ``value=None``; for IN it returns the value.
+        written and for IN with ``value=None``; for IN it returns the value.  A handler that
+        waits for input a script gives returns ``Status.IDLE``: the run stops with that status
+        and the access is not made (the next run makes it again, calling the handler again).
         ``string(port, size, out, buf)`` moves REP INS/OUTS in bulk (:mod:`.portstring`).
         ``handler=None`` removes both.
         """
@@ -395,6 +397,9 @@ class CPU:
                         done = portstring.transfer(s, self.ram, bulk, port, max_steps - total - 1)
                         if done < 0:
                             r = h(port, size, value if out else None)
+                            if r is Status.IDLE:
+                                st = S.ST_IDLE  # waits for input: the access is made again
+                                break
                             self.complete_io(0 if out or r is None else r)
                         total += max(done, 0)
                         self._sync_ports()  # the handler may have added or removed ports

@@ -175,6 +175,7 @@ ST_UNSUPPORTED = 7
 ST_JIT_REQUEST = 9  # internal: Python compiles the hot loop s[JIT_REQ] names and resumes
 
 ST_TIMEOUT = 10     # never returned by compiled code: CPU.run's wall-clock deadline passed
+ST_IDLE = 11        # never returned by compiled code: a port handler waits for input
 
 # Names.  Each is defined here once; the state record, CPU.load, machine_kexec and the first
 # kernel's register dict all use these.

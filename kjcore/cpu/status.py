@@ -22,6 +22,10 @@ class Status(IntEnum):
     BUS_ERROR = S.ST_BUS_ERROR  #: strict_bus: physical access past RAM (CPU.bus_address)
     UNSUPPORTED = S.ST_UNSUPPORTED  #: task switch, call gate or v86 requested
     TIMEOUT = S.ST_TIMEOUT  #: the wall-clock ``timeout`` of :meth:`CPU.run` passed
+    #: the guest waits for input a script gives (a port handler returned ``Status.IDLE``,
+    #: e.g. the BIOS's INT 16h on an empty ``m.keyboard``); the access that waited is made
+    #: again by the next run
+    IDLE = S.ST_IDLE
 
 
 class CPUFault(Exception):
@@ -80,6 +84,13 @@ class UnsupportedOperation(CPUFault):
     status = Status.UNSUPPORTED
 
 
+class GuestIdle(CPUFault):
+    """The guest waits for input (INT 16h on an empty keyboard queue) where the caller expected
+    it to go on; queue the input (``m.keyboard.feed``) and run again."""
+
+    status = Status.IDLE
+
+
 class GuestHalted(CPUFault):
     """The guest halted where the caller expected it to go on (e.g. to return)."""
 
@@ -88,7 +99,7 @@ class GuestHalted(CPUFault):
 
 #: the exception class of each status that can end a run abnormally
 STATUS_EXCEPTION = {cls.status: cls for cls in (TripleFault, StepLimit, GuestTimeout, BusError,
-                                                 UnsupportedOperation, GuestHalted)}
+                                                 UnsupportedOperation, GuestHalted, GuestIdle)}
 
 
 def status_exception(status, state, message=None):
@@ -107,5 +118,6 @@ def status_exception(status, state, message=None):
         Status.UNSUPPORTED: f"unsupported operation at EIP {eip:#010x} "
                             "(task switch, call gate or v86)",
         Status.HLT: f"the guest halted at EIP {eip:#010x}",
+        Status.IDLE: f"the guest waits for input at EIP {eip:#010x}",
     }[cls.status]
     return cls(message or default, state)
