@@ -12,8 +12,9 @@
 :class:`CPUFault`          a guest run ended in a state the caller treats as an error;
                            subclasses :class:`TripleFault`, :class:`StepLimit`,
                            :class:`GuestTimeout`, :class:`BusError`,
-                           :class:`UnsupportedOperation`, :class:`GuestHalted` (one per run
-                           status, defined beside the statuses in :mod:`kjcore.cpu.status`)
+                           :class:`UnsupportedOperation`, :class:`GuestHalted`,
+                           :class:`GuestIdle` (one per run status, defined beside the
+                           statuses in :mod:`kjcore.cpu.status`)
 :class:`SwapBusError`      a swap pass reached memory past RAM on a strict bus
 =========================  ==================================================================
 
@@ -28,6 +29,7 @@ from .cpu.status import (
     BusError,
     CPUFault,
     GuestHalted,
+    GuestIdle,
     GuestTimeout,
     StepLimit,
     TripleFault,
@@ -37,7 +39,7 @@ from .cpu.status import (
 __all__ = ["KexecError", "LoaderError", "MachineFileError", "ForeignMachineFile",
            "DamagedMachineFile", "MachineFileVersionError", "MachineBusyError", "UsageError",
            "CPUFault", "TripleFault", "StepLimit", "GuestTimeout", "BusError",
-           "UnsupportedOperation", "GuestHalted", "SwapBusError"]
+           "UnsupportedOperation", "GuestHalted", "GuestIdle", "SwapBusError"]
 
 
 class KexecError(OSError):

@@ -1,11 +1,13 @@
 """Machine(bios=True) (SPEC §14.2): the BIOS installed in RAM, m.e820, the service port wired to
 the dispatcher on the kjcore CPU (a 16-bit code segment at the ROM stands in for real mode)."""
 import gc
+import json
 import weakref
 
 import pytest
 
 import kjcore
+from kjcore import machine_state, store
 from kjcore.bios import layout as L
 from kjcore.cpu import Status
 
@@ -105,6 +107,40 @@ def test_saved_bios_machine_reopens_with_its_bios(tmp_path):
     plain = kjcore.Machine(ram_size=8 << 20, bios=False)
     plain.save(tmp_path / "p")
     assert kjcore.Machine.open(tmp_path / "p").bios is None
+
+
+def _edit_saved_config(path, edit):
+    """Edit the saved config of machine directory ``path`` (checksums recomputed)."""
+    meta = json.loads((path / "machine.json").read_text())
+    edit(meta["state"]["config"])
+    meta["meta_sha256"] = store._body_digest(meta)
+    (path / "machine.json").write_text(json.dumps(meta))
+
+
+def test_saved_config_records_bios_and_an_old_save_without_it_has_none(tmp_path):
+    kjcore.Machine(ram_size=8 << 20, bios=False).save(tmp_path / "old")
+    assert json.loads((tmp_path / "old" / "machine.json").read_text())[
+        "state"]["config"]["bios"] is False
+    _edit_saved_config(tmp_path / "old", lambda c: c.pop("bios"))   # saved before the field
+    m = kjcore.Machine.open(tmp_path / "old")
+    assert m.bios is None and m.cpu.rom is None
+    assert machine_state.config_arguments({"ram_size": 1 << 20})["bios"] is False
+    machine().save(tmp_path / "bad")
+    _edit_saved_config(tmp_path / "bad", lambda c: c.update(bios="yes"))
+    with pytest.raises(kjcore.errors.DamagedMachineFile, match="bios"):
+        kjcore.Machine.open(tmp_path / "bad")
+
+
+def test_machine_new_no_bios(tmp_path):
+    from kjcore.commands import main as cli
+    assert cli.main(["machine", "new", str(tmp_path / "a"), "--ram", "16M"]) == 0
+    assert cli.main(["machine", "new", str(tmp_path / "b"), "--ram", "16M", "--no-bios"]) == 0
+    assert kjcore.Machine.open(tmp_path / "a").bios is not None
+    assert kjcore.Machine.open(tmp_path / "b").bios is None
+    assert cli.main(["machine", "new", str(tmp_path / "c"), "--ram", "512K",
+                     "--kernel-reserved", "64K"]) == 1                   # the ROM ends at 1M
+    assert cli.main(["machine", "new", str(tmp_path / "c"), "--ram", "512K",
+                     "--kernel-reserved", "64K", "--no-bios"]) == 0
 
 
 def test_low_memory_destination_takes_no_bios_frame_as_source():
