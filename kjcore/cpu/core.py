@@ -27,7 +27,7 @@ from .far import op_far
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
-from .hotloop import REQUEST, enter_loop, loop_head
+from .hotloop import REQUEST, enter_loop, loop16, loop_head
 from .interrupts import op_int, raise_exception
 from .io import op_io
 from .isa import (
@@ -270,6 +270,7 @@ def run(s, ram, ram64, con, max_steps):
         if done > 1:
             n += done - 1
             s[TRACE_CNT] -= done - 1           # one trace entry, ``done`` steps
+        went_back = s[D_EXC] < 0 and tf == 0 and fpage < 0 and nofast == 0 and s[EIP] < start
         if s[D_EXC] >= 0:
             vec = s[D_EXC]
             soft = s[D_SOFT] != 0
@@ -292,6 +293,13 @@ def run(s, ram, ram64, con, max_steps):
         if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
             status = ST_BUS_ERROR
             break
+        if went_back:                          # 16-bit code: the hot-loop tier (hotloop.py)
+            j = loop16(s, ram, start, max_steps - n, tp)
+            if j == REQUEST:
+                status = ST_JIT_REQUEST
+                break
+            n += j
+            tp = (tp + j) & (TRACE_N - 1)
         cbase = s[cs_base]
         climit = s[cs_base + 1]
         fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1

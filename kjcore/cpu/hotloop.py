@@ -10,6 +10,13 @@ stops with ``ST_JIT_REQUEST``).  A compiled loop is entered through
 :func:`enter_loop` when it fits in the fast path's code window.  Nothing
 here runs with breakpoints set (the compiled loop does not check them) or
 with ``s[NO_JIT]`` set.
+
+16-bit code (real mode, or a CS without the D bit) does not run in the fast
+path: the step loop asks :func:`loop16` after each decoded instruction that
+went backward.  Its loop heads are keyed ``physical address | LOOP16`` (the
+same bytes decode differently in 32-bit code), and a loop is entered only
+when it ends below the 64 KiB of the segment and inside its limit, so the
+compiled code never has to wrap IP.
 """
 from llvmlite import ir
 from numba import types
@@ -17,10 +24,30 @@ from numba.extending import intrinsic
 
 from .jit import inline_kernel, kernel
 from .lazyflags import flags_of
-from .state import JIT, JIT_HOT, JIT_N, JIT_REQ, M32, NBP, NO_JIT
+from .state import (
+    A_DB,
+    CS,
+    D_FPAGE,
+    D_FPHYS,
+    EFLAGS,
+    EIP,
+    JIT,
+    JIT_HOT,
+    JIT_N,
+    JIT_REQ,
+    M32,
+    NBP,
+    NO_JIT,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
+    SEG,
+)
 
 #: loop_head's answer when Python has to compile the loop first.
 REQUEST = -1
+#: set in the hot-loop table key of a loop head in 16-bit code (above any physical address)
+LOOP16 = 1 << 40
 
 
 @intrinsic
@@ -79,3 +106,25 @@ def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
         s[k] = 0
         return 0
     return r
+
+
+@kernel("i", "sriii")
+def loop16(s, ram, start, budget, tslot):
+    """After a decoded instruction at offset ``start`` of 16-bit code that left IP below
+    it: count, request or run the loop at the new CS:IP (as the fast path does for 32-bit
+    code).  Returns the steps a compiled loop ran (0: none) or REQUEST."""
+    eip = s[EIP]
+    cs = SEG + 4 * CS
+    if eip >= start or s[cs + S_ATTR] & A_DB:
+        return 0
+    lin = (s[cs + S_BASE] + eip) & M32
+    if s[D_FPAGE] != lin >> 12:
+        return 0
+    p = s[D_FPHYS] + (lin & 0xFFF)
+    k = loop_head(s, p | LOOP16)
+    if k == REQUEST:
+        return REQUEST
+    if k == 0:
+        return 0
+    room = min(s[cs + S_LIMIT] + 1 - eip, 0xFFFF - eip)
+    return enter_loop(s, ram, k, p, eip, lin, s[EFLAGS], 0, 0, 0, budget, tslot, room)

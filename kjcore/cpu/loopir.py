@@ -11,7 +11,7 @@ from llvmlite import ir
 
 from .state import ARITH, EFLAGS, EIP, M32, TRACE, TRACE_N
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I1, I8, I16, I32, I64 = (ir.IntType(k) for k in (1, 8, 16, 32, 64))
 
 
 class _Flags:
@@ -26,8 +26,8 @@ class _Flags:
         self.pfb = b.select(bit(4), ir.Constant(I8, 0), ir.Constant(I8, 1))
 
     def result(self, b, r):
-        self.zf = b.icmp_unsigned("==", r, ir.Constant(I32, 0))
-        self.sf = b.icmp_signed("<", r, ir.Constant(I32, 0))
+        self.zf = b.icmp_unsigned("==", r, ir.Constant(r.type, 0))
+        self.sf = b.icmp_signed("<", r, ir.Constant(r.type, 0))
         self.pfb = b.trunc(r, I8)
 
     def pf(self, b):
@@ -67,13 +67,21 @@ def _c32(v):
     return ir.Constant(I32, v & M32)
 
 
+def _c(ty, v):
+    """Constant ``v`` of integer type ``ty`` (i16 or i32), truncated to its width."""
+    return ir.Constant(ty, v & ((1 << ty.width) - 1))
+
+
 def _af(b, a, x, r):
-    return b.icmp_unsigned("!=", b.and_(b.xor(b.xor(a, x), r), _c32(0x10)), _c32(0))
+    return b.icmp_unsigned("!=", b.and_(b.xor(b.xor(a, x), r), _c(a.type, 0x10)),
+                           _c(a.type, 0))
 
 
 def _alu(b, fl, aop, a, x):
-    """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on i32 a, x:
-    the result, with the flags set in ``fl`` as ``fastpath.alu32`` sets them."""
+    """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on a, x (both i32 or
+    both i16): the result, with the flags set in ``fl`` as ``fastpath.alu32`` (and the
+    interpreter's ALU for 16-bit operands) sets them."""
+    ty = a.type
     if aop in (1, 4, 6):
         r = {1: b.or_, 4: b.and_, 6: b.xor}[aop](a, x)
         fl.cf = fl.af = fl.of = ir.Constant(I1, 0)
@@ -81,22 +89,23 @@ def _alu(b, fl, aop, a, x):
         r = b.add(a, x)
         if aop == 2:
             wide = b.add(b.add(b.zext(a, I64), b.zext(x, I64)), b.zext(fl.cf, I64))
-            r = b.trunc(wide, I32)
-            fl.cf = b.icmp_unsigned("!=", b.lshr(wide, ir.Constant(I64, 32)), ir.Constant(I64, 0))
+            r = b.trunc(wide, ty)
+            fl.cf = b.icmp_unsigned("!=", b.lshr(wide, ir.Constant(I64, ty.width)),
+                                    ir.Constant(I64, 0))
         else:
             fl.cf = b.icmp_unsigned("<", r, a)
-        fl.of = b.icmp_signed("<", b.and_(b.xor(a, r), b.xor(x, r)), _c32(0))
+        fl.of = b.icmp_signed("<", b.and_(b.xor(a, r), b.xor(x, r)), _c(ty, 0))
         fl.af = _af(b, a, x, r)
     else:                                      # 3 SBB, 5 SUB, 7 CMP
         r = b.sub(a, x)
         if aop == 3:
-            cin = b.zext(fl.cf, I32)
+            cin = b.zext(fl.cf, ty)
             r = b.sub(r, cin)
             fl.cf = b.icmp_unsigned("<", b.zext(a, I64),
                                     b.add(b.zext(x, I64), b.zext(fl.cf, I64)))
         else:
             fl.cf = b.icmp_unsigned("<", a, x)
-        fl.of = b.icmp_signed("<", b.and_(b.xor(a, x), b.xor(a, r)), _c32(0))
+        fl.of = b.icmp_signed("<", b.and_(b.xor(a, x), b.xor(a, r)), _c(ty, 0))
         fl.af = _af(b, a, x, r)
     fl.result(b, r)
     return r
@@ -142,41 +151,50 @@ def _shift(b, fl, op, a, count):
 def _lower(b, fl, R, put, ins):
     """IR for one decoded instruction: guest registers ``R`` (i32 values,
     written through ``put(index, value)``) and flags ``fl``.  Returns the
-    branch-taken condition for the loop's branch, else None."""
-    kind = ins[0]
+    branch-taken condition for the loop's branch, else None.  A 16-bit
+    operation works on the low halves and writes only them."""
+    kind, w = ins[0], ins[2]
+    ty = I32 if w == 32 else I16
+
+    def get(i):
+        return R[i] if w == 32 else b.trunc(R[i], I16)
+
+    def set_(i, v):
+        put(i, v if w == 32 else b.or_(b.and_(R[i], _c32(0xFFFF0000)), b.zext(v, I32)))
+
     if kind == "alu":
-        _, _, aop, dst, src, imm = ins
-        r = _alu(b, fl, aop, R[dst], _c32(imm) if src < 0 else R[src])
+        _, _, _, aop, dst, src, imm = ins
+        r = _alu(b, fl, aop, get(dst), _c(ty, imm) if src < 0 else get(src))
         if aop != 7:
-            put(dst, r)
+            set_(dst, r)
     elif kind == "test":
-        _, _, a, src, imm = ins
-        _alu(b, fl, 4, R[a], _c32(imm) if src < 0 else R[src])
+        _, _, _, a, src, imm = ins
+        _alu(b, fl, 4, get(a), _c(ty, imm) if src < 0 else get(src))
     elif kind in ("inc", "dec"):                # flags as ADD/SUB 1, CF kept
-        r = ins[2]
-        a = R[r]
-        res = (b.add if kind == "inc" else b.sub)(a, _c32(1))
-        fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c32(0x80000000))
-        fl.af = _af(b, a, _c32(1), res)
+        r = ins[3]
+        a = get(r)
+        res = (b.add if kind == "inc" else b.sub)(a, _c(ty, 1))
+        fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c(ty, 1 << (w - 1)))
+        fl.af = _af(b, a, _c(ty, 1), res)
         fl.result(b, res)
-        put(r, res)
+        set_(r, res)
     elif kind == "shift":
-        _, _, op, r, count = ins
+        _, _, _, op, r, count = ins
         put(r, _shift(b, fl, op, R[r], count))
     elif kind == "xchg":
-        _, _, x, y = ins
-        vx, vy = R[x], R[y]
-        put(x, vy)
-        put(y, vx)
+        _, _, _, x, y = ins
+        vx, vy = get(x), get(y)
+        set_(x, vy)
+        set_(y, vx)
     elif kind == "not":
-        put(ins[2], b.xor(R[ins[2]], _c32(M32)))
+        set_(ins[3], b.xor(get(ins[3]), _c(ty, M32)))
     elif kind == "neg":                         # flags as 0 - r
-        put(ins[2], _alu(b, fl, 5, _c32(0), R[ins[2]]))
+        set_(ins[3], _alu(b, fl, 5, _c(ty, 0), get(ins[3])))
     elif kind == "mov":
-        _, _, dst, src, imm = ins
-        put(dst, _c32(imm) if src < 0 else R[src])
+        _, _, _, dst, src, imm = ins
+        set_(dst, _c(ty, imm) if src < 0 else get(src))
     elif kind == "lea":
-        _, _, dst, base, index, scale, disp = ins
+        _, _, _, dst, base, index, scale, disp = ins
         v = _c32(disp)
         if base >= 0:
             v = b.add(v, R[base])
@@ -184,13 +202,13 @@ def _lower(b, fl, R, put, ins):
             v = b.add(v, b.shl(R[index], _c32(scale)))
         put(dst, v)
     elif kind == "jcc":
-        return fl.cond(b, ins[2])
+        return fl.cond(b, ins[3])
     elif kind == "jmp":
         return ir.Constant(I1, 1)
-    elif kind == "loop":                        # ECX - 1, no flags
-        c = b.sub(R[1], _c32(1))
-        put(1, c)
-        return b.icmp_unsigned("!=", c, _c32(0))
+    elif kind == "loop":                        # CX or ECX - 1, no flags
+        c = b.sub(get(1), _c(ty, 1))
+        set_(1, c)
+        return b.icmp_unsigned("!=", c, _c(ty, 0))
     return None
 
 

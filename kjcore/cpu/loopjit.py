@@ -29,6 +29,7 @@ table of a CPU from an older generation (:func:`forget`) before it runs.
 """
 import llvmlite.binding as llvm
 
+from .hotloop import LOOP16
 from .isa import decode_insn, loop_compilable
 from .loopir import emit
 from .state import JIT, JIT_N, JIT_REQ, M32
@@ -44,80 +45,91 @@ MAX_INSNS = 64
 #: throws them all away first, as QEMU flushes its translation cache.
 MAX_LOOPS = 1024
 
-# Decoded instructions: (kind, length, fields...).
-#   ("alu", n, aop, dst, src, imm)   aop as in the 0x00-0x3F opcodes; src -1: imm
-#   ("test", n, a, src, imm)         src -1: imm
-#   ("inc"|"dec"|"not"|"neg", n, r)
-#   ("mov", n, dst, src, imm)        src -1: imm
-#   ("lea", n, dst, base, index, scale, disp)   base/index -1: none
-#   ("shift", n, op, r, count)       C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
-#   ("xchg", n, a, b)
-#   ("nop", n)                       also a shift by 0 (changes nothing, not even flags)
-#   ("jcc", n, cc, rel) / ("jmp", n, rel) / ("loop", n, rel)   rel: branch displacement
+# Decoded instructions: (kind, length, width, fields...); width: the operand size in bits
+# (16 or 32; LOOP: the address size, CX or ECX), a 16-bit result writes the low half only.
+#   ("alu", n, w, aop, dst, src, imm)   aop as in the 0x00-0x3F opcodes; src -1: imm
+#   ("test", n, w, a, src, imm)         src -1: imm
+#   ("inc"|"dec"|"not"|"neg", n, w, r)
+#   ("mov", n, w, dst, src, imm)        src -1: imm
+#   ("lea", n, 32, dst, base, index, scale, disp)   base/index -1: none (32-bit addressing)
+#   ("shift", n, 32, op, r, count)      C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
+#   ("xchg", n, w, a, b)
+#   ("nop", n, w)                       also a shift by 0 (changes nothing, not even flags)
+#   ("jcc", n, w, cc, rel) / ("jmp", n, w, rel) / ("loop", n, w, rel)   rel: displacement
+#
+# In 16-bit code (``code16``: a CS without the D bit, real mode included) the default
+# operand and address sizes are 16 bits and 0x66 selects 32 (in 32-bit code it selects 16).
+# Compiled: any operand size for the ALU, INC/DEC, NOT/NEG, TEST, MOV, XCHG; LEA and the
+# shifts with 32-bit operands and addresses; branches without a prefix.  The loop never
+# wraps its IP: ``hotloop`` enters it only when it ends below the 64 KiB of a 16-bit CS.
 
 
-def _s8(b):
-    return b - 256 if b & 0x80 else b
+def _signed(v, bits):
+    return v - (1 << bits) if v >> (bits - 1) & 1 else v
 
 
-def _s32(v):
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
-def _decode_one(code, o):
+def _decode_one(code, o, code16=False):
     """The instruction at ``code[o:]`` as a tuple (see above), or None.
 
     Which forms are compiled, and their lengths and operands, come from the
     opcode table (``isa.decode_insn``, the rows' ``loop`` column); this maps
     a decoded form to what ``_lower`` needs.
     """
-    ins = decode_insn(code, o)
-    if ins is None or not loop_compilable(ins):
+    ins = decode_insn(code, o, code32=not code16)
+    if ins is None or ins.prefixes not in (b"", b"\x66"):
+        return None
+    if not loop_compilable(ins._replace(prefixes=b"")):
         return None
     op, n, reg, rm, imm = ins.form.op, ins.length, ins.reg, ins.rm, ins.imm
+    w = 8 * ins.osz
     if op < 0x40:                                          # ALU Ev,Gv / Gv,Ev
         dst, src = (reg, rm) if op & 2 else (rm, reg)
-        return ("alu", n, op >> 3, dst, src, 0)
+        return ("alu", n, w, op >> 3, dst, src, 0)
     if op in (0x81, 0x83):
-        return ("alu", n, reg, rm, -1, _s8(imm) & M32 if op == 0x83 else imm)
+        return ("alu", n, w, reg, rm, -1, _signed(imm, 8) & M32 if op == 0x83 else imm)
     if op < 0x50:
-        return ("inc" if op < 0x48 else "dec", n, op & 7)
+        return ("inc" if op < 0x48 else "dec", n, w, op & 7)
     if 0xB8 <= op < 0xC0:
-        return ("mov", n, op & 7, -1, imm)
+        return ("mov", n, w, op & 7, -1, imm)
     if op in (0x89, 0x8B):
-        return ("mov", n, rm, reg, 0) if op == 0x89 else ("mov", n, reg, rm, 0)
+        return ("mov", n, w, rm, reg, 0) if op == 0x89 else ("mov", n, w, reg, rm, 0)
     if op == 0x85:
-        return ("test", n, rm, reg, 0)
+        return ("test", n, w, rm, reg, 0)
     if op == 0xF7:
-        return ("test", n, rm, -1, imm) if reg <= 1 else (("not", "neg")[reg - 2], n, rm)
-    if op == 0x8D:
-        return ("lea", n, reg, ins.base, ins.index, ins.scale, ins.disp)
-    if op in (0xC1, 0xD1):
-        count = imm & 31 if op == 0xC1 else 1
-        return ("shift", n, reg, rm, count) if count else ("nop", n)
-    if op == 0x87:
-        return ("xchg", n, reg, rm)
-    if 0x90 < op < 0x98:
-        return ("xchg", n, 0, op & 7)
+        return ("test", n, w, rm, -1, imm) if reg <= 1 else (("not", "neg")[reg - 2], n, w, rm)
     if op == 0x90:
-        return ("nop", n)
+        return ("nop", n, w)
+    if op == 0x87:
+        return ("xchg", n, w, reg, rm)
+    if 0x90 < op < 0x98:
+        return ("xchg", n, w, 0, op & 7)
+    if op in (0x8D, 0xC1, 0xD1):                           # 32-bit operands only
+        if w != 32 or op == 0x8D and ins.asz != 4:
+            return None
+        if op == 0x8D:
+            return ("lea", n, w, reg, ins.base, ins.index, ins.scale, ins.disp)
+        count = imm & 31 if op == 0xC1 else 1
+        return ("shift", n, w, reg, rm, count) if count else ("nop", n, w)
+    if ins.prefixes:
+        return None                                        # a branch with 0x66
+    rel = _signed(imm, 8 if op in (0xEB, 0xE2) or op < 0x80 else w)
     if 0x70 <= op < 0x80 or 0x180 <= op < 0x190:
-        return ("jcc", n, op & 15, _s8(imm) if op < 0x80 else _s32(imm))
+        return ("jcc", n, w, op & 15, rel)
     if op in (0xEB, 0xE9):
-        return ("jmp", n, _s8(imm) if op == 0xEB else _s32(imm))
-    return ("loop", n, _s8(imm))                           # E2, the last loop form
+        return ("jmp", n, w, rel)
+    return ("loop", n, 8 * ins.asz, rel)                   # E2, the last loop form
 
 
-def decode_loop(code):
-    """Decode a loop at the start of ``code``: straight-line instructions of
-    the supported forms, the last a branch whose target is offset 0.
+def decode_loop(code, code16=False):
+    """Decode a loop at the start of ``code`` (16-bit code with ``code16``): straight-line
+    instructions of the supported forms, the last a branch whose target is offset 0.
 
     Returns (instructions, length in bytes) or None if ``code`` does not
     start with such a loop.
     """
     out, o = [], 0
     while len(out) < MAX_INSNS:
-        ins = _decode_one(code, o)
+        ins = _decode_one(code, o, code16)
         if ins is None:
             return None
         out.append(ins)
@@ -145,18 +157,18 @@ class _Compiler:
                     "instruction_combine", "dead_code_elimination"):
             getattr(self.passes, f"add_{add}_pass")()
 
-    def compile(self, insns, code):
-        """Address of the compiled loop ``insns`` (from :func:`decode_loop`),
-        whose bytes are ``code``."""
-        if code not in self.code:
+    def compile(self, insns, key):
+        """Address of the compiled loop ``insns`` (from :func:`decode_loop`);
+        ``key`` is (its bytes, whether it is 16-bit code)."""
+        if key not in self.code:
             name = f"loop{len(self.code)}"
-            mod = llvm.parse_assembly(str(emit(insns, code, name)))
+            mod = llvm.parse_assembly(str(emit(insns, key[0], name)))
             mod.verify()
             self.passes.run(mod.get_function(name), self.pb)
             self.engine.add_module(mod)
             self.engine.finalize_object()
-            self.code[code] = self.engine.get_function_address(name)
-        return self.code[code]
+            self.code[key] = self.engine.get_function_address(name)
+        return self.code[key]
 
 
 _compiler = None
@@ -171,7 +183,8 @@ def _table(s):
 
 def compiled(s):
     """(physical address, length in bytes) of the loops a CPU runs compiled."""
-    return sorted((int(k) - 1, int(n)) for k, fn, n, _ in _table(s) if k and fn > 0)
+    return sorted(((int(k) - 1) & ~LOOP16, int(n)) for k, fn, n, _ in _table(s)
+                  if k and fn > 0)
 
 
 def forget(s):
@@ -187,20 +200,21 @@ def install(s, ram):
     new ``generation`` for it)."""
     global _compiler, generation
     k = int(s[JIT_REQ])
-    p = int(s[k]) - 1
+    key = int(s[k]) - 1
+    p, code16 = key & ~LOOP16, bool(key & LOOP16)
     code = ram[p:min(ram.shape[0], (p | 0xFFF) + 1)].tobytes()
-    found = decode_loop(code)
+    found = decode_loop(code, code16)
     if found is None:
         s[k + 1] = -1
         return
     insns, blen = found
-    code = code[:blen]
+    code = (code[:blen], code16)
     if _compiler is None:
         _compiler = _Compiler()
     elif code not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
         _compiler = _Compiler()                # the old engine and its code are freed
         generation += 1
         forget(s)
-        s[k] = p + 1
+        s[k] = key + 1
     s[k + 1] = _compiler.compile(insns, code)
     s[k + 2] = blen

@@ -268,7 +268,9 @@ def test_paging_trace_holds_linear_addresses():
 
 
 @pytest.mark.parametrize("code", [
-    b"\x66\x01\xc8\x75\xfb",            # operand-size prefix
+    b"\x67\x01\xc8\x75\xfb",            # address-size prefix
+    b"\x01\xc8\x66\x75\xfa",            # a branch with the operand-size prefix
+    b"\x66\x8d\x00\x75\xfb",            # LEA with 16-bit operands
     b"\x8b\x06\x75\xfc",                # memory operand
     b"\x01\xc8\x75\x00",                # branch that does not go back to the head
     b"\xd3\xe0\x75\xfc",                # shift by CL: not a compiled form
@@ -293,8 +295,105 @@ def test_decoder_accepts_lea_forms():
     assert found is not None
     insns, blen = found
     assert blen == 19
-    assert insns[0][2:] == (0, 0, 1, 2, 5)           # eax = eax + ecx*4 + 5
-    assert insns[1][2:] == (0, -1, -1, 0, 0x10)      # eax = 0x10 (no base, no index)
+    assert insns[0][2:] == (32, 0, 0, 1, 2, 5)       # eax = eax + ecx*4 + 5
+    assert insns[1][2:] == (32, 0, -1, -1, 0, 0x10)  # eax = 0x10 (no base, no index)
+
+
+# ---------------------------------------------------------------- 16-bit code
+def body_insn16(rng):
+    """One random instruction of 16-bit code: 16-bit operands, or 32-bit with 0x66."""
+    wide = rng.random() < 0.3
+    r, w = rng.randrange(8), rng.randrange(8)
+    imm = (_imm32(rng) & (0xFFFFFFFF if wide else 0xFFFF)).to_bytes(4 if wide else 2, "little")
+    k = rng.randrange(12)
+    if k < 3:
+        out = bytes([rng.randrange(8) << 3 | rng.choice((1, 3)), 0xC0 | r << 3 | w])
+    elif k == 3:
+        out = b"\x83" + bytes([0xC0 | rng.randrange(8) << 3 | w, rng.getrandbits(8)])
+    elif k == 4:
+        out = b"\x81" + bytes([0xC0 | rng.randrange(8) << 3 | w]) + imm
+    elif k == 5:
+        out = bytes([rng.choice((0x40, 0x48)) + w])
+    elif k == 6:                                       # NOT / NEG / TEST imm
+        out = b"\xf7" + bytes([0xC0 | rng.choice((2, 3)) << 3 | w])
+        if rng.random() < 0.3:
+            out = b"\xf7" + bytes([0xC0 | w]) + imm
+    elif k == 7:
+        out = bytes([rng.choice((0x85, 0x89, 0x8B, 0x87)), 0xC0 | r << 3 | w])
+    elif k == 8:
+        out = bytes([0xB8 + w]) + imm
+    elif k == 9:                                       # shifts: 32-bit operands only
+        out = b"\xc1" + bytes([0xC0 | rng.choice((0, 1, 4, 5, 7)) << 3 | w,
+                               rng.choice((1, 3, 15, 16, 31))])
+    elif k == 10:
+        out = bytes([0x91 + rng.randrange(7)])
+    else:
+        out = b"\x90"
+    return (b"\x66" if wide else b"") + out
+
+
+def random_loop16(rng):
+    """A loop of 16-bit code ending in a branch back to its first byte (rel8, rel16, LOOP
+    on CX, JMP), then HLT."""
+    body = b"".join(body_insn16(rng) for _ in range(rng.randrange(0, 10)))
+    if rng.random() < 0.3:
+        body += b"\x49"                                 # dec cx
+    cc = 5 if body.endswith(b"\x49") else rng.randrange(16)
+    k = rng.randrange(4)
+    if k == 0:
+        code = body + bytes([0x70 + cc, (-(len(body) + 2)) & 0xFF])
+    elif k == 1:
+        code = body + bytes([0x0F, 0x80 + cc]) + ((-(len(body) + 4)) & 0xFFFF).to_bytes(2, "little")
+    elif k == 2:
+        code = body + bytes([0xE2, (-(len(body) + 2)) & 0xFF])
+    else:
+        code = body + b"\xe9" + ((-(len(body) + 3)) & 0xFFFF).to_bytes(2, "little")
+    return code + b"\xf4"
+
+
+def test_random_16bit_loops_match_interpreter():
+    """Real-mode loops (16-bit operands, 0x66 for 32, CX for LOOP): with the tier and
+    without, placed anywhere in the segment, near its 64 KiB end and its limit."""
+    rng = random.Random(1616)
+    hits = 0
+    for case in range(CASES // 2):
+        code = random_loop16(rng)
+        where = rng.random()
+        if where < 0.2:                                 # the last bytes of the 64 KiB
+            at = 0x10000 - len(code) + rng.randrange(-4, 1)
+        else:
+            at = CODE + rng.randrange(0, 4096 - len(code))
+        limit = at + len(code) + rng.randrange(-3, 12) if rng.random() < 0.1 else 0xFFFF
+        regs = [rng.getrandbits(32) for _ in range(8)]
+        regs[1] = rng.choice((rng.randrange(1, 40), rng.randrange(1, 5000), regs[1]))
+        flags = 0x2 | (rng.getrandbits(12) & S.ARITH)
+        budget = rng.randrange(1, 40000)
+
+        def setup(cpu):
+            cpu.reset()
+            cpu.ram[at:at + len(code)] = np.frombuffer(code, np.uint8)
+            for i, v in enumerate(regs):
+                cpu._s[i] = v
+            cpu.eflags = flags
+            cpu.load_segment("cs", 0, 0, min(limit, 0xFFFF), 0x93)
+            cpu.eip = at
+        cpu = run_both(setup, budget, threshold=rng.choice((1, 2, 5)))
+        hits += len(cpu.compiled_loops) > 0
+    assert hits > CASES // 8
+
+
+def test_real_mode_loop_is_compiled_and_keyed_apart_from_32_bit_code():
+    # mov cx,0xffff; L: add ax,cx; xor dx,ax; add eax,ebx (0x66); dec cx; jnz L; hlt
+    code = bytes.fromhex("b9ffff01c831c26601d84975f6f4")
+
+    def setup(cpu):
+        cpu.reset()
+        cpu.ram[CODE:CODE + len(code)] = np.frombuffer(code, np.uint8)
+        cpu.load_segment("cs", 0, 0, 0xFFFF, 0x93)
+        cpu.eip, cpu.ebx = CODE, 0x12345
+    cpu = run_both(setup, 10 ** 7)
+    assert cpu.compiled_loops == [(CODE + 3, 10)] and cpu.ecx == 0
+    assert cpu.eip == CODE + len(code) and cpu.steps == 1 + 5 * 0xFFFF + 1
 
 
 def test_random_loops_against_unicorn():
