@@ -11,7 +11,7 @@ from kjcore.fuzz.oracle import preserved_mask
 from kjcore.loader import load_elf32, preserve_context_backup_segments, sort_segments
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-PROGRAMS = ("bios_e820.elf", "bios_tty.elf", "bios_disk.elf")
+PROGRAMS = ("bios_e820.elf", "bios_tty.elf", "bios_disk.elf", "bios_roundtrip.elf")
 #: where bios.ld links them: the first kernel's low memory, swapped out by the jump
 LOAD_AT, WINDOW_END = 0x8000, 0xFFFF
 KJEXEC_LOAD = ["-l", "--load-preserve-context", "--args-none", f"--mem-min={LOAD_AT:#x}",
