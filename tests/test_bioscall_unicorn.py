@@ -4,6 +4,8 @@ address on the stack), with kjcore's ROM and IVT copied in and INT 12h answered 
 (Unicorn hands INT n to a hook, which delivers it through the IVT as a real-mode CPU does).
 After the program returns, GDTR, IDTR, CR0, the segment selectors and their flat caches,
 EFLAGS and the callee-saved registers are the caller's again."""
+import struct
+
 import pytest
 from bios_examples import path
 
@@ -42,7 +44,7 @@ def _deliver(uc, vector, data):
     uc.reg_write(X.UC_X86_REG_EIP, target & 0xFFFF)
 
 
-def _machine(name):
+def _machine(name, cs=KERNEL_CS):
     """A Unicorn CPU holding kjcore's low 1 MiB (IVT, BDA, ROM), the program, and the kexec
     jump entry state; returns (uc, entry, console bytes, addresses of the serviced stubs)."""
     m = kjcore.Machine(16 * MiB, bios=True)
@@ -55,10 +57,11 @@ def _machine(name):
         uc.mem_write(seg.mem, bytes(seg.buf).ljust(seg.memsz, b"\0"))
     uc.mem_write(BACK, b"\xf4")
     uc.mem_write(GDT_AT + KERNEL_CS, _flat(0x9B) + _flat(0x93))
+    uc.mem_write(GDT_AT + cs, _flat(0x9B))
     uc.reg_write(X.UC_X86_REG_CR0, 0x11)                     # PE, ET; paging off
     uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_AT, 0xFF, 0))
     for seg in _SEGMENTS:
-        uc.reg_write(_reg(seg), KERNEL_CS if seg == "CS" else KERNEL_DS)
+        uc.reg_write(_reg(seg), cs if seg == "CS" else KERNEL_DS)
     uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0, 0))            # machine_kexec: limit 0
     uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
     uc.mem_write(STACK_TOP - 4, BACK.to_bytes(4, "little"))
@@ -104,3 +107,60 @@ def test_roundtrips_restore_the_callers_state_on_unicorn():
     uc.reg_write(X.UC_X86_REG_EAX, 0xC0FFEE)
     uc.emu_start(BACK, BACK + 5, count=2)
     assert uc.mem_read(MiB + 0x1234, 4) == (0xC0FFEE).to_bytes(4, "little")
+
+
+IN_AT, OUT_AT = 0x7100, 0x7200
+REGS = struct.Struct("<8I4H")                 # struct biosregs (examples/bioscall.h)
+
+
+def _call(uc, entry, vector, regs_in, out=OUT_AT):
+    """Call bios_call(vector, IN_AT, out) as C code does; returns EAX and *out."""
+    uc.mem_write(IN_AT, REGS.pack(*regs_in))
+    uc.mem_write(OUT_AT, bytes(REGS.size))
+    esp = STACK_TOP - 16
+    uc.mem_write(esp, struct.pack("<IiII", BACK, vector, IN_AT, out))
+    uc.reg_write(X.UC_X86_REG_ESP, esp)
+    uc.emu_start(entry, BACK, count=100_000)
+    assert uc.reg_read(X.UC_X86_REG_ESP) == esp + 4
+    return uc.reg_read(X.UC_X86_REG_EAX), REGS.unpack(uc.mem_read(OUT_AT, REGS.size))
+
+
+def _bios_call(cs=KERNEL_CS):
+    elftools = pytest.importorskip("elftools.elf.elffile")
+    uc, _, _, serviced = _machine("bios_roundtrip.elf", cs)
+    with open(path("bios_roundtrip.elf"), "rb") as f:
+        (symbol,) = elftools.ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(
+            "bios_call")
+    return uc, symbol["st_value"], serviced
+
+
+def test_bios_call_passes_registers_both_ways():
+    uc, bios_call, serviced = _bios_call()
+    regs_in = (0xAAAA0000, 0x11112222, 0x33334444, 0x55556666, 0x7777, 0x8888, 0x9999,
+               0x08D5, 0x1234, 0x2345, 0x3456, 0x4567)
+    status, out = _call(uc, bios_call, 0x12, regs_in)
+    assert status == 0 and len(serviced) == 1
+    assert out[0] == 0xAAAA0000 | layout.CONVENTIONAL_KIB           # INT 12h: AX only
+    assert out[1:7] == regs_in[1:7] and out[8:] == regs_in[8:]
+    assert out[7] & 1 == 0                                          # CF from the BIOS
+
+
+@pytest.mark.parametrize("vector", [256, -1, -(1 << 31)])
+def test_bios_call_refuses_a_bad_vector(vector):
+    uc, bios_call, serviced = _bios_call()
+    status, out = _call(uc, bios_call, vector, (0,) * 12)
+    assert status == 0xFFFFFFFF and not serviced and out == (0,) * 12
+
+
+def test_bios_call_refuses_a_selector_it_cannot_restore():
+    """GDT slot 30 is one of bios_call's own 16-bit segments: a caller there gets -1."""
+    uc, bios_call, serviced = _bios_call(cs=30 * 8)
+    status, _ = _call(uc, bios_call, 0x12, (0,) * 12)
+    assert status == 0xFFFFFFFF and not serviced
+    assert uc.reg_read(X.UC_X86_REG_CS) == 30 * 8
+
+
+def test_bios_call_without_out():
+    uc, bios_call, serviced = _bios_call()
+    status, out = _call(uc, bios_call, 0x12, (0,) * 12, out=0)
+    assert status == 0 and len(serviced) == 1 and out == (0,) * 12
