@@ -3,14 +3,18 @@ payload is (paging off, flat selectors 0x60/0x68 with GDT and IDT of limit 0, th
 address on the stack), with kjcore's ROM and IVT copied in and INT 12h answered by the test
 (Unicorn hands INT n to a hook, which delivers it through the IVT as a real-mode CPU does).
 After the program returns, GDTR, IDTR, CR0, the segment selectors and their flat caches,
-EFLAGS and the callee-saved registers are the caller's again."""
+EFLAGS and the callee-saved registers are the caller's again; bios_call called directly gets
+the same answers on Unicorn and on kjcore's CPU."""
 import struct
 
+import numpy as np
 import pytest
 from bios_examples import path
 
 import kjcore
 from kjcore.bios import layout
+from kjcore.cpu import Status
+from kjcore.first_kernel import flat_kernel_segments
 from kjcore.loader import load_elf32
 
 unicorn = pytest.importorskip("unicorn")
@@ -164,3 +168,45 @@ def test_bios_call_without_out():
     uc, bios_call, serviced = _bios_call()
     status, out = _call(uc, bios_call, 0x12, (0,) * 12, out=0)
     assert status == 0 and len(serviced) == 1 and out == (0,) * 12
+
+
+def _kjcore_call(vector, regs_in):
+    """The same call on kjcore's CPU (its BIOS answers): EAX, *out and the state after."""
+    m = kjcore.Machine(16 * MiB, bios=True)
+    with open(path("bios_roundtrip.elf"), "rb") as f:
+        (seg,) = load_elf32(f.read()).segments
+    m.ram[seg.mem:seg.mem + seg.memsz] = 0
+    m.ram[seg.mem:seg.mem + seg.bufsz] = np.frombuffer(bytes(seg.buf), np.uint8)
+    m.ram[BACK] = 0xF4
+    m.ram[IN_AT:IN_AT + REGS.size] = np.frombuffer(REGS.pack(*regs_in), np.uint8)
+    esp = STACK_TOP - 16
+    m.ram[esp:esp + 16] = np.frombuffer(struct.pack("<IiII", BACK, vector, IN_AT, OUT_AT),
+                                        np.uint8)
+    _, bios_call, _ = _bios_call()
+    cpu = m.cpu
+    cpu.load({**flat_kernel_segments(), "cr0": 0x11, "cr3": 0, "cr4": 0, "gdtr_base": 0,
+              "gdtr_limit": 0, "idtr_base": 0, "idtr_limit": 0, "eflags": 0x2, "esp": esp,
+              "eip": bios_call, "ebx": 0x11111111, "esi": 0x22222222, "edi": 0x33333333,
+              "ebp": 0x44444444})
+    before = cpu.get_state()
+    assert cpu.run(100_000) == Status.HLT and cpu.eip == BACK + 1
+    after = cpu.get_state()
+    out = REGS.unpack(bytes(m.ram[OUT_AT:OUT_AT + REGS.size]))
+    return cpu.eax, out, before, after
+
+
+def test_bios_call_on_kjcore_matches_unicorn():
+    """Differential: the same bios_call on both CPUs gives the same EAX and *out, and on
+    kjcore every descriptor cache, GDTR, IDTR, CR0 and the callee-saved registers are as
+    before the call."""
+    regs_in = (0x5A5A0000, 1, 2, 3, 4, 5, 6, 0x0001, 0x10, 0x20, 0x30, 0x40)
+    uc, bios_call, _ = _bios_call()
+    expected = _call(uc, bios_call, 0x12, regs_in)
+    eax, out, before, after = _kjcore_call(0x12, regs_in)
+    assert (eax, out) == expected
+    names = [n for n in before.dtype.names
+             if n.split("_")[0] in ("cs", "ds", "es", "fs", "gs", "ss", "gdtr", "idtr")
+             or n in ("cr0", "ebx", "esi", "edi", "ebp")]
+    assert len(names) > 20
+    assert {n: int(after[n]) for n in names} == {n: int(before[n]) for n in names}
+    assert int(after["eflags"]) & 0x700 == 0                 # TF, IF, DF clear as on entry
