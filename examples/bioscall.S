@@ -155,8 +155,9 @@ pm32:
 /*
  * flat_slot: put a flat descriptor for selector AX into our GDT.  EDX = its high dword
  * without DPL (the selector's RPL becomes the DPL, so the selector loads again at CPL 0).
- * A null selector needs no slot.  CF = 1: the selector cannot be restored (LDT, or a slot
- * this GDT lends to the 16-bit segments).
+ * A null selector needs no slot.  CF = 1: the selector cannot be restored (LDT, a slot this
+ * GDT lends to the 16-bit segments, or a slot another selector needs as another kind of
+ * segment, such as CS and DS with the same index).
  */
 	.type	flat_slot, @function
 flat_slot:
@@ -167,10 +168,14 @@ flat_slot:
 	jnz	1f
 	cmpl	$MAX_CALLER_SLOT, %ecx
 	ja	1f
-	movl	$0x0000ffff, gdt(,%ecx,8)
 	andl	$3, %eax
 	shll	$13, %eax
 	orl	%edx, %eax
+	cmpl	$0, gdt + 4(,%ecx,8)	/* slot still free (cleared by bios_call)? */
+	je	3f
+	cmpl	%eax, gdt + 4(,%ecx,8)	/* else it must hold the same descriptor */
+	jne	1f
+3:	movl	$0x0000ffff, gdt(,%ecx,8)
 	movl	%eax, gdt + 4(,%ecx,8)
 2:	clc
 	ret

@@ -27,7 +27,8 @@ _Static_assert(sizeof(struct biosregs) == 40, "bioscall.S knows this layout");
  * Executes INT vector (0-255) in real mode.  Returns 0 when the BIOS came back with CF = 0,
  * 1 when with CF = 1 (*out holds the registers either way; out may be NULL), -1 without
  * calling the BIOS when vector is out of range or a caller's segment selector cannot be
- * restored (an LDT selector, or a GDT index above 29).
+ * restored (an LDT selector, a GDT index above 29, or one index used by CS and by a data
+ * segment register).
  */
 int bios_call(int vector, const struct biosregs *in, struct biosregs *out);
 

@@ -48,7 +48,7 @@ def _deliver(uc, vector, data):
     uc.reg_write(X.UC_X86_REG_EIP, target & 0xFFFF)
 
 
-def _machine(name, cs=KERNEL_CS):
+def _machine(name, cs=KERNEL_CS, ds=KERNEL_DS):
     """A Unicorn CPU holding kjcore's low 1 MiB (IVT, BDA, ROM), the program, and the kexec
     jump entry state; returns (uc, entry, console bytes, addresses of the serviced stubs)."""
     m = kjcore.Machine(16 * MiB, bios=True)
@@ -65,7 +65,7 @@ def _machine(name, cs=KERNEL_CS):
     uc.reg_write(X.UC_X86_REG_CR0, 0x11)                     # PE, ET; paging off
     uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_AT, 0xFF, 0))
     for seg in _SEGMENTS:
-        uc.reg_write(_reg(seg), cs if seg == "CS" else KERNEL_DS)
+        uc.reg_write(_reg(seg), cs if seg == "CS" else ds if seg == "DS" else KERNEL_DS)
     uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0, 0))            # machine_kexec: limit 0
     uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
     uc.mem_write(STACK_TOP - 4, BACK.to_bytes(4, "little"))
@@ -129,9 +129,9 @@ def _call(uc, entry, vector, regs_in, out=OUT_AT):
     return uc.reg_read(X.UC_X86_REG_EAX), REGS.unpack(uc.mem_read(OUT_AT, REGS.size))
 
 
-def _bios_call(cs=KERNEL_CS):
+def _bios_call(cs=KERNEL_CS, ds=KERNEL_DS):
     elftools = pytest.importorskip("elftools.elf.elffile")
-    uc, _, _, serviced = _machine("bios_roundtrip.elf", cs)
+    uc, _, _, serviced = _machine("bios_roundtrip.elf", cs, ds)
     with open(path("bios_roundtrip.elf"), "rb") as f:
         (symbol,) = elftools.ELFFile(f).get_section_by_name(".symtab").get_symbol_by_name(
             "bios_call")
@@ -156,12 +156,14 @@ def test_bios_call_refuses_a_bad_vector(vector):
     assert status == 0xFFFFFFFF and not serviced and out == (0,) * 12
 
 
-def test_bios_call_refuses_a_selector_it_cannot_restore():
-    """GDT slot 30 is one of bios_call's own 16-bit segments: a caller there gets -1."""
-    uc, bios_call, serviced = _bios_call(cs=30 * 8)
+@pytest.mark.parametrize("cs, ds", [(30 * 8, KERNEL_DS), (KERNEL_CS, KERNEL_CS)])
+def test_bios_call_refuses_a_selector_it_cannot_restore(cs, ds):
+    """GDT slot 30 is one of bios_call's own 16-bit segments; a DS that names the code
+    segment (legal: it is readable) would need slot 12 as code and as data.  Both get -1."""
+    uc, bios_call, serviced = _bios_call(cs, ds)
     status, _ = _call(uc, bios_call, 0x12, (0,) * 12)
     assert status == 0xFFFFFFFF and not serviced
-    assert uc.reg_read(X.UC_X86_REG_CS) == 30 * 8
+    assert (uc.reg_read(X.UC_X86_REG_CS), uc.reg_read(X.UC_X86_REG_DS)) == (cs, ds)
 
 
 def test_bios_call_without_out():
