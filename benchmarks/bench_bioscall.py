@@ -13,8 +13,11 @@ in the same run:
   is, its INT delivered through the same IVT to the same ROM stub and the service answered by
   a Python hook (best of 3), divided by 1000.
 
-Both pay one Python call per BIOS service; ``ratio`` is Unicorn's time over kjcore's (above 1:
-kjcore is faster).
+``ratio`` is Unicorn's time over kjcore's (above 1: kjcore is faster).  Both answer the service
+in Python, but Unicorn pays a second Python call per round trip (its INT delivery hook), and
+every CR0.PE write makes QEMU's translator flush its code cache: the ratio measures the same
+guest bytes on both, not two equal emulators.  Measured on the shared 2-core box (one run):
+352 guest instructions, kjcore 18.4 us, Unicorn 43.5 us per round trip.
 
 Run: ``NUMBA_CACHE_DIR=/tmp/nbc-bench pytest benchmarks/bench_bioscall.py --benchmark-enable
 -s -o addopts="" -p no:cacheprovider``
