@@ -14,10 +14,11 @@ in the same run:
   a Python hook (best of 3), divided by 1000.
 
 ``ratio`` is Unicorn's time over kjcore's (above 1: kjcore is faster).  Both answer the service
-in Python, but Unicorn pays a second Python call per round trip (its INT delivery hook), and
-every CR0.PE write makes QEMU's translator flush its code cache: the ratio measures the same
-guest bytes on both, not two equal emulators.  Measured on the shared 2-core box (one run):
-352 guest instructions, kjcore 18.4 us, Unicorn 43.5 us per round trip.
+in Python, but Unicorn pays a second Python call per round trip (its INT delivery hook) and
+a soft-TLB flush at each CR0 write (QEMU's rule): the ratio compares the same
+guest bytes on both, not two equal emulators.  Three runs on the shared 2-core box (load
+1-6.5): 372 guest instructions; kjcore 18-77 us, Unicorn 43-157 us per round trip; ratio
+2.0-2.6.
 
 Run: ``NUMBA_CACHE_DIR=/tmp/nbc-bench pytest benchmarks/bench_bioscall.py --benchmark-enable
 -s -o addopts="" -p no:cacheprovider``
