@@ -40,3 +40,9 @@ def test_demo_bios_needs_the_source_tree(monkeypatch, tmp_path):
     monkeypatch.setattr(demo_bios, "PROGRAM", str(tmp_path / "bios_e820.elf"))
     with pytest.raises(UsageError, match="source tree"):
         main(["--bios"])
+
+
+@pytest.mark.parametrize("option", [["--jumps", "2"], ["--image-size", "64K"]])
+def test_demo_bios_refuses_options_it_would_ignore(option):
+    with pytest.raises(UsageError, match="do not apply to --bios"):
+        main(["--bios", *option])
