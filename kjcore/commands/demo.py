@@ -25,6 +25,7 @@ from ..inspect import STRIP_CHARS, memory_strip
 from ..kimage import flag_name
 from ..machine import Machine
 from ..segment import Segment
+from . import demo_bios
 from .grammar import COUNT, RAM_SIZE, Parser, UsageError, number
 
 # The physical-mode program, a peer of the first kernel (SPEC §7.8-7.9).  On entry [ESP] is
@@ -58,12 +59,19 @@ def main(argv=None):
     ap.add_argument("--ram", type=RAM_SIZE, default=64 << 20,
                     help="RAM size (default 64M, at most 1G)")
     ap.add_argument("--image-size", type=number(PAGE_SIZE, MAX_RAM_SIZE, size=True),
-                    default=1 << 20, help="image memsz, rounded up to pages (default 1M)")
-    ap.add_argument("--jumps", type=COUNT, default=5, help="round trips (default 5)")
+                    help="image memsz, rounded up to pages (default 1M)")
+    ap.add_argument("--jumps", type=COUNT, help="round trips (default 5)")
     ap.add_argument("--engine", default="emulated", choices=["emulated", "native"],
                     help="swap on the CPU (emulated, default) or by _swap.pyx (native)")
     ap.add_argument("--pae", action="store_true", help="PAE first kernel (with fix_pae_return)")
+    ap.add_argument("--bios", action="store_true", help="call the BIOS from a physical-mode "
+                    "program instead (examples/bios_e820.elf; uses --ram, --engine, --pae)")
     args = ap.parse_args(argv)
+    if args.bios:
+        if args.jumps or args.image_size:
+            raise UsageError("--jumps and --image-size do not apply to --bios")
+        return demo_bios.run(args.ram, args.engine, args.pae)
+    args.jumps, args.image_size = args.jumps or 5, args.image_size or 1 << 20
     ram_size, image_size = args.ram, args.image_size
     try:
         m = Machine(ram_size, engine=args.engine, pae=args.pae, fix_pae_return=args.pae)
