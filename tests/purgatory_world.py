@@ -19,11 +19,12 @@ JUMP_BACK = 0x8E000
 HLT = b"\xf4"
 
 
-def picture(segments, backup=None, *, at=PURGATORY, entry=ENTRY, zero_page=ZERO_PAGE):
+def picture(segments, backup=None, *, at=PURGATORY, entry=ENTRY, zero_page=ZERO_PAGE,
+            ram_size=RAM):
     """(ram, purgatory entry): RAM holding purgatory, the segments, the image's HLT, a stack."""
     data, start = purgatory_segment(at, entry=entry, zero_page=zero_page,
                                     segments=segments, backup=backup)
-    ram = np.zeros(RAM, np.uint8)
+    ram = np.zeros(ram_size, np.uint8)
     ram[at:at + len(data)] = np.frombuffer(data, np.uint8)
     for mem, blob in segments:
         ram[mem:mem + len(blob)] = np.frombuffer(bytes(blob), np.uint8)
@@ -35,7 +36,7 @@ def picture(segments, backup=None, *, at=PURGATORY, entry=ENTRY, zero_page=ZERO_
 REGISTERS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp", "esp", "eip")
 
 
-def run_kjcore(ram, start, steps=50_000_000):
+def run_kjcore(ram, start, steps=500_000_000):
     """Run on kjcore's CPU until a HLT; return (registers dict, console bytes, cpu)."""
     cpu = CPU(ram)
     cpu.eip, cpu.esp = start, STACK_TOP
@@ -48,7 +49,7 @@ def run_kjcore(ram, start, steps=50_000_000):
     return regs, bytes(cpu.debugcon), cpu
 
 
-def run_unicorn(ram, start, steps=2_000_000_000):
+def run_unicorn(ram, start, timeout=600):
     """Run the same picture on Unicorn until the image's entry or purgatory's HLT."""
     import unicorn
     from unicorn import x86_const as X
@@ -67,7 +68,8 @@ def run_unicorn(ram, start, steps=2_000_000_000):
         console.append(value & 0xFF)
 
     uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, X.UC_X86_INS_OUT)
-    uc.emu_start(start, ENTRY, count=steps)          # Unicorn also stops at a HLT
+    # Unicorn also stops at a HLT; a count limit would hook every instruction, a timeout does not
+    uc.emu_start(start, ENTRY, timeout=int(timeout * 1e6))
     regs = {r: uc.reg_read(getattr(X, f"UC_X86_REG_{r.upper()}")) for r in REGISTERS}
     regs.update(cs=uc.reg_read(X.UC_X86_REG_CS), ds=uc.reg_read(X.UC_X86_REG_DS),
                 ss=uc.reg_read(X.UC_X86_REG_SS), es=uc.reg_read(X.UC_X86_REG_ES),
