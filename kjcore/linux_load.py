@@ -114,8 +114,7 @@ def purgatory_memsz():
     """Memory reserved for purgatory: its size for the largest segment list, page-rounded."""
     from .purgatory import purgatory_segment
     code, _ = purgatory_segment(0, entry=0, zero_page=0,
-                                segments=[(0, b"")] * _MAX_OTHER_SEGMENTS,
-                                backup=(0, 0, BACKUP_SRC_SIZE))
+                                segments=[(0, b"")] * _MAX_OTHER_SEGMENTS)
     return _page_up(len(code))
 
 

@@ -119,7 +119,7 @@ def header_size(data):
     does not start with a 32- or 64-bit ELF header)."""
     elf_class = _check_ident(data)
     ehdr = _EHDR[elf_class].unpack_from(data, 0)
-    return ehdr[5] + ehdr[12] * _PHDR[elf_class].size
+    return ehdr[5] + ehdr[10] * _PHDR[elf_class].size
 
 
 def _check_ident(data):

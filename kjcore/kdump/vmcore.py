@@ -50,7 +50,7 @@ def elfcorehdr_from_image(image):
     """The ``elfcorehdr=`` address on the command line of a crash image loaded with
     ``--args-linux`` (found through its zero page's ``cmd_line_ptr``), or None."""
     for seg in image.segments:
-        head = seg.read(0, min(seg.bufsz, CMDLINE_OFFSET + COMMAND_LINE_SIZE))
+        head = bytes(seg.read(0, min(seg.bufsz, CMDLINE_OFFSET + COMMAND_LINE_SIZE)))
         if len(head) < 0x22C or head[0x202:0x206] != b"HdrS":
             continue
         ptr = int.from_bytes(head[0x228:0x22C], "little")
