@@ -55,13 +55,14 @@ const char *boot_command_line(u32 zero_page)
 	fail("command line without its NUL in 2048 bytes at", (u32)cmdline);
 }
 
-static void add_load(struct core_layout *core, u32 paddr, u32 vaddr, u32 size)
+static void add_load(struct core_layout *core, u32 source, u32 paddr, u32 vaddr, u32 size)
 {
 	if (core->nr_loads == MAX_RANGES)
 		fail("too many memory ranges, limit", MAX_RANGES);
 	core->load[core->nr_loads].paddr = paddr;
 	core->load[core->nr_loads].vaddr = vaddr;
 	core->load[core->nr_loads].size = size;
+	core->load[core->nr_loads].source = source;
 	core->nr_loads++;
 }
 
@@ -71,11 +72,11 @@ static void add_ram(struct core_layout *core, u32 start, u32 end)
 	if (start < LOWMEM_LIMIT) {
 		u32 low_end = end < LOWMEM_LIMIT ? end : LOWMEM_LIMIT;
 
-		add_load(core, start, KERNEL_PAGE_OFFSET + start, low_end - start);
+		add_load(core, start, start, KERNEL_PAGE_OFFSET + start, low_end - start);
 		start = low_end;
 	}
 	if (start < end)
-		add_load(core, start, start, end - start);
+		add_load(core, start, start, start, end - start);
 }
 
 int boot_usable_ram(u32 zero_page, struct core_layout *core)
@@ -207,7 +208,7 @@ void elfcorehdr_walk(u32 address, struct core_layout *core)
 		if (ph->p_type == PT_NOTE)
 			core->notes_size = merge_notes(core->notes_size, ph);
 		else if (ph->p_type == PT_LOAD && ph->p_memsz)
-			add_load(core, ph->p_offset, ph->p_vaddr, ph->p_memsz);
+			add_load(core, ph->p_offset, ph->p_paddr, ph->p_vaddr, ph->p_memsz);
 	}
 	core->notes = core->notes_size ? (u32)notes_buf : 0;
 }

@@ -19,6 +19,7 @@ struct range {
 	u32 paddr;
 	u32 vaddr;
 	u32 size;
+	u32 source;		/* where the bytes are read (a crash load's backup copy) */
 };
 
 struct core_layout {
@@ -39,7 +40,7 @@ void ata_write(u32 lba, const void *src, u32 count);
 void ata_flush(void);
 
 /* swapmap.c: where the first kernel's page at an address lies during a kexec jump */
-void swapmap_build(u32 jump_back);
+int swapmap_build(u32 jump_back);
 u32 swapmap_lookup(u32 page);
 
 /* bootparams.c: the zero page */

@@ -113,7 +113,7 @@ void core_write(const struct core_layout *core, int snapshot)
 	if (nr_notes) {
 		ph->p_type = 4;				/* PT_NOTE */
 		ph->p_offset = notes_at;
-		ph->p_filesz = core->notes_size;
+		ph->p_filesz = ph->p_memsz = core->notes_size;
 		memcpy(header + notes_at, (const void *)core->notes, core->notes_size);
 		ph++;
 	}
@@ -141,7 +141,7 @@ void core_write(const struct core_layout *core, int snapshot)
 	out.lba = out.fill = 0;
 	stream_bytes(header, page_up(notes_at + core->notes_size));
 	for (i = 0; i < core->nr_loads; i++) {
-		stream_memory(core->load[i].paddr, core->load[i].size, snapshot);
+		stream_memory(core->load[i].source, core->load[i].size, snapshot);
 		stream_pad();
 	}
 	ata_flush();

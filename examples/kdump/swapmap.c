@@ -73,7 +73,11 @@ static void heap_sort(struct pair *a, u32 n)
 	}
 }
 
-/* Is jump_back the entry of a relocation routine that is in the middle of a kexec jump? */
+/*
+ * Is jump_back the entry of a relocation routine in the middle of a kexec jump? Its page
+ * is then a control page: code below offset 2048, and the data area records the page's
+ * own kernel virtual address. A crash or plain kexec leaves no such word at [ESP].
+ */
 static int in_control_page(u32 jump_back)
 {
 	u32 page = jump_back & PAGE_MASK;
@@ -83,14 +87,13 @@ static int in_control_page(u32 jump_back)
 	       && data[DATA_CONTROL_VA / 4] - KERNEL_PAGE_OFFSET == page;
 }
 
-void swapmap_build(u32 jump_back)
+int swapmap_build(u32 jump_back)
 {
 	const u32 *data, *next = 0;
 	u32 word, dest = 0, steps;
 
 	if (!in_control_page(jump_back))
-		fail("no elfcorehdr= and not called by a preserve-context jump; jump-back",
-		     jump_back);
+		return 0;
 	data = (const u32 *)((jump_back & PAGE_MASK) + CONTROL_DATA);
 	word = data[DATA_HEAD / 4];
 	nr_pairs = 0;
@@ -119,6 +122,7 @@ void swapmap_build(u32 jump_back)
 		fail("indirection list without an end after words", steps);
 	heap_sort(by_dest, nr_pairs);
 	heap_sort(by_source, nr_pairs);
+	return 1;
 }
 
 static int search(const struct pair *a, u32 n, u32 key, u32 *value)

@@ -6,6 +6,7 @@ core header's address comes from the crash image's ``elfcorehdr=`` option, or fr
 ``--elfcorehdr ADDR`` for a capture image loaded another way.
 """
 from ..errors import UsageError
+from ..kdump.from_disk import core_from_disk_command
 from ..kdump.notes import NT_PRSTATUS, parse_notes, parse_prstatus
 from ..kdump.vmcore import elfcorehdr_from_image, write_vmcore
 from .grammar import number
@@ -22,12 +23,18 @@ def add_parser(sub):
     p.add_argument("--elfcorehdr", type=number(0, 0xFFFFFFFF), metavar="ADDR",
                    help="physical address of the ELF core header (default: the crash "
                    "image's elfcorehdr= option)")
+    p.add_argument("--from-disk", action="store_true", help="copy the ELF core a capture or "
+                   "snapshot program wrote from LBA 0 of the machine's disk instead")
+    p.add_argument("--disk", type=number(0, 1), default=0, metavar="N",
+                   help="with --from-disk: the disk (default 0)")
     p.set_defaults(func=_cmd_vmcore)
 
 
 def _cmd_vmcore(args):
     from ..store import open_machine
     m = open_machine(args.path)
+    if args.from_disk:
+        return core_from_disk_command(m, args.path, args.disk, args.output)
     if m.state != "crash-kernel":
         raise UsageError(f"{args.path}: no crash kernel runs (state {m.state}): /proc/vmcore "
                          "exists in the capture kernel only; load one with kjexec -p and run "
