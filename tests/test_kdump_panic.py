@@ -164,3 +164,21 @@ def test_cli_panic(tmp_path, capsys):
     assert cli.main(["panic", path]) == 0
     assert "no crash image loaded" in capsys.readouterr().out
     assert open_machine(path).state == "panicked"
+
+
+def test_panic_from_a_port_handler_during_a_jump():
+    m = kjcore.Machine(ram_size=64 * MiB)
+    # the peer writes to port 0x60, whose handler makes the first kernel panic
+    m.kexec_load(0x800000, [Segment(b"\xe6\x60\xc3", 0x800000, 0x1000)], KEXEC_PRESERVE_CONTEXT)
+    m.cpu.on_port(0x60, lambda port, size, value: m.panic("from a port handler"))
+    with pytest.raises(KernelPanic, match="from a port handler"):
+        m.kernel_kexec()
+    assert m.state == "panicked" and not m.kexec_lock.locked()
+
+
+def test_the_crash_image_budget():
+    m = crash_machine(code=b"\xeb\xfe")                 # jmp . : never halts
+    r = m.panic("loop", max_steps=10_000)
+    assert r.state == "crash-kernel" and r.result.status == Status.STEP_LIMIT
+    with pytest.raises(ValueError):
+        crash_machine().panic(max_steps=0)
