@@ -17,7 +17,7 @@ offset     field                       value
                                        ``orig_video_isVGA`` 1, ``orig_video_points`` 16
 ``0x002``  ``ext_mem_k`` (u16)         KiB of RAM above 1 MiB in the range holding 1 MiB,
                                        at most ``0xfc00``
-``0x020``  ``cl_magic``, ``cl_offset``  ``0xa33f``, ``0x1000`` (the old command-line protocol)
+``0x020``  ``cl_magic`` / ``offset``    ``0xa33f``, ``0x1000`` (the old command-line protocol)
 ``0x1e0``  ``alt_mem_k`` (u32)         the same KiB, unclipped
 ``0x1e8``  ``e820_entries`` (u8)       entries in ``e820_map`` (at most 128)
 ``0x1f2``  ``root_flags``              ``0xffff`` (mount root read-only)

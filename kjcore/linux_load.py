@@ -20,9 +20,9 @@ crash load that window is the ``crashkernel=`` region):
 segment: ``kjexec`` then adds the preserve-context backup segments, sorts, and calls
 :func:`finish_linux_load`, as kexec-tools fills purgatory's digests last.
 
-Errors are kexec-tools': :class:`LoaderDie` for its ``die()`` (exit status 1: "Command line
-overflow", "locate_hole failed"), :class:`~kjcore.errors.LoaderError` for a load that fails
-("Too small mem_max", a memory map kexec-tools cannot edit).
+Errors are kexec-tools': :class:`~kjcore.kdump.ranges.LoaderDie` for its ``die()`` (exit
+status 1: "Command line overflow", "locate_hole failed"), :class:`~kjcore.errors.LoaderError`
+for a load that fails ("Too small mem_max", a memory map kexec-tools cannot edit).
 """
 from typing import NamedTuple
 
@@ -35,6 +35,7 @@ from .kdump.ranges import (
     BACKUP_SRC_SIZE,
     BACKUP_SRC_START,
     COMMAND_LINE_SIZE,
+    LoaderDie,
     MemoryMap,
     append_option,
     crash_memory_ranges,
@@ -47,10 +48,6 @@ from .segment import Segment
 _MAX_OTHER_SEGMENTS = 15
 #: the elfcorehdr's minimum reservation (kexec-tools' 16 KiB "ld gap" workaround)
 ELFCOREHDR_MIN_MEMSZ = 16 << 10
-
-
-class LoaderDie(LoaderError):
-    """A kexec-tools ``die()``: the message is printed and kexec exits with status 1."""
 
 
 class LinuxLoad(NamedTuple):

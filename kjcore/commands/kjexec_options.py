@@ -194,6 +194,9 @@ def parse(argv):
         elif opt in ("--args-none", "--args-linux"):
             o.arg_style = opt[7:]
         elif opt in ("--command-line", "--append"):
+            if "\0" in val:        # a C argv string cannot hold one: only the Python API can
+                return o, _bad_value(opt, val.replace("\0", "\\0"),
+                                     "a command line cannot hold a NUL byte")
             o.command_line = val
         elif opt in ("--elf32-core-headers", "--elf64-core-headers"):
             o.elf_class = 1 if opt == "--elf32-core-headers" else 2

@@ -39,6 +39,10 @@ MEMMAP_MIN_KIB = 100
 COMMAND_LINE_SIZE = 2048
 
 
+class LoaderDie(LoaderError):
+    """A kexec-tools ``die()``: the message is printed and kexec exits with status 1."""
+
+
 class Range(NamedTuple):
     """A physical range with an inclusive end, as kexec-tools keeps them."""
     start: int
@@ -138,8 +142,8 @@ class MemoryMap:
 
 
 def append_option(cmdline, option):
-    """``cmdline + option``, or kexec-tools' "Command line overflow" (``LoaderError``) when the
-    result no longer fits :data:`COMMAND_LINE_SIZE` with its NUL."""
+    """``cmdline + option``, or kexec-tools' "Command line overflow" (:class:`LoaderDie`) when
+    the result no longer fits :data:`COMMAND_LINE_SIZE` with its NUL."""
     if len(cmdline) + len(option) > COMMAND_LINE_SIZE - 1:
-        raise LoaderError("command_line", "Command line overflow")
+        raise LoaderDie("command_line", "Command line overflow")
     return cmdline + option

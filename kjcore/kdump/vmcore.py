@@ -74,7 +74,7 @@ def _ram_bytes(ram, addr, size, what):
 def read_elfcorehdr(ram, addr):
     """Parse the ELF core header at physical ``addr`` of ``ram`` (hostile)."""
     first = bytes(_ram_bytes(ram, addr, min(64, max(0, len(ram) - addr)), "elfcorehdr"))
-    size = header_size(first)
+    size = max(header_size(first), len(first))
     if size > MAX_HEADER_BYTES:
         raise ValueError(f"elfcorehdr: headers of {size:#x} bytes (at most "
                          f"{MAX_HEADER_BYTES:#x})")
