@@ -1,6 +1,8 @@
 """The committed purgatory.elf is what kjcore/purgatory/Makefile builds from the sources."""
+import random
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -54,3 +56,21 @@ def test_a_truncated_build_is_refused(cut):
     blob = (SOURCES / "purgatory.elf").read_bytes()
     with pytest.raises(ValueError):
         parse(blob[:cut])
+
+
+def test_a_damaged_build_is_refused_or_parsed_never_crashes():
+    """Random byte flips in the header and tables: parse returns or raises ValueError."""
+    blob = (SOURCES / "purgatory.elf").read_bytes()
+    rng = random.Random(5)
+    _, offset, _, _, filesz = struct.unpack_from("<5I", blob, 52)     # the PT_LOAD's header
+    tables = [i for i in range(len(blob)) if i < 0x100 or i >= offset + filesz]
+    refused = 0
+    for _ in range(300):
+        damaged = bytearray(blob)
+        for _ in range(rng.randint(1, 4)):
+            damaged[rng.choice(tables)] = rng.randrange(256)
+        try:
+            parse(bytes(damaged))
+        except ValueError:
+            refused += 1
+    assert refused > 0

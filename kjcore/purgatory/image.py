@@ -42,7 +42,9 @@ def _table(blob, offset, count, entry):
 
 
 def _c_string(blob, offset):
-    end = blob.index(b"\0", offset)
+    end = blob.find(b"\0", offset)
+    if end < 0:
+        raise ValueError(f"{ELF_PATH}: a symbol name runs past the end of the file")
     return blob[offset:end].decode("ascii")
 
 
@@ -62,13 +64,19 @@ def parse(blob):
     symbols, symtab, relocations = {}, [], []
     for _, kind, _, _, sh_offset, size, link, _, _, _ in sections:
         if kind == SHT_SYMTAB:
+            if link >= len(sections):
+                raise ValueError(f"{ELF_PATH}: the symbol table names no string table")
             strtab = sections[link][4]
             table = _table(blob, sh_offset, size // _SYM.size, _SYM)
             symbols = {_c_string(blob, strtab + s[0]): (s[1], s[2]) for s in table
                        if s[3] >> 4 == 1 and s[5] != SHN_ABS}          # STB_GLOBAL
             symtab = table
     for _, kind, _, _, sh_offset, size, _, info, _, _ in sections:
-        if kind != SHT_REL or not sections[info][2] & SHF_ALLOC:
+        if kind != SHT_REL:
+            continue
+        if info >= len(sections):
+            raise ValueError(f"{ELF_PATH}: a relocation section names no section")
+        if not sections[info][2] & SHF_ALLOC:
             continue
         for r_offset, r_info in _table(blob, sh_offset, size // _REL.size, _REL):
             r_type, r_sym = r_info & 0xFF, r_info >> 8
@@ -80,6 +88,8 @@ def parse(blob):
                 raise ValueError(f"{ELF_PATH}: relocation at {r_offset:#x} names no symbol")
             if symtab[r_sym][5] != SHN_ABS:
                 relocations.append(r_offset)
+    if "purgatory_params" not in symbols:
+        raise ValueError(f"{ELF_PATH}: no purgatory_params symbol")
     return PurgatoryImage(data, entry, tuple(sorted(relocations)), symbols)
 
 
