@@ -41,6 +41,23 @@ static inline void store_be32(u8 *p, u32 v)
 	p[3] = v;
 }
 
+#define BIG_SIGMA0(x) (rotr(x, 2) ^ rotr(x, 13) ^ rotr(x, 22))
+#define BIG_SIGMA1(x) (rotr(x, 6) ^ rotr(x, 11) ^ rotr(x, 25))
+#define SMALL_SIGMA0(x) (rotr(x, 7) ^ rotr(x, 18) ^ ((x) >> 3))
+#define SMALL_SIGMA1(x) (rotr(x, 17) ^ rotr(x, 19) ^ ((x) >> 10))
+#define CHOOSE(x, y, z) ((z) ^ ((x) & ((y) ^ (z))))
+#define MAJORITY(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
+
+/*
+ * One round. Instead of moving eight working variables down one place per round, eight
+ * rounds are written out with the names rotated, so each round updates only d and h.
+ */
+#define ROUND(a, b, c, d, e, f, g, h, i) do {					\
+		u32 t1 = h + BIG_SIGMA1(e) + CHOOSE(e, f, g) + round_constants[i] + w[i]; \
+		d += t1;							\
+		h = t1 + BIG_SIGMA0(a) + MAJORITY(a, b, c);			\
+	} while (0)
+
 /* One compression of a 64-byte block into the chaining state. */
 static void compress(u32 state[8], const u8 *block)
 {
@@ -50,21 +67,19 @@ static void compress(u32 state[8], const u8 *block)
 
 	for (i = 0; i < 16; i++)
 		w[i] = load_be32(block + 4 * i);
-	for (i = 16; i < 64; i++) {
-		u32 s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-		u32 s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-
-		w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-	}
+	for (i = 16; i < 64; i++)
+		w[i] = w[i - 16] + SMALL_SIGMA0(w[i - 15]) + w[i - 7] + SMALL_SIGMA1(w[i - 2]);
 	a = state[0]; b = state[1]; c = state[2]; d = state[3];
 	e = state[4]; f = state[5]; g = state[6]; h = state[7];
-	for (i = 0; i < 64; i++) {
-		u32 t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g))
-			 + round_constants[i] + w[i];
-		u32 t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-
-		h = g; g = f; f = e; e = d + t1;
-		d = c; c = b; b = a; a = t1 + t2;
+	for (i = 0; i < 64; i += 8) {
+		ROUND(a, b, c, d, e, f, g, h, i);
+		ROUND(h, a, b, c, d, e, f, g, i + 1);
+		ROUND(g, h, a, b, c, d, e, f, i + 2);
+		ROUND(f, g, h, a, b, c, d, e, i + 3);
+		ROUND(e, f, g, h, a, b, c, d, i + 4);
+		ROUND(d, e, f, g, h, a, b, c, i + 5);
+		ROUND(c, d, e, f, g, h, a, b, i + 6);
+		ROUND(b, c, d, e, f, g, h, a, i + 7);
 	}
 	state[0] += a; state[1] += b; state[2] += c; state[3] += d;
 	state[4] += e; state[5] += f; state[6] += g; state[7] += h;
