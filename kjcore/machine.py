@@ -35,6 +35,8 @@ from .first_kernel import (
     initial_cpu_state,
     set_page_executable,
 )
+from .kdump import crash
+from .kdump.notes import CRASH_NOTES
 from .kimage_alloc import load_image
 from .load_checks import PROFILE_2627, PROFILE_MAINLINE, check_header, describe
 from .machine_kexec import (
@@ -180,7 +182,8 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         for spec in disks:
             self.attach_disk(spec)
         #: "kernel" (the first kernel runs), "image" (a plain kexec replaced it, or a
-        #: preserve-context image never came back) or "lost" (triple fault)
+        #: preserve-context image never came back), "lost" (triple fault), and after
+        #: panic(): "crash-kernel" (the crash image runs) or "panicked" (kjcore.kdump.crash)
         self.state = "kernel"
         #: the JumpResult / ExecResult of the last kernel_kexec
         self.last_result = None
@@ -374,6 +377,24 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.kexec_lock.release()
         self.last_result = result
         return result
+
+    # ------------------------------------------------------------------ panic (SPEC §17)
+    @property
+    def crash_notes(self):
+        """Physical address of CPU 0's crash-notes buffer, as
+        ``/sys/devices/system/cpu/cpu0/crash_notes`` reports it (:mod:`kjcore.kdump.notes`)."""
+        return CRASH_NOTES
+
+    def panic(self, message="", *, max_steps=None, timeout=None):
+        """The first kernel panics: ``crash_kexec`` runs the crash image if one is loaded.
+
+        Returns a :class:`~kjcore.kdump.crash.PanicResult`; :attr:`state` becomes
+        ``"crash-kernel"`` or ``"panicked"``.  With the kexec lock held it raises
+        :class:`~kjcore.kdump.crash.KernelPanic` (2.6.27's ``crash_kexec`` gives up).  The whole
+        behaviour, including a crash image loaded with the preserve flag, is documented in
+        :mod:`kjcore.kdump.crash`; ``max_steps`` / ``timeout`` as in :meth:`kernel_kexec`.
+        """
+        return crash.panic(self, message, max_steps=max_steps, timeout=timeout)
 
     # ------------------------------------------------------------------ state
     def snapshot(self):

@@ -187,7 +187,8 @@ def _finish(m, image, cpu, status, steps, pages, timeout):
         return JumpResult(start=cpu.eax, steps=steps, pages_swapped=pages, debugcon=cpu.debugcon,
                           eax=cpu.eax)
     stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT, Status.IDLE)
-    if stopped and not image.preserve_context:
+    # a crash image owns the machine once entered, preserve flag or not (kjcore.kdump.crash)
+    if stopped and (not image.preserve_context or image.type == "crash"):
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
                           debugcon=cpu.debugcon, eip=cpu.eip)
     if not stopped:

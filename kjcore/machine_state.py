@@ -287,7 +287,7 @@ _ARCH_REGISTERS = STATE_DTYPE.names[:SYSENTER_EIP + 1]
 #: keyboard controller's "output port write comes next" latch, with their only legal values
 _GATE_SLOTS = {"a20_clear": (0, A20_BIT), "kbc_d1": (0, 1)}
 #: values of ``Machine.state``
-_RUN_STATES = ("kernel", "image", "lost")
+_RUN_STATES = ("kernel", "image", "lost", "crash-kernel", "panicked")
 
 
 def _normalized(value):

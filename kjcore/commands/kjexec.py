@@ -19,6 +19,7 @@ import errno
 import os
 import sys
 
+from ..bootparam import COMMAND_LINE_SIZE
 from ..constants import (
     KEXEC_ARCH_386,
     KEXEC_ON_CRASH,
@@ -30,12 +31,14 @@ from ..constants import (
 )
 from ..cpu import CPUFault
 from ..errors import KexecError
+from ..linux_load import LoaderDie, finish_linux_load, plan_linux_load
 from ..machine_kexec import ExecResult
 from .kjexec_options import (
     ENV_MACHINE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    LINUX_ARGS,
     USAGE,
     parse,
 )
@@ -101,14 +104,12 @@ def _read_image(o):
              "kjexec: not an ELF file; use --type=raw --entry=ADDR for a flat binary")
         return None
     from ..elf32 import LoaderError
+    refusal = _refusal(o, kind)
+    if refusal is not None:
+        _err(refusal, f"Cannot load {name}")
+        return None
     try:
         if kind == "elf":
-            if o.purgatory_opts or not o.args_none:
-                what = ", ".join(o.purgatory_opts) or "a load without --args-none"
-                _err(f"elf-x86: {what} needs purgatory and Linux boot parameters, which kjexec "
-                     "does not provide; use --args-none (enter the image at e_entry)")
-                _err(f"Cannot load {name}")
-                return None
             image = load_elf32(data)
         else:
             if not o.entry:
@@ -122,9 +123,30 @@ def _read_image(o):
     return list(image.segments), image.entry
 
 
+def _refusal(o, kind):
+    """Why the elf-x86 / raw options given cannot be honoured, or None."""
+    linux_opts = [g for g in o.given if g in LINUX_ARGS]
+    if kind == "raw":
+        if o.arg_style == "linux" or linux_opts:
+            return "raw: --args-linux and its options need an ELF kernel (elf-x86)"
+        return None
+    if o.purgatory_opts:
+        return (f"elf-x86: {', '.join(o.purgatory_opts)} needs purgatory features kjexec does "
+                "not provide (ELF boot notes, initrds, the running kernel's command line); "
+                "use --args-linux or --args-none")
+    if o.arg_style == "elf":
+        return ("elf-x86: a load without --args-none or --args-linux needs ELF boot notes, "
+                "which kjexec does not provide; use --args-none (enter the image at e_entry) "
+                "or --args-linux (purgatory and Linux boot parameters)")
+    if o.arg_style == "none" and linux_opts:
+        return f"elf-x86: {linux_opts[0]} has no effect without --args-linux"
+    return None
+
+
 def _load(machine, o):
     from ..elf32 import LoaderError
     from ..loader import (
+        LoadedImage,
         check_placement,
         preserve_context_backup_segments,
         sort_segments,
@@ -135,7 +157,11 @@ def _load(machine, o):
     segments, entry = read
     ram_size = machine.ram_size
     mem_max = U32 if o.mem_max is None else o.mem_max
+    linux = None
     try:
+        if o.arg_style == "linux":
+            linux = _plan_linux(machine, o, LoadedImage(tuple(segments), entry), mem_max)
+            segments = list(linux.segments) + [linux.purgatory]
         if o.kexec_flags & KEXEC_PRESERVE_CONTEXT:
             segments += preserve_context_backup_segments(segments, o.mem_min, mem_max, ram_size)
         for s in segments:
@@ -145,8 +171,14 @@ def _load(machine, o):
                 _err(f"Invalid memory segment {s.mem:#x} - {s.mem + s.memsz:#x}")
                 raise
         segments = list(sort_segments(segments))
+        if linux is not None:
+            segments, entry = finish_linux_load(linux, segments)
+    except LoaderDie as e:
+        raise _Fatal(str(e).split(": ", 1)[1]) from None
     except LoaderError as e:
         _err(f"kjexec: {e}")
+        if linux is None and o.arg_style == "linux":
+            _err(f"Cannot load {o.files[0]}")
         return -1
     if o.entry:
         entry = o.entry
@@ -159,6 +191,17 @@ def _load(machine, o):
         _kexec_error("kexec_load failed", e, (entry, flags, segments))
         return -1
     return 0
+
+
+def _plan_linux(machine, o, image, mem_max):
+    """kexec-tools' ``--args-linux`` segments (:mod:`kjcore.linux_load`)."""
+    cmdline = b"" if o.command_line is None else os.fsencode(o.command_line)
+    if len(cmdline) >= COMMAND_LINE_SIZE and not o.kexec_flags & (KEXEC_ON_CRASH
+                                                                  | KEXEC_PRESERVE_CONTEXT):
+        _err(f"kjexec: warning: the command line ({len(cmdline)} bytes) is cut to "
+             f"{COMMAND_LINE_SIZE - 1} bytes, as kexec-tools cuts it without a word")
+    return plan_linux_load(machine, image, o.kexec_flags, cmdline, mem_min=o.mem_min,
+                           mem_max=mem_max, elf_class=o.elf_class)
 
 
 def _unload(machine, o):

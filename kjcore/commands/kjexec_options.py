@@ -31,7 +31,7 @@ LONG_OPTIONS = [
     "load-jump-back-helper", "entry=", "reuseinitrd", "print-ckr-size",
     # elf-x86 file type options
     "args-none", "args-elf", "args-linux", "command-line=", "append=", "reuse-cmdline", "initrd=",
-    "ramdisk=",
+    "ramdisk=", "elf32-core-headers", "elf64-core-headers",
     # kjexec's own
     "machine=", "max-steps=", "timeout="]
 
@@ -39,10 +39,13 @@ LONG_OPTIONS = [
 _LONG_NAME = {"-f": "--force", "-l": "--load", "-p": "--load-panic", "-u": "--unload",
               "-e": "--exec", "-t": "--type", "-S": "--status", "-d": "--debug"}
 
-NEEDS_PURGATORY = ("--args-elf", "--args-linux", "--command-line", "--append",
-                   "--reuse-cmdline", "--initrd", "--ramdisk", "--reuseinitrd")
+#: elf-x86 options kjexec refuses: ELF boot notes, initrds and the running kernel's command line
+NEEDS_PURGATORY = ("--args-elf", "--reuse-cmdline", "--initrd", "--ramdisk", "--reuseinitrd")
+#: the Linux argument style's options (kjcore.linux_load); the core-header class is i386's
+LINUX_ARGS = ("--command-line", "--append", "--elf32-core-headers", "--elf64-core-headers")
 #: options only a load reads
-_LOAD_OPTIONS = ("--type", "--mem-min", "--mem-max", "--args-none") + NEEDS_PURGATORY
+_LOAD_OPTIONS = ("--type", "--mem-min", "--mem-max", "--args-none", "--args-linux") \
+    + NEEDS_PURGATORY + LINUX_ARGS
 #: the limits of ``-e``: keyword arguments of ``Machine.reboot`` / ``kernel_kexec``
 _LIMITS = {"--max-steps": number(1, 10 ** 15), "--timeout": number(0.001, 10 ** 6, real=True)}
 
@@ -80,10 +83,17 @@ Run kexec-tools' kexec against a kjcore persistent machine (see 'kjcore machine 
 
 Supported image types and options:
 elf-x86 (aliases elf32, elf): an i386 ELF32 file, each PT_LOAD at its p_paddr
-     --args-none      Jump directly to e_entry (required: kjexec has no purgatory).
-     --args-elf, --args-linux, --command-line=, --append=, --reuse-cmdline,
-     --initrd=, --ramdisk=, --reuseinitrd
-                      Refused: they need purgatory and Linux boot parameters.
+     --args-none      Jump directly to e_entry.
+     --args-linux     Pass Linux kernel style options: purgatory, the boot protocol's
+                      zero page and command line (with -p: backup region and ELF core
+                      header, memmap= and elfcorehdr= on the command line).
+     --command-line=STRING, --append=STRING
+                      Set the kernel command line to STRING (with --args-linux).
+     --elf32-core-headers, --elf64-core-headers
+                      Class of the ELF core header of -p (default elf32).
+     --args-elf, --reuse-cmdline, --initrd=, --ramdisk=, --reuseinitrd
+                      Refused: ELF boot notes, initrds and a running kernel's
+                      command line are not provided.
 raw: a flat binary loaded at --entry=ADDR (page aligned) and entered there
 """
 
@@ -100,7 +110,11 @@ class Options:
         self.type = None
         self.mem_min, self.mem_max = 0, None
         self.debug = False
-        self.args_none = False
+        #: the argument style: "elf" (kexec-tools' default), "none" or "linux"
+        self.arg_style = "elf"
+        self.command_line = None
+        #: ELF class of the crash load's core header (1: ELFCLASS32, 2: ELFCLASS64)
+        self.elf_class = 1
         self.machine = os.environ.get(ENV_MACHINE)
         self.purgatory_opts = []
         self.file_syscall = False
@@ -177,8 +191,15 @@ def parse(argv):
             o.do_status = True
         elif opt == "--print-ckr-size":
             o.print_ckr_size = True
-        elif opt == "--args-none":
-            o.args_none = True
+        elif opt in ("--args-none", "--args-linux"):
+            o.arg_style = opt[7:]
+        elif opt in ("--command-line", "--append"):
+            if "\0" in val:        # a C argv string cannot hold one: only the Python API can
+                return o, _bad_value(opt, val.replace("\0", "\\0"),
+                                     "a command line cannot hold a NUL byte")
+            o.command_line = val
+        elif opt in ("--elf32-core-headers", "--elf64-core-headers"):
+            o.elf_class = 1 if opt == "--elf32-core-headers" else 2
         elif opt in NEEDS_PURGATORY:
             o.purgatory_opts.append(opt)
         elif opt in ("-s", "-a", "--kexec-file-syscall", "--kexec-syscall-auto"):
