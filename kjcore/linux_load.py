@@ -26,7 +26,7 @@ for a load that fails ("Too small mem_max", a memory map kexec-tools cannot edit
 """
 from typing import NamedTuple
 
-from .bootparam import PARAM_BUFFER_SIZE, PARAM_MEMSZ, boot_params
+from .bootparam import COMMAND_LINE_SIZE, PARAM_BUFFER_SIZE, PARAM_MEMSZ, boot_params
 from .constants import KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, PAGE_SIZE, U32
 from .errors import LoaderError
 from .kdump.elfcorehdr import ELF_CORE_HEADER_ALIGN, ELFCLASS32, LoadRange, build_elfcorehdr
@@ -34,7 +34,6 @@ from .kdump.notes import MAX_NOTE_BYTES
 from .kdump.ranges import (
     BACKUP_SRC_SIZE,
     BACKUP_SRC_START,
-    COMMAND_LINE_SIZE,
     LoaderDie,
     MemoryMap,
     append_option,
