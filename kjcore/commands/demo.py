@@ -20,6 +20,7 @@ from ..constants import (
     MAX_RAM_SIZE,
     PAGE_SIZE,
 )
+from .. import plot
 from ..fuzz.oracle import preserved_mask
 from ..inspect import STRIP_CHARS, memory_strip
 from ..kimage import flag_name
@@ -63,7 +64,11 @@ def main(argv=None):
     ap.add_argument("--engine", default="emulated", choices=["emulated", "native"],
                     help="swap on the CPU (emulated, default) or by _swap.pyx (native)")
     ap.add_argument("--pae", action="store_true", help="PAE first kernel (with fix_pae_return)")
+    ap.add_argument("--plot", metavar="FILE", help="draw the memory map after the jumps "
+                    "(.png/.svg/.pdf; needs matplotlib)")
     args = ap.parse_args(argv)
+    if args.plot:
+        plot.check_target(args.plot)
     ram_size, image_size = args.ram, args.image_size
     try:
         m = Machine(ram_size, engine=args.engine, pae=args.pae, fix_pae_return=args.pae)
@@ -110,4 +115,7 @@ def main(argv=None):
     print(f"summary: {args.jumps} round trips, {steps} guest steps, {pages} pages "
           f"swapped, {1e3 * sum(later) / len(later):.2f} ms per jump after the first "
           f"(engine={args.engine}); all checks {'passed' if ok else 'FAILED'}")
+    if args.plot:
+        plot.save_memory_map(m, args.plot, title="kjcore demo: the image loaded, after the jumps")
+        print(f"memory map drawn to {args.plot}")
     return 0 if ok else 1

@@ -5,7 +5,7 @@
     kjcore machine new PATH --ram 256M [--pae] [--nx] [--profile mainline] [--crashkernel 64M@16M]
                             [--disk FILE[:SIZE]]...
     kjcore machine attach PATH FILE [--readonly]
-    kjcore inspect PATH [--json]
+    kjcore inspect PATH [--json] [--plot FILE.png|svg]
     kjcore demo [ARGS...]
     kjcore fuzz [-n N] [--seed S] [--ram 64M] [--profile P] [--crashkernel SPEC]
     kjcore fuzz --jumps N [--workers W] [--seed S]
@@ -179,11 +179,16 @@ def _cmd_machine_attach(args):
 
 
 def _cmd_inspect(args):
+    from ..plot import check_target, save_memory_map
     from ..store import open_machine
     if args.json:
         _refuse(args, ("--all",), "has no effect with --json (it is always complete)")
+    if args.plot:
+        check_target(args.plot)
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
+    if args.plot:
+        save_memory_map(m, args.plot, title=f"physical memory of {args.path}")
     if args.json:
         json.dump(desc, sys.stdout, indent=1)
         print()
@@ -413,6 +418,7 @@ def _parser():
     ins.add_argument("--json", action="store_true", help="machine-readable, complete output")
     ins.add_argument("--all", action="store_true", help="do not shorten long lists")
     ins.add_argument("--verify", action="store_true", help="check the RAM file's CRC-32")
+    ins.add_argument("--plot", metavar="FILE", help="also draw the memory map (.png/.svg/.pdf)")
     ins.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="run the kexec jump demo (arguments go to the demo)",
