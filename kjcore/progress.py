@@ -40,6 +40,13 @@ def bar(total, desc, *, unit="it", enabled=None, **kw):
                 dynamic_ncols=True, leave=True, **kw)
 
 
+def ram_bar(size, desc):
+    """A bar over ``size`` bytes of RAM (a save, a verifying open): only from
+    :data:`LARGE_RAM` bytes on, where the work takes long enough to watch."""
+    return bar(size, desc, unit="B", unit_scale=True, unit_divisor=1024,
+               enabled=False if size < LARGE_RAM else None)
+
+
 def compile_notice(seconds):
     """One line on stderr: the CPU is being compiled once (about ``seconds``); shown unless
     ``KJCORE_PROGRESS=0``.  Called on a cold start (empty Numba cache, :mod:`kjcore.cpu.warmup`)."""

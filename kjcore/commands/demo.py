@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from .. import plot
 from ..constants import (
     KEXEC_PRESERVE_CONTEXT,
     LINUX_REBOOT_CMD_KEXEC,
@@ -20,7 +21,6 @@ from ..constants import (
     MAX_RAM_SIZE,
     PAGE_SIZE,
 )
-from .. import plot
 from ..fuzz.oracle import preserved_mask
 from ..inspect import STRIP_CHARS, memory_strip
 from ..kimage import flag_name

@@ -27,6 +27,8 @@ import numpy as np
 
 from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
+from ..progress import bar as progress_bar
+from ..progress import wanted as progress_wanted
 from .grammar import (
     COUNT,
     RAM_SIZE,
@@ -204,9 +206,8 @@ def _cmd_demo(argv):
 
 def _cmd_jump_campaign(args):
     from ..fuzz import jump_campaign
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = jump_campaign(args.jumps, args.seed, workers=args.workers or 1,
-                           progress=progress or None)
+                           progress=progress_wanted(args.progress) or None)
     rt = result.stats["round trips"]
     print(f"jump campaign (seed {args.seed}): {rt} round trips over {result.stats['images']} "
           f"images in {result.seconds:.1f} s ({rt / max(result.seconds, 1e-9):.0f} jumps/s), "
@@ -242,7 +243,7 @@ def _cmd_fuzz(args):
     total_time = 0.0          # check_layouts only
     gen_time = 0.0
     batch = args.batch
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    bar = progress_bar(args.n, "fuzz", unit="layout", enabled=args.progress)
     while done < args.n:
         n = min(batch, args.n - done)
         t0 = time.perf_counter()
@@ -257,12 +258,8 @@ def _cmd_fuzz(args):
         for v, c in zip(values.tolist(), nums.tolist()):
             counts[v] = counts.get(v, 0) + c
         done += n
-        if progress:
-            rate = done / total_time if total_time else 0.0
-            print(f"\rfuzz: {done}/{args.n} layouts ({100 * done // args.n}%), "
-                  f"{rate / 1e6:.2f} M layouts/s", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+        bar.update(n)
+    bar.close()
     rate = done / total_time if total_time else 0.0
     if args.json:
         json.dump({"layouts": done, "check_seconds": total_time, "generate_seconds": gen_time,
