@@ -15,16 +15,18 @@ shows as JSON-ready values.
 """
 import numpy as np
 
+from .bios.layout import bios_frames
 from .constants import IND_DESTINATION, IND_SOURCE, PAGE_SHIFT, PAGE_SIZE
 from .kimage import flag_name
 
 #: the kinds of page, lowest priority first (a page that is several things gets the last one):
 #: ``allocated`` (not free and not accounted for by any image), ``free`` (the allocator may
-#: hand it out), ``kernel`` (below ``kernel_reserved``), ``crashkernel`` (the reserved region),
-#: ``crash-image`` (a loaded crash segment), ``destination`` (where the normal image's
-#: segments go; only when asked for), then the frames a loaded image owns: ``indirection``,
-#: ``source``, ``parked``, ``control`` and ``swap``
-KINDS = ("allocated", "free", "kernel", "crashkernel", "crash-image", "destination",
+#: hand it out), ``kernel`` (below ``kernel_reserved``), ``bios`` (a machine with a BIOS: the
+#: frames below 1 MiB it owns, :func:`kjcore.bios.layout.bios_frames`), ``crashkernel`` (the
+#: reserved region), ``crash-image`` (a loaded crash segment), ``destination`` (where the normal
+#: image's segments go; only when asked for), then the frames a loaded image owns:
+#: ``indirection``, ``source``, ``parked``, ``control`` and ``swap``
+KINDS = ("allocated", "free", "kernel", "bios", "crashkernel", "crash-image", "destination",
          "indirection", "source", "parked", "control", "swap")
 _CODE = {k: i for i, k in enumerate(KINDS)}
 
@@ -42,6 +44,9 @@ def page_kinds(machine, *, destinations=False):
     label = np.full(machine.ram_size >> PAGE_SHIFT, _CODE["allocated"], dtype=np.uint8)
     label[machine.allocator.state()] = _CODE["free"]
     label[:machine.kernel_reserved >> PAGE_SHIFT] = _CODE["kernel"]
+    if machine.bios is not None:
+        frames = np.array(bios_frames())
+        label[frames[frames < len(label)]] = _CODE["bios"]
     if machine.crashkernel is not None:
         start, size = machine.crashkernel
         label[start >> PAGE_SHIFT:(start + size) >> PAGE_SHIFT] = _CODE["crashkernel"]
@@ -94,6 +99,15 @@ def memory_strip(machine, width=64):
     for kind, char in reversed(STRIP_CHARS.items()):
         text[present[:, _CODE[kind]]] = char
     return "".join(text), pages * PAGE_SIZE
+
+
+def pairing(machine):
+    """The normal image's destination -> source pairing: ``(destination, source)`` page
+    addresses in list order (empty without an image)."""
+    image = machine.kexec_image
+    if image is None:
+        return []
+    return list(zip(image.destination_pages().tolist(), image.source_pages().tolist()))
 
 
 def image_info(image):

@@ -26,6 +26,7 @@ from .constants import (
     PROFILES,
 )
 from .cpu import CPU
+from .cpu.trace import check_limit
 from .devices import AtaController, vga_text
 from .devices.disk import as_disk
 from .errors import KexecError
@@ -336,7 +337,7 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         self.kernel_kexec(max_steps=max_steps, timeout=timeout)
         return 0
 
-    def kernel_kexec(self, max_steps=None, timeout=None):
+    def kernel_kexec(self, max_steps=None, timeout=None, *, trace=None):
         """Execute the loaded normal image (the crash image is never run here).
 
         With ``preserve_context`` the 2.6.27 power-management sequence (:mod:`kjcore.pm`) runs
@@ -354,8 +355,11 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         (``KeyboardInterrupt``) stops the guest within a fraction of a second; either way
         ``state`` is then ``"image"`` (the first kernel is not running: :meth:`restore` a
         snapshot to get it back) and the CPU is stopped between two steps.
+        ``trace=N`` puts the jump's last N instructions in the result's ``trace`` (the jump runs
+        slower: :meth:`kjcore.cpu.CPU.start_trace`).
         """
         max_steps, timeout = check_budget(max_steps, timeout)
+        trace = None if trace is None else check_limit(trace)
         self._check_running("kernel_kexec")
         if not self.kexec_lock.acquire(blocking=False):
             raise KexecError(errno.EBUSY, "the kexec lock is held")
@@ -366,12 +370,12 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             if image.preserve_context:
                 saved = {}
                 result = preserve_context_transition(
-                    self, jump=lambda: machine_kexec(self, image, max_steps, timeout),
+                    self, jump=lambda: machine_kexec(self, image, max_steps, timeout, trace),
                     save_state=lambda: saved.update(state=save_processor_state(self.cpu)),
                     restore_state=lambda: restore_processor_state(self.cpu, saved["state"]))
             else:
                 shutdown_transition(self)
-                result = machine_kexec(self, image, max_steps, timeout)
+                result = machine_kexec(self, image, max_steps, timeout, trace)
         finally:
             bound_log(self)
             self.kexec_lock.release()

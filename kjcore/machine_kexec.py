@@ -55,13 +55,15 @@ class JumpResult:
     what the routine returned (the same value), ``steps`` the guest steps executed
     (instructions, each element of a REP string instruction counted as one), ``pages_swapped``
     the source pages swapped in and back, ``debugcon`` what the guest wrote to port 0xE9 during
-    this jump.
+    this jump, ``trace`` its last instructions (:class:`~kjcore.cpu.trace.TraceRecord`) when
+    ``kernel_kexec(trace=N)`` asked for them.
     """
     start: int
     steps: int
     pages_swapped: int
     debugcon: bytes
     eax: int
+    trace: tuple = ()
 
 
 @dataclass
@@ -77,6 +79,7 @@ class ExecResult:
     pages_swapped: int
     debugcon: bytes
     eip: int
+    trace: tuple = ()
 
 
 def check_budget(max_steps, timeout):
@@ -117,7 +120,7 @@ def restore_processor_state(cpu, saved):
     cpu.set_state(now)
 
 
-def machine_kexec(m, image, max_steps=None, timeout=None):
+def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
     """Run the relocation routine for ``image`` on ``m.cpu``; a JumpResult or an ExecResult.
 
     ``max_steps`` (default :data:`DEFAULT_MAX_STEPS`) and ``timeout`` (seconds, default none)
@@ -130,6 +133,8 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
     :class:`~kjcore.cpu.GuestTimeout`, :class:`~kjcore.cpu.GuestHalted` or
     :class:`~kjcore.cpu.GuestIdle` (``"image"``);
     :class:`~kjcore.cpu.BusError` / :class:`~kjcore.cpu.UnsupportedOperation` (``"lost"``).
+    ``trace=N`` records the jump's last N instructions (:meth:`kjcore.cpu.CPU.start_trace`;
+    the native engine's page copies are not instructions).
     """
     cpu, layout = m.cpu, m.first_kernel
     budget = DEFAULT_MAX_STEPS if max_steps is None else max_steps
@@ -147,6 +152,8 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
     per_pass = image.nr_source_pages
     steps = passes = 0
     pending = None          # native engine: (head argument's address, its value, return, steps)
+    if trace:
+        cpu.start_trace(trace)
     try:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -177,20 +184,23 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
         cpu.breakpoints = user_breakpoints
         cpu.open_bus = user_open_bus
         _keep_console(m, cpu)
-    return _finish(m, image, cpu, status, steps, passes * per_pass, timeout)
+        if trace:
+            cpu.stop_trace()
+    return _finish(m, image, cpu, status, steps, passes * per_pass, timeout,
+                   tuple(cpu.trace_records()) if trace else ())
 
 
-def _finish(m, image, cpu, status, steps, pages, timeout):
+def _finish(m, image, cpu, status, steps, pages, timeout, trace):
     if status == Status.BREAK:
         m.state = "kernel"
         image.start = cpu.eax
         return JumpResult(start=cpu.eax, steps=steps, pages_swapped=pages, debugcon=cpu.debugcon,
-                          eax=cpu.eax)
+                          eax=cpu.eax, trace=trace)
     stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT, Status.IDLE)
     # a crash image owns the machine once entered, preserve flag or not (kjcore.kdump.crash)
     if stopped and (not image.preserve_context or image.type == "crash"):
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
-                          debugcon=cpu.debugcon, eip=cpu.eip)
+                          debugcon=cpu.debugcon, eip=cpu.eip, trace=trace)
     if not stopped:
         m.state = "lost"
     at = f"EIP {cpu.eip:#010x}"

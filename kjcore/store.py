@@ -56,6 +56,7 @@ import zlib
 
 import numpy as np
 
+from . import progress
 from .constants import MAX_RAM_SIZE, PAGE_SIZE
 from .devices.disk import disk_from_reference, disk_reference
 from .errors import (
@@ -222,8 +223,10 @@ def _map_ram(path, name, ram_size):
 
 def _ram_crc(ram):
     crc = 0
-    for off in range(0, len(ram), _CHUNK):
-        crc = zlib.crc32(ram[off:off + _CHUNK], crc)
+    with progress.ram_bar(len(ram), "verify RAM") as bar:
+        for off in range(0, len(ram), _CHUNK):
+            crc = zlib.crc32(ram[off:off + _CHUNK], crc)
+            bar.update(min(_CHUNK, len(ram) - off))
     return crc
 
 
@@ -368,11 +371,13 @@ def _write_ram(fd, ram):
         os.posix_fallocate(fd, 0, len(ram))
     else:                                   # no fallocate: zero chunks stay holes
         os.ftruncate(fd, len(ram))
-    for off in range(0, len(ram), _CHUNK):
-        chunk = ram[off:off + _CHUNK]
-        crc = zlib.crc32(chunk, crc)
-        if chunk.any():
-            _write_all(fd, chunk, off)
+    with progress.ram_bar(len(ram), "save RAM") as bar:
+        for off in range(0, len(ram), _CHUNK):
+            chunk = ram[off:off + _CHUNK]
+            crc = zlib.crc32(chunk, crc)
+            if chunk.any():
+                _write_all(fd, chunk, off)
+            bar.update(len(chunk))
     os.fsync(fd)
     return crc
 

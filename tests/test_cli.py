@@ -286,7 +286,7 @@ def test_fuzz_text_and_progress(capsys):
     cap = capsys.readouterr()
     assert "errno histogram of 2000 layouts (profile mainline" in cap.out
     assert "M layouts/s" in cap.out
-    assert "fuzz: 2000/2000 layouts (100%)" in cap.err
+    assert "fuzz: 100%" in cap.err and "2000/2000" in cap.err     # a tqdm bar (kjcore.progress)
 
 
 def test_bench_builtin(capsys):

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from .. import plot
 from ..constants import (
     KEXEC_PRESERVE_CONTEXT,
     LINUX_REBOOT_CMD_KEXEC,
@@ -66,11 +67,15 @@ def main(argv=None):
     ap.add_argument("--pae", action="store_true", help="PAE first kernel (with fix_pae_return)")
     ap.add_argument("--bios", action="store_true", help="call the BIOS from a physical-mode "
                     "program instead (examples/bios_e820.elf; uses --ram, --engine, --pae)")
+    ap.add_argument("--plot", metavar="FILE", help="draw the memory map after the jumps "
+                    "(.png/.svg/.pdf; needs matplotlib)")
     args = ap.parse_args(argv)
     if args.bios:
-        if args.jumps or args.image_size:
-            raise UsageError("--jumps and --image-size do not apply to --bios")
+        if args.jumps or args.image_size or args.plot:
+            raise UsageError("--jumps, --image-size and --plot do not apply to --bios")
         return demo_bios.run(args.ram, args.engine, args.pae)
+    if args.plot:
+        plot.check_target(args.plot)
     args.jumps, args.image_size = args.jumps or 5, args.image_size or 1 << 20
     ram_size, image_size = args.ram, args.image_size
     try:
@@ -118,4 +123,7 @@ def main(argv=None):
     print(f"summary: {args.jumps} round trips, {steps} guest steps, {pages} pages "
           f"swapped, {1e3 * sum(later) / len(later):.2f} ms per jump after the first "
           f"(engine={args.engine}); all checks {'passed' if ok else 'FAILED'}")
+    if args.plot:
+        plot.save_memory_map(m, args.plot, title="kjcore demo: the image loaded, after the jumps")
+        print(f"memory map drawn to {args.plot}")
     return 0 if ok else 1

@@ -5,7 +5,7 @@
     kjcore machine new PATH --ram 256M [--pae] [--nx] [--profile mainline] [--crashkernel 64M@16M]
                             [--disk FILE[:SIZE]]...
     kjcore machine attach PATH FILE [--readonly]
-    kjcore inspect PATH [--json]
+    kjcore inspect PATH [--json] [--plot FILE.png|svg]
     kjcore demo [ARGS...]
     kjcore fuzz [-n N] [--seed S] [--ram 64M] [--profile P] [--crashkernel SPEC]
     kjcore fuzz --jumps N [--workers W] [--seed S]
@@ -28,6 +28,8 @@ import numpy as np
 from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
 from . import panic, vmcore
+from ..progress import bar as progress_bar
+from ..progress import wanted as progress_wanted
 from .grammar import (
     COUNT,
     RAM_SIZE,
@@ -181,11 +183,16 @@ def _cmd_machine_attach(args):
 
 
 def _cmd_inspect(args):
+    from ..plot import check_target, save_memory_map
     from ..store import open_machine
     if args.json:
         _refuse(args, ("--all",), "has no effect with --json (it is always complete)")
+    if args.plot:
+        check_target(args.plot)
     m = open_machine(args.path, verify=args.verify)
     desc = describe_machine(m, args.path)
+    if args.plot:
+        save_memory_map(m, args.plot, title=f"physical memory of {args.path}")
     if args.json:
         json.dump(desc, sys.stdout, indent=1)
         print()
@@ -201,9 +208,8 @@ def _cmd_demo(argv):
 
 def _cmd_jump_campaign(args):
     from ..fuzz import jump_campaign
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = jump_campaign(args.jumps, args.seed, workers=args.workers or 1,
-                           progress=progress or None)
+                           progress=progress_wanted(args.progress) or None)
     rt = result.stats["round trips"]
     print(f"jump campaign (seed {args.seed}): {rt} round trips over {result.stats['images']} "
           f"images in {result.seconds:.1f} s ({rt / max(result.seconds, 1e-9):.0f} jumps/s), "
@@ -239,7 +245,7 @@ def _cmd_fuzz(args):
     total_time = 0.0          # check_layouts only
     gen_time = 0.0
     batch = args.batch
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    bar = progress_bar(args.n, "fuzz", unit="layout", enabled=args.progress)
     while done < args.n:
         n = min(batch, args.n - done)
         t0 = time.perf_counter()
@@ -254,12 +260,8 @@ def _cmd_fuzz(args):
         for v, c in zip(values.tolist(), nums.tolist()):
             counts[v] = counts.get(v, 0) + c
         done += n
-        if progress:
-            rate = done / total_time if total_time else 0.0
-            print(f"\rfuzz: {done}/{args.n} layouts ({100 * done // args.n}%), "
-                  f"{rate / 1e6:.2f} M layouts/s", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
+        bar.update(n)
+    bar.close()
     rate = done / total_time if total_time else 0.0
     if args.json:
         json.dump({"layouts": done, "check_seconds": total_time, "generate_seconds": gen_time,
@@ -417,6 +419,7 @@ def _parser():
     ins.add_argument("--json", action="store_true", help="machine-readable, complete output")
     ins.add_argument("--all", action="store_true", help="do not shorten long lists")
     ins.add_argument("--verify", action="store_true", help="check the RAM file's CRC-32")
+    ins.add_argument("--plot", metavar="FILE", help="also draw the memory map (.png/.svg/.pdf)")
     ins.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="run the kexec jump demo (arguments go to the demo)",

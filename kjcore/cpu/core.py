@@ -77,6 +77,8 @@ from .state import (
     DR0,
     EFLAGS,
     EIP,
+    FT_CNT,
+    FT_ON,
     M32,
     NBP,
     NO_FAST,
@@ -101,6 +103,7 @@ from .state import (
 )
 from .string import op_string
 from .system import op_sys
+from .trace import record
 
 
 @kernel("i", "srqci")
@@ -173,7 +176,7 @@ def run(s, ram, ram64, con, max_steps):
     climit = s[cs_base + 1]
     fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
     fphys = s[D_FPHYS]
-    nofast = s[NO_FAST]
+    nofast = s[NO_FAST] | s[FT_ON]     # the full trace needs every instruction decoded
     stop = False
     while n < max_steps:
         start = s[EIP]
@@ -242,6 +245,8 @@ def run(s, ram, ram64, con, max_steps):
         s[D_BUDGET] = max_steps - n
         s[D_DONE] = 0
         fam = decode(s, ram)
+        if s[FT_ON] != 0:
+            record(s, ram, start)              # the bytes as fetched, before they run
         st = ST_OK
         if fam >= 0:
             s[EIP] = s[D_NEXT]
@@ -257,6 +262,8 @@ def run(s, ram, ram64, con, max_steps):
                     tp = (tp + 1) & (TRACE_N - 1)
                     n += done
                     s[TRACE_CNT] -= done - 1   # one trace entry, ``done`` steps
+                elif s[FT_ON] != 0:
+                    s[FT_CNT] -= 1             # not run: recorded when it runs again
                 break
             s[TRACE + tp] = (s[cs_base] + start) & M32
             tp = (tp + 1) & (TRACE_N - 1)

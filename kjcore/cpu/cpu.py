@@ -44,9 +44,10 @@ from .registers import LOAD_LIMITS, SegmentRegister, TableRegister, reg_property
 from .reset import flat_state, reset_state
 from .segments import desc_attr, desc_base, desc_limit
 from .status import STATUS_EXCEPTION, Status, status_exception
+from .trace import Tracing
 
 
-class CPU:
+class CPU(Tracing):
     """An i386 (P6 integer subset, no FPU) running on the caller's RAM array.
 
     Parameters
@@ -102,6 +103,7 @@ class CPU:
         self._steps = 0
         self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
         self._bp_active = frozenset()
+        self._tracer = None         # the full trace's records (Tracing.start_trace)
         self.breakpoints = set()
         self.strict_bus = strict_bus
         self.open_bus = False
@@ -374,9 +376,11 @@ class CPU:
                     loopjit.forget(s)  # compiled code was thrown away meanwhile
                     self._jit_generation = loopjit.generation
                 self._slice = min(max(self._slice, self.SLICE_MIN), self.SLICE_MAX)
-                budget = min(max_steps - total, self._slice)
+                budget = min(max_steps - total, self._slice, S.FT_N if s[S.FT_ON] else max_steps)
                 t0 = time.perf_counter()
                 st = _run(s, self.ram, self._ram64, self._con, budget)
+                if s[S.FT_CNT]:
+                    self._tracer.drain(s)
                 elapsed = time.perf_counter() - t0
                 total += int(s[S.STEPS])
                 self._drain_console()
@@ -476,38 +480,6 @@ class CPU:
         """(physical address, length in bytes) of the loops this CPU runs as
         compiled code (the hot-loop tier; see ``kjcore.cpu.loopjit``)."""
         return loopjit.compiled(self._s)
-
-    # ------------------------------------------------------------------ trace
-    def trace(self, n=32):
-        """Linear addresses of the last ``n`` executed instructions, oldest first."""
-        s = self._s
-        cnt = min(int(s[S.TRACE_CNT]), S.TRACE_N, n)
-        pos = int(s[S.TRACE_POS])
-        idx = [(pos - cnt + i) % S.TRACE_N for i in range(cnt)]
-        return [int(s[S.TRACE + i]) for i in idx]
-
-    def disassemble_trace(self, n=32):
-        """The trace as text, disassembled with capstone (optional dependency).
-
-        The bytes are read from memory now, so code rewritten since shows
-        its current form.
-        """
-        try:
-            import capstone
-        except ImportError as e:  # pragma: no cover
-            raise ImportError("disassembly needs the optional 'capstone' package "
-                              "(pip install kjcore[disasm])") from e
-        md = capstone.Cs(capstone.CS_ARCH_X86,
-                         capstone.CS_MODE_32 if self.cs.attrib & S.A_DB else capstone.CS_MODE_16)
-        lines = []
-        for lin in self.trace(n):
-            code = self.read_linear(lin, 15)
-            insn = next(md.disasm(code, lin), None)
-            if insn is None:
-                lines.append(f"{lin:08x}: (bad) {code[:4].hex()}")
-            else:
-                lines.append(f"{lin:08x}: {insn.mnemonic} {insn.op_str}".rstrip())
-        return lines
 
     def __repr__(self):
         regs = " ".join(f"{n}={getattr(self, n):08x}" for n in S.REG_NAMES)

@@ -117,7 +117,15 @@ JIT_N = 256
 # (0, 0) without a ROM.  Set by ``CPU.rom``; kept by a reset like the A20 gate.
 ROM_LO = JIT + 4 * JIT_N
 ROM_HI = ROM_LO + 1
-STATE_SIZE = ROM_HI + 1
+# Full trace (trace.py): while s[FT_ON] is nonzero every instruction goes through the decoder
+# and leaves a record of FT_REC slots at FT + FT_REC * i for i < s[FT_CNT] (linear address,
+# physical address, mode and length, the bytes as fetched in two words); CPU.run drains them.
+FT_ON = ROM_HI + 1
+FT_CNT = FT_ON + 1
+FT = FT_ON + 2
+FT_REC = 5
+FT_N = 4096
+STATE_SIZE = FT + FT_REC * FT_N
 
 # EFLAGS bits (SDM vol. 1, 3.4.3).
 CF, PF, AF, ZF, SF = 0x1, 0x4, 0x10, 0x40, 0x80

@@ -37,6 +37,7 @@ import time
 
 from numba.core.dispatcher import Dispatcher
 
+from .. import progress
 from . import core
 
 #: seconds the walk waits for the helper's kernels before compiling them itself
@@ -176,7 +177,9 @@ def start():
     if _cached(core.run):
         _warm = True
         return
-    if os.environ.get("KJCORE_COMPILE_HELPER", "1") == "0":
+    helper = os.environ.get("KJCORE_COMPILE_HELPER", "1") != "0"
+    progress.compile_notice(25 if helper else 40)   # measured: ~21 s / ~36 s (docs/cpu.rst)
+    if not helper:
         return
     claims = tempfile.mkdtemp(prefix=f"kjcore-compile-{os.getpid()}-")
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -65,22 +65,34 @@ class JumpOracle:
     caller's EFLAGS, EBP, EDI, ESI and EBX, and everything else must equal the RAM before the
     jump, where "before" includes the call frame ``machine_kexec`` writes (``page_list`` and
     the five arguments).
+
+    ``reuse``: an earlier oracle of the same machine whose two RAM-sized buffers this one takes
+    over.  A campaign checks thousands of jumps; allocating and freeing RAM-sized arrays for
+    each costs page faults wherever the C allocator returns freed memory to the system at once
+    (a Dask worker: its nanny sets ``MALLOC_TRIM_THRESHOLD_``), about half the campaign's time.
     """
 
-    def __init__(self, machine):
+    def __init__(self, machine, reuse=None):
         m = self.m = machine
         img = self.image = m.kexec_image
         self.sources = [int(a) for a in img.source_pages()]
         self.dests = [int(a) for a in img.destination_pages()]
         self.dest_of = dict(zip(self.sources, self.dests))
         self.source_of = dict(zip(self.dests, self.sources))
-        self.ram_before = self.state_before = self.call_esp = self.call_regs = None
+        self.state_before = self.call_esp = self.call_regs = None
         self.mask = None                # preserved_mask up to the call's ESP, once known
+        self.ram_before = self._changed = None
+        if reuse is not None and reuse.m is machine and reuse.ram_before is not None:
+            self.ram_before, self._changed = reuse.ram_before, reuse._changed
 
     def before(self):
         """Record RAM and CPU state; returns self."""
         m, img = self.m, self.image
-        self.ram_before = m.ram.copy()
+        if self.ram_before is None:
+            self.ram_before = m.ram.copy()
+            self._changed = np.empty(len(m.ram), dtype=bool)
+        else:
+            np.copyto(self.ram_before, m.ram)
         regs = relocate.prepare_call(self.ram_before, m.first_kernel, img.head, img.start,
                                      img.control_page, img.swap_page, m.pae, True,
                                      m.fix_pae_return, fix_peer_df=m.fix_peer_df)
@@ -126,7 +138,8 @@ class JumpOracle:
         regs = self.call_regs
         want = tuple(regs[r] for r in ("eflags", "ebp", "edi", "esi", "ebx"))
         assert pushed == want, f"saved registers on the stack {pushed}, expected {want}"
-        diff = np.flatnonzero((m.ram != before) & self.mask)
+        changed = np.not_equal(m.ram, before, out=self._changed)
+        diff = np.flatnonzero(np.logical_and(changed, self.mask, out=changed))
         assert diff.size == 0, (f"invariant 8: {diff.size} first-kernel bytes changed, first at "
                                 f"{int(diff[0]):#x}: {int(before[diff[0]]):#04x} -> "
                                 f"{int(m.ram[diff[0]]):#04x}")

@@ -88,6 +88,7 @@ def test_bus_past_ram():
 
 def test_trace_and_disassembly():
     cpu = make(b"\x40\x43\xf4")
+    cpu.start_trace()
     cpu.run(10)
     assert cpu.trace(3) == [0x1000, 0x1001, 0x1002]
     assert cpu.disassemble_trace(2) == ["00001001: inc ebx", "00001002: hlt"]
