@@ -11,9 +11,10 @@ from .status import (
     GuestTimeout,
     Status,
     StepLimit,
+    Stopped,
     TripleFault,
     UnsupportedOperation,
 )
 
 __all__ = ["CPU", "Status", "STATUS_EXCEPTION", "CPUFault", "TripleFault", "StepLimit",
-           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted"]
+           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted", "Stopped"]

@@ -77,7 +77,12 @@ from .state import (
     DR0,
     EFLAGS,
     EIP,
+    HOOK_INT,
+    HOOK_VEC,
+    LAST_VEC,
     M32,
+    MH_HITS,
+    MH_N,
     NBP,
     NO_FAST,
     S_BASE,
@@ -85,6 +90,7 @@ from .state import (
     ST_BREAK,
     ST_BUS_ERROR,
     ST_HLT,
+    ST_HOOK,
     ST_JIT_REQUEST,
     ST_OK,
     ST_STEP_LIMIT,
@@ -151,10 +157,10 @@ def dispatch(s, ram, ram64, con, fam):
 
 @inline_kernel
 def bp_hit(s, lin):
-    """True if the linear address ``lin`` is in the breakpoint list (an early-exit
+    """True if the linear address ``lin`` is in one of the NBP code stop ranges (an early-exit
     loop: LLVM does not vectorise it, which had cost the step loop ~15%)."""
     for i in range(s[NBP]):
-        if s[BP + i] == lin:
+        if s[BP + 2 * i] <= lin <= s[BP + 2 * i + 1]:
             return True
     return False
 
@@ -173,7 +179,7 @@ def run(s, ram, ram64, con, max_steps):
     climit = s[cs_base + 1]
     fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
     fphys = s[D_FPHYS]
-    nofast = s[NO_FAST]
+    nofast = s[NO_FAST] | s[MH_N]          # memory hooks: every access takes the general path
     stop = False
     while n < max_steps:
         start = s[EIP]
@@ -239,7 +245,7 @@ def run(s, ram, ram64, con, max_steps):
         s[D_EXC] = -1
         s[D_START] = start
         s[STEPS] = n                           # RDTSC reads TSC + STEPS
-        s[D_BUDGET] = max_steps - n
+        s[D_BUDGET] = max_steps - n if s[MH_N] == 0 else 1   # hooks: one REP element a step
         s[D_DONE] = 0
         fam = decode(s, ram)
         st = ST_OK
@@ -282,6 +288,8 @@ def run(s, ram, ram64, con, max_steps):
                     s[EIP] = s[D_START]
                 status = r
                 break
+            if s[HOOK_INT] != 0:
+                s[HOOK_VEC] = s[LAST_VEC] + 1
         elif tf:
             # Single-step trap after the instruction (DR6.BS).
             s[DR0 + 6] |= 0x4000
@@ -289,8 +297,13 @@ def run(s, ram, ram64, con, max_steps):
             if r != ST_OK:
                 status = r
                 break
+            if s[HOOK_INT] != 0:
+                s[HOOK_VEC] = s[LAST_VEC] + 1
         if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
             status = ST_BUS_ERROR
+            break
+        if s[MH_HITS] > 0 or s[HOOK_VEC] > 0:   # a memory or interrupt hook fired
+            status = ST_HOOK
             break
         cbase = s[cs_base]
         climit = s[cs_base + 1]

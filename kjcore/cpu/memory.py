@@ -19,6 +19,7 @@ test ``s[D_EXC] >= 0``.
 import numpy as np
 
 from .jit import kernel
+from .memhook import mem_hook
 from .state import (
     A20_CLEAR,
     A_CODE,
@@ -44,6 +45,9 @@ from .state import (
     EFER_NXE,
     GP_,
     M32,
+    MH_N,
+    MH_READ,
+    MH_WRITE,
     PF_,
     PFE_I,
     PFE_P,
@@ -332,7 +336,10 @@ def lin_read(s, ram, lin, size, acc):
         p = translate(s, ram, lin, acc)
         if p < 0:
             return 0
-        return phys_read(s, ram, p, size)
+        v = phys_read(s, ram, p, size)
+        if s[MH_N] > 0:
+            mem_hook(s, MH_READ, lin, p, size, 0, size, v)
+        return v
     # Crosses a page: translate both pages before reading anything.
     first = 4096 - (lin & 0xFFF)
     p1 = translate(s, ram, lin, acc)
@@ -341,7 +348,10 @@ def lin_read(s, ram, lin, size, acc):
     p2 = translate(s, ram, (lin + first) & M32, acc)
     if p2 < 0:
         return 0
-    return phys_read(s, ram, p1, first) | (phys_read(s, ram, p2, size - first) << (8 * first))
+    v = phys_read(s, ram, p1, first) | (phys_read(s, ram, p2, size - first) << (8 * first))
+    if s[MH_N] > 0:
+        mem_hook(s, MH_READ, lin, p1, first, p2, size, v)
+    return v
 
 
 @kernel("v", "sriiii")
@@ -353,6 +363,8 @@ def lin_write(s, ram, lin, size, v, acc):
         if p < 0:
             return
         phys_write(s, ram, p, size, v)
+        if s[MH_N] > 0:
+            mem_hook(s, MH_WRITE, lin, p, size, 0, size, v)
         return
     first = 4096 - (lin & 0xFFF)
     p1 = translate(s, ram, lin, acc)
@@ -363,6 +375,8 @@ def lin_write(s, ram, lin, size, v, acc):
         return
     phys_write(s, ram, p1, first, v)
     phys_write(s, ram, p2, size - first, v >> (8 * first))
+    if s[MH_N] > 0:
+        mem_hook(s, MH_WRITE, lin, p1, first, p2, size, v)
 
 
 @kernel("b", "sriii")

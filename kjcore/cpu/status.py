@@ -22,6 +22,7 @@ class Status(IntEnum):
     BUS_ERROR = S.ST_BUS_ERROR  #: strict_bus: physical access past RAM (CPU.bus_address)
     UNSUPPORTED = S.ST_UNSUPPORTED  #: task switch, call gate or v86 requested
     TIMEOUT = S.ST_TIMEOUT  #: the wall-clock ``timeout`` of :meth:`CPU.run` passed
+    STOPPED = S.ST_STOPPED  #: a hook or ``CPU.stop()`` ended the run (``kjcore.cpu.hooks``)
 
 
 class CPUFault(Exception):
@@ -86,9 +87,15 @@ class GuestHalted(CPUFault):
     status = Status.HLT
 
 
+class Stopped(CPUFault):
+    """A hook, ``CPU.stop()`` or a breakpoint ended a run the caller expected to go on."""
+
+    status = Status.STOPPED
+
+
 #: the exception class of each status that can end a run abnormally
 STATUS_EXCEPTION = {cls.status: cls for cls in (TripleFault, StepLimit, GuestTimeout, BusError,
-                                                 UnsupportedOperation, GuestHalted)}
+                                                 UnsupportedOperation, GuestHalted, Stopped)}
 
 
 def status_exception(status, state, message=None):
@@ -107,5 +114,6 @@ def status_exception(status, state, message=None):
         Status.UNSUPPORTED: f"unsupported operation at EIP {eip:#010x} "
                             "(task switch, call gate or v86)",
         Status.HLT: f"the guest halted at EIP {eip:#010x}",
+        Status.STOPPED: f"a hook stopped the guest at EIP {eip:#010x}",
     }[cls.status]
     return cls(message or default, state)
