@@ -35,6 +35,7 @@ from .first_kernel import (
     initial_cpu_state,
     set_page_executable,
 )
+from .gdb import gdbserver
 from .kimage_alloc import load_image
 from .load_checks import PROFILE_2627, PROFILE_MAINLINE, check_header, describe
 from .machine_kexec import (
@@ -372,6 +373,11 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
             self.kexec_lock.release()
         self.last_result = result
         return result
+
+    def gdbserver(self, port, *, max_steps=None, timeout=None, ready=None):
+        """:meth:`kernel_kexec` under a gdb attached on 127.0.0.1:``port``
+        (:func:`kjcore.gdb.gdbserver`; docs/debugging.rst)."""
+        return gdbserver(self, port, max_steps=max_steps, timeout=timeout, ready=ready)
 
     # ------------------------------------------------------------------ state
     def snapshot(self):
