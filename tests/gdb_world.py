@@ -5,9 +5,10 @@ import subprocess
 GDB = shutil.which("gdb")
 
 
-def drive(m, commands, timeout=60, **kw):
+def drive(m, commands, raises=(), timeout=60, **kw):
     """Serve ``m``'s next jump to ``gdb -batch`` running ``commands`` (after ``target remote``);
-    returns (gdbserver's result, gdb's output)."""
+    returns (gdbserver's result, or the exception of class ``raises`` it raised; gdb's
+    output)."""
     procs = []
 
     def start(port):
@@ -19,6 +20,8 @@ def drive(m, commands, timeout=60, **kw):
                                       text=True))
     try:
         result = m.gdbserver(0, ready=start, **kw)
+    except raises as e:
+        result = e
     finally:
         out = procs[0].communicate(timeout=timeout)[0] if procs else ""
     return result, out
