@@ -36,6 +36,7 @@ from .first_kernel import (
     initial_cpu_state,
     set_page_executable,
 )
+from .gdb import gdbserver
 from .kdump import crash
 from .kdump.notes import CRASH_NOTES
 from .kimage_alloc import load_image
@@ -399,6 +400,11 @@ mem or mem + memsz not page-aligned (rule 8): segment 0)
         :mod:`kjcore.kdump.crash`; ``max_steps`` / ``timeout`` as in :meth:`kernel_kexec`.
         """
         return crash.panic(self, message, max_steps=max_steps, timeout=timeout)
+
+    def gdbserver(self, port, *, max_steps=None, timeout=None, ready=None):
+        """:meth:`kernel_kexec` under a gdb attached on 127.0.0.1:``port``
+        (:func:`kjcore.gdb.gdbserver`; docs/debugging.rst)."""
+        return gdbserver(self, port, max_steps=max_steps, timeout=timeout, ready=ready)
 
     # ------------------------------------------------------------------ state
     def snapshot(self):

@@ -71,7 +71,8 @@ class ExecResult:
     """A plain kexec: the new image runs and the first kernel is gone.
 
     ``status`` is why the CPU stopped: ``Status.HLT``, or ``Status.STEP_LIMIT`` /
-    ``Status.TIMEOUT`` when the caller's budget ended first (the image is then stopped between
+    ``Status.TIMEOUT`` when the caller's budget ended first, ``Status.STOPPED`` at a breakpoint
+    or hook stop (the image is then stopped between
     two steps: ``m.cpu.run()`` continues it).
     """
     status: Status
@@ -130,8 +131,10 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
     two steps.  The exceptions come from :meth:`kjcore.cpu.CPU.raise_for_status`:
     :class:`~kjcore.cpu.TripleFault` (``m.state`` becomes ``"lost"``), and for a
     preserve-context image that does not come back :class:`~kjcore.cpu.StepLimit`,
-    :class:`~kjcore.cpu.GuestTimeout`, :class:`~kjcore.cpu.GuestHalted` or
-    :class:`~kjcore.cpu.GuestIdle` (``"image"``);
+    :class:`~kjcore.cpu.GuestTimeout`, :class:`~kjcore.cpu.GuestHalted`,
+    :class:`~kjcore.cpu.GuestIdle` or, when one of the
+    user's ``cpu.breakpoints`` is reached or a hook calls ``cpu.stop()`` (hooks and breakpoints
+    stay active during the jump), :class:`~kjcore.cpu.Stopped` (``"image"``);
     :class:`~kjcore.cpu.BusError` / :class:`~kjcore.cpu.UnsupportedOperation` (``"lost"``).
     ``trace=N`` records the jump's last N instructions (:meth:`kjcore.cpu.CPU.start_trace`;
     the native engine's page copies are not instructions).
@@ -146,8 +149,12 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
     m.state = "image"           # until the routine returns to the first kernel
     cpu.clear_debugcon()
     swap_entry = image.control_page + relocate.SYMBOLS["swap_pages"]
+    # The user's breakpoints and hooks stay active (SPEC §16): the routine's own stops are
+    # added to the breakpoints, and a stop that is only the user's ends the jump (Stopped).
     user_breakpoints = set(cpu.breakpoints)
-    cpu.breakpoints = {layout.return_address, swap_entry}
+    own = {layout.return_address, swap_entry}
+    cpu.breakpoints = user_breakpoints | own
+    native = m.engine == "native" and not cpu.memory_hooked   # hooks see every copy
     user_open_bus, cpu.open_bus = cpu.open_bus, True   # ports nobody handles: an empty bus
     per_pass = image.nr_source_pages
     steps = passes = 0
@@ -168,18 +175,26 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
             paging = cpu.cr0 & S.CR0_PG
             if at == layout.return_address and paging:
                 break
+            ours = False
             if at == swap_entry and not paging:
+                ours = True
                 passes += 1
-                if m.engine == "native":
+                if native:
                     pending = _native_swap(m, cpu, budget - steps)
                     if pending is not None:
                         cpu.breakpoints.add(pending[2])
+                        own.add(pending[2])
                         steps += pending[3]
-                continue
-            if pending is not None and at == pending[2] and not paging:
+            elif pending is not None and at == pending[2] and not paging:
+                ours = True
                 _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
-                cpu.breakpoints.discard(at)
+                own.discard(at)
+                if at not in user_breakpoints:
+                    cpu.breakpoints.discard(at)
                 pending = None
+            if at in user_breakpoints and not ours:
+                status = Status.STOPPED     # the user's breakpoint: the jump stops there
+                break
     finally:
         cpu.breakpoints = user_breakpoints
         cpu.open_bus = user_open_bus
@@ -191,12 +206,13 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
 
 
 def _finish(m, image, cpu, status, steps, pages, timeout, trace):
-    if status == Status.BREAK:
+    if status == Status.BREAK:      # only the return to the first kernel ends with BREAK
         m.state = "kernel"
         image.start = cpu.eax
         return JumpResult(start=cpu.eax, steps=steps, pages_swapped=pages, debugcon=cpu.debugcon,
                           eax=cpu.eax, trace=trace)
-    stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT, Status.IDLE)
+    stopped = status in (Status.HLT, Status.STEP_LIMIT, Status.TIMEOUT, Status.IDLE,
+                         Status.STOPPED)
     # a crash image owns the machine once entered, preserve flag or not (kjcore.kdump.crash)
     if stopped and (not image.preserve_context or image.type == "crash"):
         return ExecResult(status=status, steps=steps, pages_swapped=pages,
@@ -214,6 +230,8 @@ def _finish(m, image, cpu, status, steps, pages, timeout, trace):
         message = f"the image did not return within {timeout:g} s ({steps} steps, {at})"
     elif status == Status.IDLE:
         message = f"the image waits for keyboard input at {at} (m.keyboard.feed, then run on)"
+    elif status == Status.STOPPED:
+        message = f"a breakpoint or hook stopped the jump at {at} after {steps} steps"
     elif status == Status.TRIPLE_FAULT:
         vec, err, eip = cpu.fault
         message = relocate.triple_fault_message(image.control_page, vec, err, eip,

@@ -27,9 +27,9 @@ import numpy as np
 
 from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
-from . import panic, vmcore
 from ..progress import bar as progress_bar
 from ..progress import wanted as progress_wanted
+from . import panic, vmcore
 from .grammar import (
     COUNT,
     RAM_SIZE,

@@ -12,9 +12,11 @@ from .status import (
     GuestTimeout,
     Status,
     StepLimit,
+    Stopped,
     TripleFault,
     UnsupportedOperation,
 )
 
 __all__ = ["CPU", "Status", "STATUS_EXCEPTION", "CPUFault", "TripleFault", "StepLimit",
-           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted", "GuestIdle"]
+           "GuestTimeout", "BusError", "UnsupportedOperation", "GuestHalted", "GuestIdle",
+           "Stopped"]

@@ -79,7 +79,12 @@ from .state import (
     EIP,
     FT_CNT,
     FT_ON,
+    HOOK_INT,
+    HOOK_VEC,
+    LAST_VEC,
     M32,
+    MH_HITS,
+    MH_N,
     NBP,
     NO_FAST,
     S_BASE,
@@ -87,6 +92,7 @@ from .state import (
     ST_BREAK,
     ST_BUS_ERROR,
     ST_HLT,
+    ST_HOOK,
     ST_JIT_REQUEST,
     ST_OK,
     ST_STEP_LIMIT,
@@ -154,10 +160,10 @@ def dispatch(s, ram, ram64, con, fam):
 
 @inline_kernel
 def bp_hit(s, lin):
-    """True if the linear address ``lin`` is in the breakpoint list (an early-exit
+    """True if the linear address ``lin`` is in one of the NBP code stop ranges (an early-exit
     loop: LLVM does not vectorise it, which had cost the step loop ~15%)."""
     for i in range(s[NBP]):
-        if s[BP + i] == lin:
+        if s[BP + 2 * i] <= lin <= s[BP + 2 * i + 1]:
             return True
     return False
 
@@ -176,7 +182,8 @@ def run(s, ram, ram64, con, max_steps):
     climit = s[cs_base + 1]
     fpage = s[D_FPAGE] if (s[cs_base + 2] & A_DB) else -1
     fphys = s[D_FPHYS]
-    nofast = s[NO_FAST] | s[FT_ON]     # the full trace needs every instruction decoded
+    nofast = s[NO_FAST] | s[FT_ON] | s[MH_N]   # the full trace and memory hooks need every
+    #                                            instruction decoded, every access checked
     stop = False
     while n < max_steps:
         start = s[EIP]
@@ -242,7 +249,7 @@ def run(s, ram, ram64, con, max_steps):
         s[D_EXC] = -1
         s[D_START] = start
         s[STEPS] = n                           # RDTSC reads TSC + STEPS
-        s[D_BUDGET] = max_steps - n
+        s[D_BUDGET] = max_steps - n if s[MH_N] == 0 else 1   # hooks: one REP element a step
         s[D_DONE] = 0
         fam = decode(s, ram)
         if s[FT_ON] != 0:
@@ -290,6 +297,8 @@ def run(s, ram, ram64, con, max_steps):
                     s[EIP] = s[D_START]
                 status = r
                 break
+            if s[HOOK_INT] != 0:
+                s[HOOK_VEC] = s[LAST_VEC] + 1
         elif tf:
             # Single-step trap after the instruction (DR6.BS).
             s[DR0 + 6] |= 0x4000
@@ -297,8 +306,13 @@ def run(s, ram, ram64, con, max_steps):
             if r != ST_OK:
                 status = r
                 break
+            if s[HOOK_INT] != 0:
+                s[HOOK_VEC] = s[LAST_VEC] + 1
         if s[STRICT_BUS] != 0 and s[BUS_ADDR] >= 0:
             status = ST_BUS_ERROR
+            break
+        if s[MH_HITS] > 0 or s[HOOK_VEC] > 0:   # a memory or interrupt hook fired
+            status = ST_HOOK
             break
         if went_back:                          # 16-bit code: the hot-loop tier (hotloop.py)
             j = loop16(s, ram, start, max_steps - n, tp)

@@ -37,17 +37,17 @@ import numpy as np
 from . import loopjit, portstring, warmup
 from . import state as S
 from .core import run as _run
+from .hooks import HookMixin
 from .io import ST_CON_FULL
-from .jit import kernel
-from .memory import ACC_FETCH, ACC_USER, ACC_WRITE, walk
 from .registers import LOAD_LIMITS, SegmentRegister, TableRegister, reg_property
 from .reset import flat_state, reset_state
 from .segments import desc_attr, desc_base, desc_limit
 from .status import STATUS_EXCEPTION, Status, status_exception
 from .trace import Tracing
+from .views import MemoryViewMixin
 
 
-class CPU(Tracing):
+class CPU(Tracing, HookMixin, MemoryViewMixin):
     """An i386 (P6 integer subset, no FPU) running on the caller's RAM array.
 
     Parameters
@@ -102,9 +102,9 @@ class CPU(Tracing):
         self._ports = {}            # port -> (handler, string handler or None): on_port
         self._steps = 0
         self._slice = self.SLICE_MIN  # grows to ~SLICE_SECONDS of steps (_adapt_slice)
-        self._bp_active = frozenset()
+        self.breakpoints = set()    # linear addresses where run stops with Status.BREAK
         self._tracer = None         # the full trace's records (Tracing.start_trace)
-        self.breakpoints = set()
+        self._init_hooks()          # hook_code, hook_mem, hook_interrupt: hooks.py
         self.strict_bus = strict_bus
         self.open_bus = False
         self.jit = True
@@ -312,19 +312,6 @@ class CPU(Tracing):
         else:
             self._s[S.OPEN_BUS] = 0
 
-    def _sync_breakpoints(self):
-        bps = sorted(self.breakpoints)[:S.BP_MAX]
-        self._s[S.NBP] = len(bps)
-        for i, a in enumerate(bps):
-            self._s[S.BP + i] = a & S.M32
-        self._bp_active = frozenset(a & S.M32 for a in bps)
-
-    def _at_breakpoint(self):
-        """True if the next instruction's linear address is a breakpoint."""
-        s = self._s
-        lin = int(s[S.SEG + 4 * S.CS + S.S_BASE] + s[S.EIP]) & S.M32
-        return lin in self._bp_active
-
     def _drain_console(self):
         n = int(self._s[S.CON_LEN])
         if n:
@@ -350,9 +337,12 @@ class CPU(Tracing):
         ``SLICE_SECONDS`` and returns to Python between them, so the deadline is checked and
         signal handlers run (Ctrl-C raises ``KeyboardInterrupt`` here) within a fraction of
         a second; the CPU is then between two steps and a new run continues exactly where
-        this one stopped.  Slicing never changes what the guest computes.
+        this one stopped.  Slicing never changes what the guest computes.  A run that starts
+        on a breakpoint executes it; hooks (:mod:`.hooks`) are called as they fire, and
+        ``Status.STOPPED`` says one of them (or :meth:`stop`) ended the run.
         """
-        self._sync_breakpoints()
+        self._sync_hooks()
+        self._stop_requested = False
         self._sync_ports()
         s = self._s
         s[S.STRICT_BUS] = 1 if self.strict_bus else 0
@@ -363,15 +353,22 @@ class CPU(Tracing):
         max_steps = int(max_steps)
         total = 0
         st = S.ST_STEP_LIMIT
-        resumed = False  # the last slice stopped only to come back to Python
+        fresh, resumed = True, False  # no code stop handled here yet / between two slices
         try:
             while total < max_steps:
                 if deadline is not None and time.monotonic() >= deadline:
                     st = S.ST_TIMEOUT
                     break
-                if resumed and self._at_breakpoint():
-                    st = S.ST_BREAK  # the compiled loop skips a breakpoint it starts on
+                if self._hooks_changed:
+                    self._sync_hooks()
+                if self._stop_requested:
+                    st = S.ST_STOPPED
                     break
+                if fresh:   # the compiled loop skips the code stop of the step it starts on
+                    stop = self._code_stop(breakpoints=resumed)
+                    if stop is not None:
+                        st = stop
+                        break
                 if self._jit_generation != loopjit.generation:
                     loopjit.forget(s)  # compiled code was thrown away meanwhile
                     self._jit_generation = loopjit.generation
@@ -383,8 +380,20 @@ class CPU(Tracing):
                     self._tracer.drain(s)
                 elapsed = time.perf_counter() - t0
                 total += int(s[S.STEPS])
+                if s[S.STEPS]:
+                    self._checked_at = None
                 self._drain_console()
-                resumed = st in (S.ST_STEP_LIMIT, S.ST_JIT_REQUEST)
+                resumed = fresh = st in (S.ST_STEP_LIMIT, S.ST_JIT_REQUEST, S.ST_HOOK)
+                if st == S.ST_BREAK:
+                    st = self._code_stop(breakpoints=True)
+                    if st is None:
+                        continue
+                    break
+                if st == S.ST_HOOK:
+                    st = self._hook_stop()
+                    if st is None:
+                        continue
+                    break
                 if st == S.ST_STEP_LIMIT:
                     self._adapt_slice(budget, elapsed)
                     continue
@@ -398,6 +407,7 @@ class CPU(Tracing):
                     port, size, out, value = self.io_request
                     h, bulk = self._ports.get(port, (None, None))
                     if h is not None:
+                        bulk = None if self._mem_hooks else bulk  # element by element, hooked
                         done = portstring.transfer(s, self.ram, bulk, port, max_steps - total - 1)
                         if done < 0:
                             r = h(port, size, value if out else None)
@@ -425,9 +435,11 @@ class CPU(Tracing):
         """Execute one instruction (one element of a REP string instruction)."""
         return self.run(1)
 
-    def raise_for_status(self, status, message=None, *, expected=(Status.HLT,)):
+    def raise_for_status(self, status, message=None, *,
+                         expected=(Status.HLT, Status.STOPPED)):
         """Raise the exception of ``status`` (:data:`~kjcore.cpu.status.STATUS_EXCEPTION`),
-        unless it is a normal end (BREAK, IO, or one of ``expected``).
+        unless it is a normal end (BREAK, IO, or one of ``expected``: by default HLT and
+        STOPPED).
 
         The one place that turns run statuses into exceptions, for the CPU and for
         ``Machine``; ``message`` replaces the default text.
@@ -460,21 +472,6 @@ class CPU(Tracing):
         self._debugcon.clear()
         self.debugcon_dropped = 0
 
-    # ------------------------------------------------------------------ memory views
-    def translate(self, linear, write=False, user=False, fetch=False):
-        """Physical address for ``linear`` or None; no side effects at all."""
-        acc = (ACC_WRITE if write else 0) | (ACC_USER if user else 0) | (ACC_FETCH if fetch else 0)
-        p = int(_peek_translate(self._s, self.ram, int(linear) & S.M32, acc))
-        return None if p < 0 else p
-
-    def read_linear(self, linear, n):
-        """Read ``n`` bytes through the page tables (debugger view, no side effects)."""
-        out = bytearray()
-        for i in range(n):
-            p = self.translate((linear + i) & S.M32)
-            out.append(int(self.ram[p]) if p is not None and p < len(self.ram) else 0xFF)
-        return bytes(out)
-
     @property
     def compiled_loops(self):
         """(physical address, length in bytes) of the loops this CPU runs as
@@ -485,12 +482,3 @@ class CPU(Tracing):
         regs = " ".join(f"{n}={getattr(self, n):08x}" for n in S.REG_NAMES)
         return f"<CPU {regs} eip={self.eip:08x} eflags={self.eflags:08x} cr0={self.cr0:08x}>"
 
-
-@kernel("i", "srii", entry=True)
-def _peek_translate(s, ram, lin, acc):
-    if (s[S.CR0] & S.CR0_PG) == 0:
-        return lin & ~s[S.A20_CLEAR]
-    saved = s[S.BUS_ADDR]
-    p = walk(s, ram, lin, acc, False)
-    s[S.BUS_ADDR] = saved
-    return p

@@ -22,6 +22,7 @@ test ``s[D_EXC] >= 0``.
 import numpy as np
 
 from .jit import kernel
+from .memhook import mem_hook
 from .state import (
     A20_CLEAR,
     A_CODE,
@@ -47,6 +48,9 @@ from .state import (
     EFER_NXE,
     GP_,
     M32,
+    MH_N,
+    MH_READ,
+    MH_WRITE,
     PF_,
     PFE_I,
     PFE_P,
@@ -341,7 +345,10 @@ def lin_read(s, ram, lin, size, acc):
         p = translate(s, ram, lin, acc)
         if p < 0:
             return 0
-        return phys_read(s, ram, p, size)
+        v = phys_read(s, ram, p, size)
+        if s[MH_N] > 0:
+            mem_hook(s, MH_READ, lin, p, size, 0, size, v)
+        return v
     # Crosses a page: translate both pages before reading anything.
     first = 4096 - (lin & 0xFFF)
     p1 = translate(s, ram, lin, acc)
@@ -350,7 +357,10 @@ def lin_read(s, ram, lin, size, acc):
     p2 = translate(s, ram, (lin + first) & M32, acc)
     if p2 < 0:
         return 0
-    return phys_read(s, ram, p1, first) | (phys_read(s, ram, p2, size - first) << (8 * first))
+    v = phys_read(s, ram, p1, first) | (phys_read(s, ram, p2, size - first) << (8 * first))
+    if s[MH_N] > 0:
+        mem_hook(s, MH_READ, lin, p1, first, p2, size, v)
+    return v
 
 
 @kernel("v", "sriiii")
@@ -362,6 +372,8 @@ def lin_write(s, ram, lin, size, v, acc):
         if p < 0:
             return
         phys_write(s, ram, p, size, v)
+        if s[MH_N] > 0:
+            mem_hook(s, MH_WRITE, lin, p, size, 0, size, v)
         return
     first = 4096 - (lin & 0xFFF)
     p1 = translate(s, ram, lin, acc)
@@ -372,6 +384,8 @@ def lin_write(s, ram, lin, size, v, acc):
         return
     phys_write(s, ram, p1, first, v)
     phys_write(s, ram, p2, size - first, v >> (8 * first))
+    if s[MH_N] > 0:
+        mem_hook(s, MH_WRITE, lin, p1, first, p2, size, v)
 
 
 @kernel("b", "sriii")

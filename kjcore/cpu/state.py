@@ -97,8 +97,8 @@ D_DONE = 126        # string elements the instruction completed (charged as step
 OPEN_BUS = 127      # 0: a port without built-in meaning stops the run (ST_IO); k > 0: it reads
                     # all ones and drops writes, except the k - 1 ports at PORTS (Python handlers)
 
-BP = 128            # breakpoint linear addresses
-BP_MAX = 32
+BP = 128            # code stop ranges (breakpoints, code hooks): NBP pairs of first, last linear
+BP_MAX = 32         # slots, so BP_MAX // 2 ranges
 PORTS = 160         # ports with a Python handler (see OPEN_BUS)
 PORT_MAX = 96
 TLB = 256
@@ -125,7 +125,21 @@ FT_CNT = FT_ON + 1
 FT = FT_ON + 2
 FT_REC = 5
 FT_N = 4096
-STATE_SIZE = FT + FT_REC * FT_N
+# Hooks (hooks.py, memhook.py).  MH_N memory-hook ranges of three slots at MH (first, last,
+# MH_* kinds); an access that hits one is recorded at MH_HIT (kind, linear, physical, size,
+# value; at most MH_HIT_MAX per instruction) and the run stops after the instruction with
+# ST_HOOK, as it does after delivering an interrupt when HOOK_INT is set (HOOK_VEC: vector + 1).
+HOOK = FT + FT_REC * FT_N
+MH_N = HOOK
+MH_HITS = HOOK + 1
+HOOK_INT = HOOK + 2
+HOOK_VEC = HOOK + 3
+MH = HOOK + 4
+MH_MAX = 16
+MH_HIT = MH + 3 * MH_MAX
+MH_HIT_MAX = 8
+STATE_SIZE = MH_HIT + 5 * MH_HIT_MAX
+MH_READ, MH_WRITE, MH_PHYS = 1, 2, 4
 
 # EFLAGS bits (SDM vol. 1, 3.4.3).
 CF, PF, AF, ZF, SF = 0x1, 0x4, 0x10, 0x40, 0x80
@@ -184,6 +198,8 @@ ST_JIT_REQUEST = 9  # internal: Python compiles the hot loop s[JIT_REQ] names an
 
 ST_TIMEOUT = 10     # never returned by compiled code: CPU.run's wall-clock deadline passed
 ST_IDLE = 11        # never returned by compiled code: a port handler waits for input
+ST_HOOK = 12        # internal: a memory or interrupt hook fired; Python calls it and resumes
+ST_STOPPED = 13     # never returned by compiled code: a hook or CPU.stop() ended the run
 
 # Names.  Each is defined here once; the state record, CPU.load, machine_kexec and the first
 # kernel's register dict all use these.

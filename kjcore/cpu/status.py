@@ -26,6 +26,7 @@ class Status(IntEnum):
     #: e.g. the BIOS's INT 16h on an empty ``m.keyboard``); the access that waited is made
     #: again by the next run
     IDLE = S.ST_IDLE
+    STOPPED = S.ST_STOPPED  #: a hook or ``CPU.stop()`` ended the run (``kjcore.cpu.hooks``)
 
 
 class CPUFault(Exception):
@@ -97,9 +98,16 @@ class GuestHalted(CPUFault):
     status = Status.HLT
 
 
+class Stopped(CPUFault):
+    """A hook, ``CPU.stop()`` or a breakpoint ended a run the caller expected to go on."""
+
+    status = Status.STOPPED
+
+
 #: the exception class of each status that can end a run abnormally
 STATUS_EXCEPTION = {cls.status: cls for cls in (TripleFault, StepLimit, GuestTimeout, BusError,
-                                                 UnsupportedOperation, GuestHalted, GuestIdle)}
+                                                 UnsupportedOperation, GuestHalted, GuestIdle,
+                                                 Stopped)}
 
 
 def status_exception(status, state, message=None):
@@ -119,5 +127,6 @@ def status_exception(status, state, message=None):
                             "(task switch, call gate or v86)",
         Status.HLT: f"the guest halted at EIP {eip:#010x}",
         Status.IDLE: f"the guest waits for input at EIP {eip:#010x}",
+        Status.STOPPED: f"a hook stopped the guest at EIP {eip:#010x}",
     }[cls.status]
     return cls(message or default, state)

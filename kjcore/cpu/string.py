@@ -61,6 +61,7 @@ from .state import (
     ES,
     ESI,
     M32,
+    MH_N,
     ROM_HI,
     ROM_LO,
     S_ATTR,
@@ -218,7 +219,8 @@ def op_string(s, ram, ram64, con):
     if rep:
         if (s[ECX] & am) == 0:
             return 0
-        if delta > 0 and (op == 0xA4 or op == 0xA5 or op == 0xAA or op == 0xAB):
+        # (with memory hooks set every element goes through read_mem/write_mem: memhook.py)
+        if delta > 0 and s[MH_N] == 0 and op in (0xA4, 0xA5, 0xAA, 0xAB):
             return _rep_fast(s, ram, ram64, op, size, am, src)
     kind = op & 0xFE
     if kind == 0x6C or kind == 0x6E:
