@@ -13,6 +13,9 @@ its figures in ``benchmark.extra_info`` as well.
 - Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
   instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
   (SPEC 14.1; 16-bit code runs in the interpreter: the fast path and the tier take 32-bit code).
+- gcc -O2 programs (``benchmarks/programs``: CRC-32 bitwise and table-driven, SHA-256,
+  insertion sort, a word copy between buffers 1 MiB apart, recursion) with paging on: MIPS of
+  each on kjcore's default CPU and on Unicorn, the ratio, and the ratios' geometric mean.
 - REP MOVSD page copies with paging on: bytes/s vs Unicorn and vs memcpy.
 - Cold compile (empty Numba cache, new process) and warm import-to-first-run.
 """
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 
+import gcc_programs
 import numpy as np
 import pytest
 
@@ -137,6 +141,23 @@ def test_memory_operand_loop(benchmark):
     theirs = _unicorn_mips(code, 6 * n + 2)
     _report(benchmark, kjcore_mips=ours / 1e6, unicorn_mips=theirs / 1e6,
             ratio_vs_unicorn=ours / theirs)
+
+
+def test_gcc_programs(benchmark):
+    """Each gcc program on kjcore and on Unicorn (second runs: the first compile or translate)."""
+    figures = {}
+    ratios = []
+    cpu = None
+    for name, count in gcc_programs.PROGRAMS.items():
+        cpu, _ = gcc_programs.on_kjcore(name, count, cpu)
+        cpu, ours = gcc_programs.on_kjcore(name, count, cpu)
+        theirs = min(gcc_programs.on_unicorn(name, count)[1] for _ in range(2))
+        figures[f"{name}_mips"] = cpu.steps / ours / 1e6
+        figures[f"{name}_unicorn_mips"] = cpu.steps / theirs / 1e6
+        figures[f"{name}_ratio"] = theirs / ours
+        ratios.append(theirs / ours)
+    benchmark.pedantic(lambda: None, rounds=1)
+    _report(benchmark, geomean_ratio=float(np.exp(np.mean(np.log(ratios)))), **figures)
 
 
 def real_alu_loop(n):

@@ -12,6 +12,8 @@ memory operand (``ea32``) and the checks.  Everything else — and any
 instruction whose bytes are not all in the cached code page or that could
 cross the CS limit — is left unhandled (nothing changed) and goes through
 the full decoder, so the fast path can never change architectural results;
+the forms gcc emits beside these (eAX-immediate ALU, shifts, IMUL, NOT/NEG,
+MOVZX/MOVSX, byte operations) are ``fastforms.py``'s, reached from here;
 the Unicorn oracle runs through both paths, and
 tests/cpu/test_fastpath_lazy.py compares the two on random programs.
 
@@ -24,13 +26,14 @@ The register forms (and their ALU/condition helpers) are inlined into the
 step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary
 kernel call (``fast_mem``), which keeps the inlined loop small.
 """
-import numpy as np
-
+from .fastforms import fast_forms
+from .fastmem import alu32, ea32, phys_n, rb, rd4, wr4
 from .isa import (
     FAST_CLASS,
     FAST_LENGTH,
     K_0F,
     K_ALU,
+    K_ALUI,
     K_CALLRET,
     K_DEC,
     K_F7,
@@ -51,37 +54,7 @@ from .isa import (
 )
 from .jit import inline_kernel, kernel
 from .lazyflags import L_ADD, L_DEC, L_INC, L_LOGIC, L_NONE, L_SUB, carry_now, cond_lazy, flags_of
-from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
-from .operands import PARITY
-from .state import (
-    A20_CLEAR,
-    A_CODE,
-    A_DB,
-    A_E,
-    A_USABLE,
-    A_W,
-    AF,
-    CF,
-    CPL,
-    CR0,
-    CR0_PG,
-    CS,
-    DS,
-    EBP,
-    ECX,
-    ESP,
-    M32,
-    OF,
-    PF,
-    ROM_HI,
-    ROM_LO,
-    SEG,
-    SF,
-    SS,
-    TLB,
-    TLB_N,
-    ZF,
-)
+from .state import A_DB, CF, CS, ECX, ESP, M32, SEG, SS
 
 # Lengths of the register forms, from the opcode table.  Module-level ints:
 # Numba compiles them as constants, so the next EIP never waits for a load
@@ -90,144 +63,6 @@ from .state import (
  N_NOP, N_JMP8, N_LOOP, N_JMP32, N_CALL, N_PUSH) = (
     FAST_LENGTH[b] for b in (0x01, 0x40, 0x70, 0x0F, 0xB8, 0x81, 0x83, 0x85, 0x89, 0x8B, 0x8D,
                              0xF7, 0x90, 0xEB, 0xE2, 0xE9, 0xE8, 0x50))
-
-
-@inline_kernel
-def alu32(aop, a, b, f):
-    """32-bit ALU op ``aop`` on a, b with incoming EFLAGS f: (result, new EFLAGS)."""
-    if aop == 0 or aop == 2:
-        res = a + b + ((f & CF) if aop == 2 else 0)
-        r = res & M32
-        nf = CF if res > M32 else 0
-        nf |= (a ^ b ^ r) & AF
-        if (a ^ r) & (b ^ r) & 0x80000000:
-            nf |= OF
-    elif aop == 3 or aop == 5 or aop == 7:
-        res = a - b - ((f & CF) if aop == 3 else 0)
-        r = res & M32
-        nf = CF if res < 0 else 0
-        nf |= (a ^ b ^ r) & AF
-        if (a ^ b) & (a ^ r) & 0x80000000:
-            nf |= OF
-    else:
-        if aop == 1:
-            r = a | b
-        elif aop == 4:
-            r = a & b
-        else:
-            r = a ^ b
-        nf = 0
-    nf |= PARITY[r & 0xFF]
-    if r == 0:
-        nf |= ZF
-    if r & 0x80000000:
-        nf |= SF
-    return r, (f & ~(CF | PF | AF | ZF | SF | OF)) | nf
-
-
-@kernel("iii", "sri")
-def ea32(s, ram, p):
-    """Decode a 32-bit ModRM memory operand at ram[p] (the ModRM byte).
-
-    Returns (offset, default segment, bytes after ModRM) or length -1 if the
-    form is not handled here.
-    """
-    m = rb(ram, p)
-    mod = m >> 6
-    rm = m & 7
-    seg = DS
-    n = 1
-    if rm == 4:
-        sib = rb(ram, p + 1)
-        n = 2
-        base = sib & 7
-        idx = (sib >> 3) & 7
-        if base == 5 and mod == 0:
-            off = rd4(ram, p + 2)
-            n = 6
-        else:
-            off = s[base]
-            if base == ESP or base == EBP:
-                seg = SS
-        if idx != 4:
-            off += s[idx] << (sib >> 6)
-    elif rm == 5 and mod == 0:
-        off = rd4(ram, p + 1)
-        n = 5
-    else:
-        off = s[rm]
-        if rm == EBP:
-            seg = SS
-    if mod == 1:
-        d = rb(ram, p + n)
-        off += d - 256 if d & 0x80 else d
-        n += 1
-    elif mod == 2:
-        off += rd4(ram, p + n)
-        n += 4
-    return off & M32, seg, n
-
-
-@kernel("i", "sriib")
-def phys4(s, ram, seg, off, write):
-    """Physical address of a 4-byte access at seg:off, or -1 to take the slow path.
-
-    Only the plain case: usable expand-up data segment (or readable code for
-    reads) with the access inside the limit, inside one page, a TLB hit
-    granting the access (or paging off), and RAM behind it.
-    """
-    b = SEG + 4 * seg
-    attr = s[b + 3]
-    if write:
-        if (attr & (A_USABLE | A_CODE | A_E | A_W)) != (A_USABLE | A_W):
-            return -1
-    elif (attr & A_USABLE) == 0 or (attr & (A_CODE | A_E)) == A_E or (
-            (attr & A_CODE) and (attr & A_W) == 0):
-        return -1
-    if off + 3 > s[b + 2]:
-        return -1
-    lin = (s[b + 1] + off) & M32
-    if (lin & 0xFFF) > 4092:
-        return -1
-    if s[CR0] & CR0_PG:
-        k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
-        if s[k] != (lin >> 12):
-            return -1
-        if s[CPL] == 3:
-            need = T_UREAD | ((T_UWRITE | T_DIRTY) if write else 0)
-        else:
-            need = (T_SWRITE | T_DIRTY) if write else 0
-        if (s[k + 2] & need) != need:
-            return -1
-        ph = s[k + 1] | (lin & 0xFFF)
-    else:
-        ph = lin & ~s[A20_CLEAR]
-        if write and ph < s[ROM_HI] and ph + 4 > s[ROM_LO]:
-            return -1                   # the ROM: phys_write drops the write
-    if ph + 4 > ram.shape[0]:
-        return -1
-    return ph
-
-
-@inline_kernel
-def rb(ram, p):
-    """``ram[p]`` for a ``p`` known to be a valid index (unsigned: no negative-index
-    wraparound code)."""
-    return np.int64(ram[np.uint64(p)])
-
-
-@inline_kernel
-def rd4(ram, p):
-    return (rb(ram, p) | (rb(ram, p + 1) << 8) | (rb(ram, p + 2) << 16)
-            | (rb(ram, p + 3) << 24))
-
-
-@inline_kernel
-def wr4(ram, p, v):
-    ram[np.uint64(p)] = v & 0xFF
-    ram[np.uint64(p + 1)] = (v >> 8) & 0xFF
-    ram[np.uint64(p + 2)] = (v >> 16) & 0xFF
-    ram[np.uint64(p + 3)] = (v >> 24) & 0xFF
 
 
 @kernel("biii", "sriiii")
@@ -246,13 +81,13 @@ def fast_mem(s, ram, start, p, b0, f):
             return False, start, f, 0
         if b0 < 0x58:
             sp = (s[ESP] - 4) & M32
-            ph = phys4(s, ram, SS, sp, True)
+            ph = phys_n(s, ram, SS, sp, True, 4)
             if ph < 0:
                 return False, start, f, 0
             wr4(ram, ph, s[b0 & 7])
             s[ESP] = sp
         else:
-            ph = phys4(s, ram, SS, s[ESP], False)
+            ph = phys_n(s, ram, SS, s[ESP], False, 4)
             if ph < 0:
                 return False, start, f, 0
             v = rd4(ram, ph)
@@ -268,13 +103,13 @@ def fast_mem(s, ram, start, p, b0, f):
             if t > s[SEG + 4 * CS + 2]:
                 return False, start, f, 0
             sp = (s[ESP] - 4) & M32
-            ph = phys4(s, ram, SS, sp, True)
+            ph = phys_n(s, ram, SS, sp, True, 4)
             if ph < 0:
                 return False, start, f, 0
             wr4(ram, ph, start + N_CALL)
             s[ESP] = sp
         else:
-            ph = phys4(s, ram, SS, s[ESP], False)
+            ph = phys_n(s, ram, SS, s[ESP], False, 4)
             if ph < 0:
                 return False, start, f, 0
             t = rd4(ram, ph)
@@ -293,12 +128,12 @@ def fast_mem(s, ram, start, p, b0, f):
         s[reg] = off
         return True, end, f, 0
     if b0 == 0x89:
-        ph = phys4(s, ram, seg, off, True)
+        ph = phys_n(s, ram, seg, off, True, 4)
         if ph < 0:
             return False, start, f, 0
         wr4(ram, ph, s[reg])
         return True, end, f, 0
-    ph = phys4(s, ram, seg, off, False)
+    ph = phys_n(s, ram, seg, off, False, 4)
     if ph < 0:
         return False, start, f, 0
     v = rd4(ram, ph)
@@ -364,6 +199,13 @@ def alu_op(s, aop, dst, a, b, nxt, f, lop, la, lb, lr):
         return True, nxt, nf, L_NONE, la, lb, lr
     s[dst] = r
     return True, nxt, f, L_LOGIC, r, 0, r
+
+
+@inline_kernel
+def more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr):
+    """The forms of ``fastforms.fast_forms`` (which takes EFLAGS and the lazy kind packed)."""
+    ok, nxt, fl, la, lb, lr = fast_forms(s, ram, start, p, b0, m, f | (lop << 32), la, lb, lr)
+    return ok, nxt, fl & M32, fl >> 32, la, lb, lr
 
 
 @inline_kernel
@@ -455,7 +297,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         return True, start + N_TEST, f, L_LOGIC, r, 0, r
     if k == K_F7:                              # TEST r32, imm32 (F7 /0 and its alias /1)
         if m < 0xC0 or ((m >> 3) & 7) > 1:
-            return False, start, f, lop, la, lb, lr
+            return more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr)
         r = s[m & 7] & rd4(ram, p + 2)
         return True, start + N_F7, f, L_LOGIC, r, 0, r
     if k == K_STACK or k == K_CALLRET:
@@ -468,7 +310,7 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         return ok, nxt, nf, lop, la, lb, lr
     if k == K_0F:
         if m < 0x80 or m >= 0x90:
-            return False, start, f, lop, la, lb, lr
+            return more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr)
         nxt = start + N_0F
         c, f, lop = cond_lazy(f, lop, la, lb, lr, m & 15)
         if c:
@@ -500,4 +342,6 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         if t > climit:
             return False, start, f, lop, la, lb, lr
         return True, t, f, lop, la, lb, lr
+    if k >= K_ALUI:
+        return more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr)
     return False, start, f, lop, la, lb, lr

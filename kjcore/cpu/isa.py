@@ -52,10 +52,13 @@ IMM_SHIFT = 4
 LOCK_SHIFT = 8
 
 #: Fast-path classes of a first byte (``fastpath.fast_exec_u`` switches on them).
+#: Classes from "alui" on run in ``fastforms.fast_forms``.
 FAST_CLASSES = ("none", "alu", "inc", "dec", "stack", "jcc", "0f", "movi", "grp1", "test",
-                "movst", "movld", "lea", "f7", "nop", "jmp8", "loop", "jmp32", "callret")
+                "movst", "movld", "lea", "f7", "nop", "jmp8", "loop", "jmp32", "callret",
+                "alui", "shift", "imul", "byte")
 (K_NONE, K_ALU, K_INC, K_DEC, K_STACK, K_JCC, K_0F, K_MOVI, K_GRP1, K_TEST, K_MOVST, K_MOVLD,
- K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET) = range(len(FAST_CLASSES))
+ K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET, K_ALUI, K_SHIFT, K_IMUL,
+ K_BYTE) = range(len(FAST_CLASSES))
 
 LOOP_RULES = ("reg", "mem", "any")
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
@@ -97,13 +100,14 @@ def _forms():
     alu = ("ADD", "OR", "ADC", "SBB", "AND", "SUB", "XOR", "CMP")
     for i, n in enumerate(alu):
         b = 8 * i
-        row([b], f"{n} Eb,Gb", F_ALU, True, lock=n != "CMP")
+        byte = None if n in ("ADC", "SBB") else "byte"
+        row([b], f"{n} Eb,Gb", F_ALU, True, lock=n != "CMP", fast=byte)
         row([b + 1], f"{n} Ev,Gv", F_ALU, True, lock=n != "CMP", fast="alu",
             fast_mem=n == "CMP", loop="reg")
-        row([b + 2], f"{n} Gb,Eb", F_ALU, True)
+        row([b + 2], f"{n} Gb,Eb", F_ALU, True, fast=byte)
         row([b + 3], f"{n} Gv,Ev", F_ALU, True, fast="alu", fast_mem=True, loop="reg")
         row([b + 4], f"{n} AL,Ib", F_ALU, imm="b")
-        row([b + 5], f"{n} eAX,Iz", F_ALU, imm="z")
+        row([b + 5], f"{n} eAX,Iz", F_ALU, imm="z", fast="alui")
     for op, n in ((0x06, "PUSH ES"), (0x07, "POP ES"), (0x0E, "PUSH CS"), (0x16, "PUSH SS"),
                   (0x17, "POP SS"), (0x1E, "PUSH DS"), (0x1F, "POP DS")):
         row([op], n, F_STACK)
@@ -118,9 +122,9 @@ def _forms():
     row([0x62], "BOUND Gv,Ma", F_INT, True)
     row([0x63], "ARPL Ew,Gw", F_SYS, True)
     row([0x68], "PUSH Iz", F_STACK, imm="z")
-    row([0x69], "IMUL Gv,Ev,Iz", F_MULDIV, True, "z")
+    row([0x69], "IMUL Gv,Ev,Iz", F_MULDIV, True, "z", fast="imul")
     row([0x6A], "PUSH Ib", F_STACK, imm="b")
-    row([0x6B], "IMUL Gv,Ev,Ib", F_MULDIV, True, "b")
+    row([0x6B], "IMUL Gv,Ev,Ib", F_MULDIV, True, "b", fast="imul")
     for op, n in ((0x6C, "INSB"), (0x6D, "INS"), (0x6E, "OUTSB"), (0x6F, "OUTS")):
         row([op], n, F_STRING)
     row(range(0x70, 0x80), "Jcc Jb", F_JUMP, imm="b", fast="jcc", loop="any")
@@ -130,13 +134,13 @@ def _forms():
         fast = "grp1" if op in (0x81, 0x83) else None
         group(op, [f"{n} {w},{i}" for n in alu], F_ALU, imm, lock=range(7), fast=fast,
               fast_mem=(7,) if op == 0x83 else (), loop=range(8) if fast else ())
-    row([0x84], "TEST Eb,Gb", F_ALU, True)
+    row([0x84], "TEST Eb,Gb", F_ALU, True, fast="byte")
     row([0x85], "TEST Ev,Gv", F_ALU, True, fast="test", fast_mem=True, loop="reg")
     row([0x86], "XCHG Eb,Gb", F_MOV, True, lock=True)
     row([0x87], "XCHG Ev,Gv", F_MOV, True, lock=True, loop="reg")
-    row([0x88], "MOV Eb,Gb", F_MOV, True)
+    row([0x88], "MOV Eb,Gb", F_MOV, True, fast="byte", fast_mem=True)
     row([0x89], "MOV Ev,Gv", F_MOV, True, fast="movst", fast_mem=True, loop="reg")
-    row([0x8A], "MOV Gb,Eb", F_MOV, True)
+    row([0x8A], "MOV Gb,Eb", F_MOV, True, fast="byte", fast_mem=True)
     row([0x8B], "MOV Gv,Ev", F_MOV, True, fast="movld", fast_mem=True, loop="reg")
     row([0x8C], "MOV Ev,Sw", F_MOV, True)
     row([0x8D], "LEA Gv,M", F_MOV, True, fast="lea", loop="mem")
@@ -158,13 +162,13 @@ def _forms():
                   (0xAE, "SCASB"), (0xAF, "SCAS")):
         row([op], n, F_STRING)
     row([0xA8], "TEST AL,Ib", F_ALU, imm="b")
-    row([0xA9], "TEST eAX,Iz", F_ALU, imm="z")
+    row([0xA9], "TEST eAX,Iz", F_ALU, imm="z", fast="alui")
     row(range(0xB0, 0xB8), "MOV r8,Ib", F_MOV, imm="b")
     row(range(0xB8, 0xC0), "MOV r,Iz", F_MOV, imm="z", fast="movi", loop="any")
     shifts = ("ROL", "ROR", "RCL", "RCR", "SHL", "SHR", "SAL", "SAR")
     by_const = (0, 1, 4, 5, 6, 7)                        # compiled: not RCL/RCR
     group(0xC0, [f"{n} Eb,Ib" for n in shifts], F_SHIFT, "b")
-    group(0xC1, [f"{n} Ev,Ib" for n in shifts], F_SHIFT, "b", loop=by_const)
+    group(0xC1, [f"{n} Ev,Ib" for n in shifts], F_SHIFT, "b", fast="shift", loop=by_const)
     row([0xC2], "RET Iw", F_JUMP, imm="w")
     row([0xC3], "RET", F_JUMP, fast="callret")
     row([0xC4], "LES Gv,Mp", F_FAR, True)
@@ -180,9 +184,9 @@ def _forms():
     row([0xCE], "INTO", F_INT)
     row([0xCF], "IRET", F_INT)
     group(0xD0, [f"{n} Eb,1" for n in shifts], F_SHIFT)
-    group(0xD1, [f"{n} Ev,1" for n in shifts], F_SHIFT, loop=by_const)
+    group(0xD1, [f"{n} Ev,1" for n in shifts], F_SHIFT, fast="shift", loop=by_const)
     group(0xD2, [f"{n} Eb,CL" for n in shifts], F_SHIFT)
-    group(0xD3, [f"{n} Ev,CL" for n in shifts], F_SHIFT)
+    group(0xD3, [f"{n} Ev,CL" for n in shifts], F_SHIFT, fast="shift")
     row([0xD4], "AAM Ib", F_BCD, imm="b")
     row([0xD5], "AAD Ib", F_BCD, imm="b")
     row([0xD7], "XLAT", F_MOV)
@@ -207,7 +211,7 @@ def _forms():
     group(0xF6, [f"{n} Eb" + (",Ib" if r < 2 else "") for r, n in enumerate(grp3)], F_GRP3,
           lambda r: "b" if r < 2 else "", lock=(2, 3))
     group(0xF7, [f"{n} Ev" + (",Iz" if r < 2 else "") for r, n in enumerate(grp3)], F_GRP3,
-          lambda r: "z" if r < 2 else "", lock=(2, 3), fast="f7", fast_regs=(0, 1),
+          lambda r: "z" if r < 2 else "", lock=(2, 3), fast="f7", fast_regs=range(4),
           loop=range(4))
     for op, n in ((0xF8, "CLC"), (0xF9, "STC"), (0xFA, "CLI"), (0xFB, "STI"), (0xFC, "CLD"),
                   (0xFD, "STD")):
@@ -240,22 +244,22 @@ def _forms():
     row([t + 0xAB], "BTS Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xAC], "SHRD Ev,Gv,Ib", F_SHIFT, True, "b")
     row([t + 0xAD], "SHRD Ev,Gv,CL", F_SHIFT, True)
-    row([t + 0xAF], "IMUL Gv,Ev", F_MULDIV, True)
+    row([t + 0xAF], "IMUL Gv,Ev", F_MULDIV, True, fast="0f")
     row([t + 0xB0], "CMPXCHG Eb,Gb", F_ATOMIC, True, lock=True)
     row([t + 0xB1], "CMPXCHG Ev,Gv", F_ATOMIC, True, lock=True)
     row([t + 0xB2], "LSS Gv,Mp", F_FAR, True)
     row([t + 0xB3], "BTR Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xB4], "LFS Gv,Mp", F_FAR, True)
     row([t + 0xB5], "LGS Gv,Mp", F_FAR, True)
-    row([t + 0xB6], "MOVZX Gv,Eb", F_MOV, True)
-    row([t + 0xB7], "MOVZX Gv,Ew", F_MOV, True)
+    row([t + 0xB6], "MOVZX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True)
+    row([t + 0xB7], "MOVZX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True)
     group(t + 0xBA, [None, None, None, None, "BT Ev,Ib", "BTS Ev,Ib", "BTR Ev,Ib",
                      "BTC Ev,Ib"], F_BITS, "b", lock=(5, 6, 7))
     row([t + 0xBB], "BTC Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xBC], "BSF Gv,Ev", F_BITS, True)
     row([t + 0xBD], "BSR Gv,Ev", F_BITS, True)
-    row([t + 0xBE], "MOVSX Gv,Eb", F_MOV, True)
-    row([t + 0xBF], "MOVSX Gv,Ew", F_MOV, True)
+    row([t + 0xBE], "MOVSX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True)
+    row([t + 0xBF], "MOVSX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True)
     row([t + 0xC0], "XADD Eb,Gb", F_ATOMIC, True, lock=True)
     row([t + 0xC1], "XADD Ev,Gv", F_ATOMIC, True, lock=True)
     group(t + 0xC7, [None, "CMPXCHG8B Mq"], F_ATOMIC, lock=(1,))
@@ -319,26 +323,38 @@ def _imm_bytes(kind, osz, asz):
     return {"": 0, "b": 1, "w": 2, "z": osz, "moffs": asz, "enter": 3, "far": osz + 2}[kind]
 
 
+def fast_length(op, reg=None):
+    """Length of the register form of opcode ``op`` (/``reg``) in 32-bit code without
+    prefixes."""
+    f = next(f for f in _BY_OP[op] if f.reg is None or f.reg == reg)
+    return (2 if op >> 8 else 1) + bool(f.modrm) + _imm_bytes(f.imm, 4, 4)
+
+
 def _fast_tables():
-    """FAST_CLASS, FAST_LENGTH and MEMFORM, by first byte."""
+    """FAST_CLASS, FAST_LENGTH, MEMFORM by first byte; FAST_0F by second byte of 0F xx."""
     cls = np.zeros(256, np.int8)
     length = [0] * 256
     mem = np.zeros(256, np.bool_)
+    second = np.zeros(256, np.bool_)
     for b in range(256):
         rows = [f for f in FORMS if f.fast is not None and (f.op == b or f.op >> 8 and b == 0x0F)]
         if not rows:
             continue
         cls[b] = FAST_CLASSES.index(_one(rows, "fast"))
-        length[b] = ((2 if b == 0x0F else 1) + bool(_one(rows, "modrm"))
-                     + _imm_bytes(_one(rows, "imm"), 4, 4))
+        length[b] = fast_length(rows[0].op, rows[0].reg)
         mem[b] = any(f.fast_mem for f in rows)
-    return cls, tuple(length), mem
+    for f in FORMS:
+        if f.fast is not None and f.op >> 8 and f.modrm:
+            second[f.op & 0xFF] = True
+    return cls, tuple(length), mem, second
 
 
 #: The fast path's tables by first byte: its class (K_*; K_NONE: not handled),
-#: the length of the register form in 32-bit code without prefixes (0: not
-#: handled), and whether the memory form of some row runs in ``fastpath.fast_mem``.
-FAST_CLASS, FAST_LENGTH, MEMFORM = _fast_tables()
+#: the length of the register form of its first row in 32-bit code without prefixes
+#: (0: not handled; other rows: :func:`fast_length`), and whether the memory form of
+#: some row runs on the fast path; FAST_0F: the 0F xx forms with a ModRM that
+#: ``fastforms.fast_forms`` runs (the other 0F rows of the fast column are Jcc).
+FAST_CLASS, FAST_LENGTH, MEMFORM, FAST_0F = _fast_tables()
 
 
 class Insn(NamedTuple):

@@ -21,7 +21,7 @@ test ``s[D_EXC] >= 0``.
 """
 import numpy as np
 
-from .jit import kernel
+from .jit import inline_kernel, kernel
 from .memhook import mem_hook
 from .state import (
     A20_CLEAR,
@@ -65,6 +65,8 @@ from .state import (
     STRICT_BUS,
     TLB,
     TLB_N,
+    TLB_SETS,
+    TLB_WAYS,
 )
 
 # Access kinds for translate(); combine with ACC_USER.
@@ -132,6 +134,41 @@ def phys_write(s, ram, p, size, v):
 
 
 # ---------------------------------------------------------------- TLB
+# Two-way set-associative: a page can sit in either entry of its set, so two pages whose
+# sets collide (buffers a power of two apart) do not evict each other.  The set index mixes
+# in higher page-number bits, so pages 1 MiB (or 2, 4 ... MiB) apart land in different sets.
+@inline_kernel
+def tlb_set(vpn):
+    """First slot of the TLB set of linear page ``vpn``."""
+    return TLB + 3 * TLB_WAYS * ((vpn ^ (vpn >> 7)) & (TLB_SETS - 1))
+
+
+@inline_kernel
+def tlb_lookup(s, vpn):
+    """Slot of the TLB entry caching linear page ``vpn``, or -1."""
+    k = tlb_set(vpn)
+    if s[k] == vpn:
+        return k
+    if s[k + 3] == vpn:
+        return k + 3
+    return -1
+
+
+@kernel("v", "siii")
+def tlb_fill(s, vpn, phys, perms):
+    """Cache a translation: in place if the page is cached, else in way 0 of its set, the
+    entry there moving to way 1 (the older one leaves)."""
+    k = tlb_lookup(s, vpn)
+    if k < 0:
+        k = tlb_set(vpn)
+        s[k + 3] = s[k]
+        s[k + 4] = s[k + 1]
+        s[k + 5] = s[k + 2]
+    s[k] = vpn
+    s[k + 1] = phys
+    s[k + 2] = perms
+
+
 @kernel("v", "sb")
 def tlb_flush(s, keep_global):
     """Drop cached translations (CR3 load keeps global pages when CR4.PGE)."""
@@ -145,8 +182,8 @@ def tlb_flush(s, keep_global):
 
 @kernel("v", "si")
 def tlb_flush_page(s, lin):
-    k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
-    if s[k] == (lin >> 12):
+    k = tlb_lookup(s, lin >> 12)
+    if k >= 0:
         s[k] = -1
     s[D_FPAGE] = -1
 
@@ -315,10 +352,7 @@ def walk(s, ram, lin, acc, commit):
             perms |= T_GLOBAL
         if phys < s[ROM_HI] and phys + 4096 > s[ROM_LO]:
             perms &= ~(T_UWRITE | T_SWRITE)     # ROM: every write walks to phys_write
-        k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
-        s[k] = lin >> 12
-        s[k + 1] = phys
-        s[k + 2] = perms
+        tlb_fill(s, lin >> 12, phys, perms)
     _ = large
     return phys | (lin & 0xFFF)
 
@@ -328,9 +362,8 @@ def translate(s, ram, lin, acc):
     """Linear to physical for an access of kind ``acc``; -1 and #PF on failure."""
     if (s[CR0] & CR0_PG) == 0:
         return lin & ~s[A20_CLEAR]
-    vpn = lin >> 12
-    k = TLB + 3 * (vpn & (TLB_N - 1))
-    if s[k] == vpn:
+    k = tlb_lookup(s, lin >> 12)
+    if k >= 0:
         need = need_bits(s, acc)
         if (s[k + 2] & need) == need:
             return s[k + 1] | (lin & 0xFFF)

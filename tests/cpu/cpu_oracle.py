@@ -356,8 +356,9 @@ def undefined_flags(op, osz, reg, regs, body, pre):
 class Oracle:
     """Both emulators, reusable across cases."""
 
-    def __init__(self, seed=0, code16=False):
+    def __init__(self, seed=0, code16=False, fast=False):
         self.rng = random.Random(seed)
+        self.fast = fast
         self.ram = np.zeros(RAM, np.uint8)
         self.cpu = CPU(self.ram)
         self.code16 = code16
@@ -394,6 +395,11 @@ class Oracle:
         s[:8] = case.regs
         s[S.EIP] = self.ip
         s[S.EFLAGS] = case.eflags
+        if self.fast:
+            # Prime the fetch cache with the (identity-mapped) code page: the step loop
+            # then runs the case on the fast path if it has the form.
+            s[S.D_FPAGE] = CODE >> 12
+            s[S.D_FPHYS] = CODE & ~0xFFF
         st = cpu.run(1)
         while case.string and st == Status.STEP_LIMIT and cpu.eip == self.ip:
             st = cpu.run(1)            # a step is one REP element: finish the instruction
@@ -465,9 +471,10 @@ def _is_int_n(code):
     return code[i] in (0xCC, 0xCD, 0xCE)
 
 
-def run_batch(seed, ops, per_op, code16=False):
-    """Run ``per_op`` random cases for each opcode; returns (count, failures)."""
-    orc = Oracle(seed, code16)
+def run_batch(seed, ops, per_op, code16=False, fast=False):
+    """Run ``per_op`` random cases for each opcode; returns (count, failures).
+    ``fast``: on the fast path where it has the form (else the full decoder)."""
+    orc = Oracle(seed, code16, fast)
     rng = orc.rng
     data = np.frombuffer(random.Random(seed ^ 0x5EED).randbytes(DATA), np.uint8).copy()
     fails = []

@@ -39,7 +39,7 @@ def instr(rng, allow_jump=True):
     """One random instruction (bytes)."""
     w = rng.choice(WRITABLE)
     r = rng.randrange(8)
-    k = rng.randrange(30)
+    k = rng.randrange(38)
     modrm_rr = lambda reg, rm: bytes([0xC0 | reg << 3 | rm])  # noqa: E731
     if k < 5:                                          # ALU r/r, both directions, all 8 ops
         aop = rng.randrange(8)
@@ -93,6 +93,8 @@ def instr(rng, allow_jump=True):
         return bytes([rng.choice((0x13, 0x1B))]) + modrm_rr(w, r)
     if k == 23:
         return b"\x90"
+    if k >= 30:
+        return gcc_form(rng, w, r)
     if allow_jump and k < 27:                          # Jcc / JMP forward over one instruction
         skip = instr(rng, allow_jump=False)
         cc = rng.randrange(16)
@@ -103,7 +105,12 @@ def instr(rng, allow_jump=True):
             rr = 0xC0 | src << 3 | w
             pre = rng.choice((bytes([0x39, rr]), bytes([0x29, rr]),
                               bytes([0x01, rr]), bytes([0x85, rr]),
-                              bytes([0x40 + w]), bytes([0x48 + w]),
+                              bytes([0x40 + w]), bytes([0x48 + w]), bytes([0xF7, 0xD8 | w]),
+                              b"\x25" + imm32(rng).to_bytes(4, "little"),
+                              b"\x3d" + imm32(rng).to_bytes(4, "little"),
+                              bytes([0xC1, 0xE0 | w, rng.randrange(33)]),
+                              bytes([0x6B, 0xC0 | w << 3 | r, rng.getrandbits(8)]),
+                              bytes([0x38, 0xC0 | rng.randrange(64)]),
                               b"\x83" + bytes([0xF8 | w, rng.choice((0, 1, 0x7F, 0x80, 0xFF))])))
         if j == 0:
             return pre + bytes([0x70 + cc, len(skip)]) + skip
@@ -111,6 +118,42 @@ def instr(rng, allow_jump=True):
             return pre + bytes([0x0F, 0x80 + cc]) + len(skip).to_bytes(4, "little") + skip
         return pre + bytes([0xEB, len(skip)]) + skip
     return bytes([(0x40 if rng.random() < 0.5 else 0x48) + w])
+
+
+def gcc_form(rng, w, r):
+    """One of the forms of fastforms.py (gcc's common ones beside the first switch's)."""
+    k = rng.randrange(9)
+    d = bytes([rng.randrange(0, 0x7C)])                 # [esi + disp8], any alignment
+    if k == 0:                                         # ALU eAX, imm32 (all 8) / TEST eAX
+        op = rng.choice([a << 3 | 5 for a in range(8)] + [0xA9])
+        return bytes([op]) + imm32(rng).to_bytes(4, "little")
+    if k == 1:                                         # shifts/rotates by 1, imm8, CL
+        m = 0xC0 | rng.randrange(8) << 3 | w
+        op = rng.choice((0xD1, 0xC1, 0xD3))
+        if op == 0xC1:
+            return bytes([op, m, rng.choice((0, 1, 2, 7, 31, 32, 33, rng.getrandbits(8)))])
+        return bytes([op, m])
+    if k == 2:                                         # NOT / NEG
+        return bytes([0xF7, 0xC0 | rng.choice((2, 3)) << 3 | w])
+    if k == 3:                                         # IMUL r, r, imm8/imm32; IMUL r, r
+        m = bytes([0xC0 | w << 3 | r])
+        c = rng.randrange(3)
+        if c == 0:
+            return b"\x6b" + m + bytes([rng.getrandbits(8)])
+        if c == 1:
+            return b"\x69" + m + imm32(rng).to_bytes(4, "little")
+        return b"\x0f\xaf" + m
+    if k == 4:                                         # MOVZX/MOVSX from a register
+        return bytes([0x0F, rng.choice((0xB6, 0xB7, 0xBE, 0xBF)), 0xC0 | w << 3 | r])
+    if k == 5:                                         # ... and from memory
+        return bytes([0x0F, rng.choice((0xB6, 0xB7, 0xBE, 0xBF)), 0x40 | w << 3 | 6]) + d
+    if k == 6:                                         # byte ALU/TEST/MOV on registers
+        op = rng.choice((0x00, 0x02, 0x08, 0x0A, 0x20, 0x22, 0x28, 0x2A, 0x30, 0x32, 0x38, 0x3A,
+                         0x84, 0x88, 0x8A))
+        return bytes([op, 0xC0 | rng.randrange(64)])
+    if k == 7:                                         # byte store / load
+        return bytes([rng.choice((0x88, 0x8A)), 0x40 | rng.randrange(8) << 3 | 6]) + d
+    return bytes([0xD3, 0xC0 | rng.randrange(8) << 3 | w])     # by CL: counts 0 to 31
 
 
 def program(rng, body_len=None, iters=None):

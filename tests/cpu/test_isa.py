@@ -66,17 +66,23 @@ def test_fast_table_comes_from_rows():
 
 
 def test_fast_path_length_constants_cover_their_classes():
-    """fastpath compiles one length constant per class (per byte for 81/83 and
-    E8): every byte of the class must have that length."""
+    """fastpath and fastforms compile one length constant per class (per byte for
+    81/83, E8, the shifts and IMUL): every byte of the class must have that length."""
     length = isa.FAST_LENGTH
     by_class = {}
     for b in range(256):
-        if isa.FAST_CLASS[b] not in (isa.K_NONE, isa.K_GRP1, isa.K_CALLRET):
+        if isa.FAST_CLASS[b] not in (isa.K_NONE, isa.K_GRP1, isa.K_CALLRET, isa.K_SHIFT,
+                                     isa.K_IMUL):
             by_class.setdefault(isa.FAST_CLASS[b], set()).add(length[b])
     assert all(len(v) == 1 for v in by_class.values()), by_class
     assert length[0x40] == length[0x48]                     # INC and DEC share N_INC
+    assert length[0xD1] == length[0xD3]                     # shifts by 1 and CL share N_D1
+    # F7's other rows (NOT, NEG) share one length, and so do the 0F xx forms with a ModRM.
+    assert isa.fast_length(0xF7, 2) == isa.fast_length(0xF7, 3)
+    assert {isa.fast_length(0x100 | b) for b in range(256) if isa.FAST_0F[b]} == {3}
     # Memory forms: the register form's ModRM replaced by the operand's bytes.
-    assert {length[b] for b in range(256) if isa.MEMFORM[b] and b != 0x83} == {length[0x8D]}
+    assert {length[b] for b in range(256) if isa.MEMFORM[b] and b not in (0x0F, 0x83)} \
+        == {length[0x8D]}
 
 
 def _encoding(rng, f, mod=None, prefixes=True):

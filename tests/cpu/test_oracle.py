@@ -11,7 +11,7 @@ import zlib
 import pytest
 from cpu_oracle import run_batch, user_opcodes
 
-from kjcore.cpu.isa import FAMILY_NAMES, OP_FAMILY
+from kjcore.cpu.isa import FAMILY_NAMES, FAST_0F, FAST_CLASS, OP_FAMILY
 
 OPS = user_opcodes()
 FAMILIES = sorted({FAMILY_NAMES[OP_FAMILY[op]] for op in OPS})
@@ -33,6 +33,22 @@ def test_family_against_unicorn(family):
     ops = _ops(family)
     per_op = max(40, 2400 // len(ops))
     n, fails = run_batch(zlib.crc32(family.encode()), ops, per_op)
+    assert n > 0.9 * per_op * len(ops)
+    assert not fails, _report(fails)
+
+
+def _fast(op):
+    return FAST_0F[op & 0xFF] if op >> 8 else FAST_CLASS[op] != 0
+
+
+@pytest.mark.parametrize("family", sorted({FAMILY_NAMES[OP_FAMILY[op]] for op in OPS
+                                           if _fast(op)}))
+def test_fast_path_against_unicorn(family):
+    """The opcodes the fast path has (``isa``'s fast column), each case started with the
+    fetch cache primed so the step loop tries the fast path first."""
+    ops = [op for op in _ops(family) if _fast(op)]
+    per_op = max(60, 2400 // len(ops))
+    n, fails = run_batch(zlib.crc32(family.encode()) ^ 0xFA57, ops, per_op, fast=True)
     assert n > 0.9 * per_op * len(ops)
     assert not fails, _report(fails)
 
