@@ -147,6 +147,9 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
     per_pass = image.nr_source_pages
     steps = passes = 0
     pending = None          # native engine: (head argument's address, its value, return, steps)
+    # A swap pass is the swap engine's, not the guest's: its copies reach a BIOS ROM
+    # destination on both engines (invariant 13); the read-only ROM is back for the image.
+    rom_pass = None         # (swap_pages' return address, the CPU's ROM range) during a pass
     try:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -163,17 +166,26 @@ def machine_kexec(m, image, max_steps=None, timeout=None):
                 break
             if at == swap_entry and not paging:
                 passes += 1
+                rom_pass = (_word(m.ram, cpu.esp), cpu.rom)
+                cpu.rom = None
+                cpu.breakpoints.add(rom_pass[0])
                 if m.engine == "native":
                     pending = _native_swap(m, cpu, budget - steps)
                     if pending is not None:
                         cpu.breakpoints.add(pending[2])
                         steps += pending[3]
                 continue
+            if rom_pass is not None and at == rom_pass[0] and not paging:
+                cpu.rom = rom_pass[1]
+                cpu.breakpoints.discard(at)
+                rom_pass = None
             if pending is not None and at == pending[2] and not paging:
                 _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
                 cpu.breakpoints.discard(at)
                 pending = None
     finally:
+        if rom_pass is not None:
+            cpu.rom = rom_pass[1]
         cpu.breakpoints = user_breakpoints
         cpu.open_bus = user_open_bus
         _keep_console(m, cpu)

@@ -182,7 +182,8 @@ def test_load_rejects_bad_input_before_setting_anything(regs, error, match):
 # ------------------------------------------------------------------ status -> exception
 def test_each_error_status_has_exactly_one_exception_class():
     assert set(STATUS_EXCEPTION) == {Status.TRIPLE_FAULT, Status.STEP_LIMIT, Status.TIMEOUT,
-                                     Status.BUS_ERROR, Status.UNSUPPORTED, Status.HLT}
+                                     Status.BUS_ERROR, Status.UNSUPPORTED, Status.HLT,
+                                     Status.IDLE}
     for status, cls in STATUS_EXCEPTION.items():
         assert issubclass(cls, CPUFault) and cls.status == status
 
