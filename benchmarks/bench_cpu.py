@@ -12,7 +12,8 @@ its figures in ``benchmark.extra_info`` as well.
   tier), and a loop with memory operands, which the tier does not compile.
 - Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
   instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
-  (SPEC 14.1; 16-bit code runs in the interpreter: the fast path and the tier take 32-bit code).
+  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the hot-loop tier;
+  more in bench_realmode.py).
 - REP MOVSD page copies with paging on: bytes/s vs Unicorn and vs memcpy.
 - Cold compile (empty Numba cache, new process) and warm import-to-first-run.
 """
