@@ -146,6 +146,9 @@ def test_machine_new_no_bios(tmp_path, capsys):
                      "--kernel-reserved", "64K"]) == 1                   # the ROM ends at 1M
     assert cli.main(["machine", "new", str(tmp_path / "c"), "--ram", "512K",
                      "--kernel-reserved", "64K", "--no-bios"]) == 0
+    capsys.readouterr()
+    assert cli.main(["fuzz", "-n", "10", "--ram", "512K"]) == 1     # check_layouts: a BIOS
+    assert "needs ram_size=0x80000 of at least 1 MiB" in capsys.readouterr().err
 
 
 def test_low_memory_destination_takes_no_bios_frame_as_source():
