@@ -12,7 +12,8 @@ its figures in ``benchmark.extra_info`` as well.
   tier), and a loop with memory operands, which the tier does not compile.
 - Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
   instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
-  (SPEC 14.1; 16-bit code runs in the interpreter: the fast path and the tier take 32-bit code).
+  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the hot-loop tier;
+  more in bench_realmode.py).
 - gcc -O2 programs (``benchmarks/programs``: CRC-32 bitwise and table-driven, SHA-256,
   insertion sort, a word copy between buffers 1 MiB apart, recursion) with paging on: MIPS of
   each on kjcore's default CPU and on Unicorn, the ratio, and the ratios' geometric mean.

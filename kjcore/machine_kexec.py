@@ -152,13 +152,15 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
     # The user's breakpoints and hooks stay active (SPEC §16): the routine's own stops are
     # added to the breakpoints, and a stop that is only the user's ends the jump (Stopped).
     user_breakpoints = set(cpu.breakpoints)
-    own = {layout.return_address, swap_entry}
-    cpu.breakpoints = user_breakpoints | own
+    cpu.breakpoints = user_breakpoints | {layout.return_address, swap_entry}
     native = m.engine == "native" and not cpu.memory_hooked   # hooks see every copy
     user_open_bus, cpu.open_bus = cpu.open_bus, True   # ports nobody handles: an empty bus
     per_pass = image.nr_source_pages
     steps = passes = 0
     pending = None          # native engine: (head argument's address, its value, return, steps)
+    # A swap pass is the swap engine's, not the guest's: its copies reach a BIOS ROM
+    # destination on both engines (invariant 13); the read-only ROM is back for the image.
+    rom_pass = None         # (swap_pages' return address, the CPU's ROM range) during a pass
     if trace:
         cpu.start_trace(trace)
     try:
@@ -179,23 +181,33 @@ def machine_kexec(m, image, max_steps=None, timeout=None, trace=None):
             if at == swap_entry and not paging:
                 ours = True
                 passes += 1
+                rom_pass = (_word(m.ram, cpu.esp), cpu.rom)
+                cpu.rom = None
+                cpu.breakpoints.add(rom_pass[0])
                 if native:
                     pending = _native_swap(m, cpu, budget - steps)
                     if pending is not None:
                         cpu.breakpoints.add(pending[2])
-                        own.add(pending[2])
                         steps += pending[3]
-            elif pending is not None and at == pending[2] and not paging:
-                ours = True
-                _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
-                own.discard(at)
-                if at not in user_breakpoints:
-                    cpu.breakpoints.discard(at)
-                pending = None
+            else:
+                if rom_pass is not None and at == rom_pass[0] and not paging:
+                    ours = True
+                    cpu.rom = rom_pass[1]
+                    if at not in user_breakpoints:
+                        cpu.breakpoints.discard(at)
+                    rom_pass = None
+                if pending is not None and at == pending[2] and not paging:
+                    ours = True
+                    _put_word(m.ram, pending[0], pending[1])    # the empty pass has read it
+                    if at not in user_breakpoints:
+                        cpu.breakpoints.discard(at)
+                    pending = None
             if at in user_breakpoints and not ours:
                 status = Status.STOPPED     # the user's breakpoint: the jump stops there
                 break
     finally:
+        if rom_pass is not None:
+            cpu.rom = rom_pass[1]
         cpu.breakpoints = user_breakpoints
         cpu.open_bus = user_open_bus
         _keep_console(m, cpu)

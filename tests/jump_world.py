@@ -28,8 +28,9 @@ ENGINES = ("emulated", "native")
 
 
 def machine(mode="2level", engine="emulated", **kw):
+    # no BIOS: payloads land anywhere in the 1 MiB, the read-only ROM included
     return kjcore.Machine(ram_size=RAM, kernel_reserved=RESERVED, engine=engine,
-                          **{**MODES[mode], **kw})
+                          **{"bios": False, **MODES[mode], **kw})
 
 
 def reboot(m):

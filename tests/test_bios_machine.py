@@ -131,16 +131,24 @@ def test_saved_config_records_bios_and_an_old_save_without_it_has_none(tmp_path)
         kjcore.Machine.open(tmp_path / "bad")
 
 
-def test_machine_new_no_bios(tmp_path):
+def test_machine_new_no_bios(tmp_path, capsys):
     from kjcore.commands import main as cli
     assert cli.main(["machine", "new", str(tmp_path / "a"), "--ram", "16M"]) == 0
     assert cli.main(["machine", "new", str(tmp_path / "b"), "--ram", "16M", "--no-bios"]) == 0
     assert kjcore.Machine.open(tmp_path / "a").bios is not None
     assert kjcore.Machine.open(tmp_path / "b").bios is None
+    capsys.readouterr()
+    for name, flagged in (("b", True), ("a", False)):
+        assert cli.main(["inspect", str(tmp_path / name)]) == 0
+        ram_line = next(x for x in capsys.readouterr().out.splitlines() if "  RAM " in x)
+        assert ram_line.endswith(", no_bios") == flagged
     assert cli.main(["machine", "new", str(tmp_path / "c"), "--ram", "512K",
                      "--kernel-reserved", "64K"]) == 1                   # the ROM ends at 1M
     assert cli.main(["machine", "new", str(tmp_path / "c"), "--ram", "512K",
                      "--kernel-reserved", "64K", "--no-bios"]) == 0
+    capsys.readouterr()
+    assert cli.main(["fuzz", "-n", "10", "--ram", "512K"]) == 1     # check_layouts: a BIOS
+    assert "needs ram_size=0x80000 of at least 1 MiB" in capsys.readouterr().err
 
 
 def test_low_memory_destination_takes_no_bios_frame_as_source():

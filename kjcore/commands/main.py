@@ -239,7 +239,10 @@ def _cmd_fuzz(args):
     opts = dict(profile=args.profile, ram_size=ram, crashkernel=crash,
                 kexec_jump=not args.no_kexec_jump)
     # Compile (or load from cache) before the clock starts.
-    check_layouts(random_layouts(8, seed=0, ram_size=ram, crashkernel=crash), **opts)
+    try:
+        check_layouts(random_layouts(8, seed=0, ram_size=ram, crashkernel=crash), **opts)
+    except ValueError as e:         # a machine that cannot exist (a BIOS below 1 MiB of RAM)
+        raise UsageError(str(e)) from None
     counts = {}
     done = 0
     total_time = 0.0          # check_layouts only

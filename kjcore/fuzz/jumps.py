@@ -114,7 +114,8 @@ def run_unit(seed, unit, round_trips):
     rng = np.random.default_rng([seed, unit])
     pairs = []
     for i, cfg in enumerate(CONFIGS):
-        pair = [Machine(ram_size=RAM, kernel_reserved=RESERVED, engine=engine,
+        # No BIOS: payloads land anywhere in the 1 MiB, the read-only ROM included.
+        pair = [Machine(ram_size=RAM, kernel_reserved=RESERVED, engine=engine, bios=False,
                         alloc_seed=seed + unit + i, **cfg) for engine in ("emulated", "native")]
         pairs.append((pair, [_Checkpoints(m) for m in pair]))
     stats = Counter()

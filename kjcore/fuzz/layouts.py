@@ -143,7 +143,8 @@ def check_layouts(layouts, *, profile="2.6.27", ram_size, crashkernel=None, kexe
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
     if bios and int(ram_size) < HIGH_MEMORY:
-        raise ValueError(f"bios=True needs ram_size={int(ram_size):#x} of at least 1 MiB")
+        raise ValueError(f"a machine with a BIOS needs ram_size={int(ram_size):#x} of at least "
+                         "1 MiB (bios=False for less)")
     layouts = np.ascontiguousarray(layouts.reshape(-1))
     nr_frames = int(ram_size) >> PAGE_SHIFT
     reserved = int(kernel_reserved) >> PAGE_SHIFT

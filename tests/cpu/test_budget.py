@@ -183,7 +183,7 @@ def test_load_rejects_bad_input_before_setting_anything(regs, error, match):
 def test_each_error_status_has_exactly_one_exception_class():
     assert set(STATUS_EXCEPTION) == {Status.TRIPLE_FAULT, Status.STEP_LIMIT, Status.TIMEOUT,
                                      Status.BUS_ERROR, Status.UNSUPPORTED, Status.HLT,
-                                     Status.STOPPED}
+                                     Status.IDLE, Status.STOPPED}
     for status, cls in STATUS_EXCEPTION.items():
         assert issubclass(cls, CPUFault) and cls.status == status
 

@@ -139,7 +139,10 @@ def _loop_case(rng, f, mod, prefixes):
         return None
     insn = code[:ins.length]
     rule = f.loop
-    expected = not ins.prefixes and rule is not None and (
+    # no prefix, but 0x66 (16-bit operands) on the forms other than branches, LEA and shifts
+    operand16 = ins.prefixes == b"\x66" and f.family != isa.F_JUMP and f.op not in (
+        0x8D, 0xC1, 0xD1)
+    expected = (not ins.prefixes or operand16) and rule is not None and (
         rule == "any" or (rule == "reg") == (ins.mod == 3))
     if f.family == isa.F_JUMP and rule is not None:
         width = 1 if f.imm == "b" else ins.osz        # the displacement ends the instruction
