@@ -120,3 +120,14 @@ def test_every_exec_takes_a_fresh_snapshot():
     assert m.debugcon.count(b"capture: done") == 1
     assert _disk_bytes(m.disks[0], find_core(m.disks[0]), marker_at, 8) == b"changed!"
     assert bytes(m.disks[0].read(0, 8)) == first      # the same header
+
+
+def test_a_failed_snapshot_still_returns_to_the_first_kernel():
+    """A disk too small for the snapshot: the message, nothing written, and the jump back."""
+    m = kjcore.Machine(ram_size=20 * MiB, disks=[4 * MiB])
+    img = load_snapshot(m)
+    before, mask = m.ram.copy(), preserved_mask(m, img)
+    assert reboot(m) == 0 and m.state == "kernel"
+    assert b"capture: core file does not fit disk 0, bytes 0x013a0000\n" in m.debugcon
+    assert b"capture: done" not in m.debugcon and m.disks[0].read(0, 1) == bytes(512)
+    assert not ((m.ram != before) & mask).any()                      # invariant 8
