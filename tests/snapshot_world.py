@@ -51,3 +51,17 @@ def load_snapshot(m, cmdline=b"", entries=None):
     backups = preserve_context_backup_segments(segments, MEM_MIN, MEM_MAX, m.ram_size)
     m.kexec_load(entry, sort_segments(segments + list(backups)), KEXEC_PRESERVE_CONTEXT)
     return m.kexec_image
+
+
+def load_like_kjexec(m, cmdline=b"", mem_min=MEM_MIN, mem_max=0x10FFFFF):
+    """What ``kjexec -l --load-preserve-context --args-linux`` loads (kjcore.linux_load)."""
+    from kjcore.linux_load import finish_linux_load, plan_linux_load
+    with open(CAPTURE, "rb") as f:
+        image = load_elf32(f.read())
+    plan = plan_linux_load(m, image, KEXEC_PRESERVE_CONTEXT, cmdline, mem_min=mem_min,
+                           mem_max=mem_max)
+    segments = list(plan.segments) + [plan.purgatory]
+    segments += preserve_context_backup_segments(segments, mem_min, mem_max, m.ram_size)
+    segments, entry = finish_linux_load(plan, list(sort_segments(segments)))
+    m.kexec_load(entry, segments, KEXEC_PRESERVE_CONTEXT)
+    return m.kexec_image

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from jump_world import reboot
-from snapshot_world import CAPTURE, MEM_MAX, MEM_MIN, load_snapshot
+from snapshot_world import CAPTURE, MEM_MAX, MEM_MIN, load_like_kjexec, load_snapshot
 
 import kjcore
 from kjcore.commands import kjexec
@@ -120,3 +120,30 @@ def test_every_exec_takes_a_fresh_snapshot():
     assert m.debugcon.count(b"capture: done") == 1
     assert _disk_bytes(m.disks[0], find_core(m.disks[0]), marker_at, 8) == b"changed!"
     assert bytes(m.disks[0].read(0, 8)) == first      # the same header
+
+
+def test_a_failed_snapshot_still_returns_to_the_first_kernel():
+    """A disk too small for the snapshot: the message, nothing written, and the jump back."""
+    m = kjcore.Machine(ram_size=20 * MiB, disks=[4 * MiB])
+    img = load_snapshot(m)
+    before, mask = m.ram.copy(), preserved_mask(m, img)
+    assert reboot(m) == 0 and m.state == "kernel"
+    assert b"capture: core file does not fit disk 0, bytes 0x013a0000\n" in m.debugcon
+    assert b"capture: done" not in m.debugcon and m.disks[0].read(0, 1) == bytes(512)
+    assert not ((m.ram != before) & mask).any()                      # invariant 8
+
+
+def test_a_pae_machine_with_a_bios_e820_map():
+    """The e820 table of a BIOS machine (RAM below 640 KiB, holes, RAM above 1 MiB): one
+    PT_LOAD per usable range, cut inward to whole pages; a PAE first kernel (fix_pae_return)
+    comes back byte-exact."""
+    m = kjcore.Machine(ram_size=24 * MiB, disks=[32 * MiB], bios=True, pae=True,
+                       fix_pae_return=True)
+    img = load_like_kjexec(m, b"console=ttyS0")
+    before, mask = m.ram.copy(), preserved_mask(m, img)
+    assert reboot(m) == 0 and m.state == "kernel"
+    assert b'capture: command line "console=ttyS0 memmap=' in m.debugcon
+    assert not ((m.ram != before) & mask).any()                      # invariant 8
+    pages = [(-(-base // 4096) * 4096, (base + size) // 4096 * 4096)      # whole pages only
+             for base, size, kind in m.e820 if kind == 1]
+    assert [(p.paddr, p.paddr + p.filesz) for p in find_core(m.disks[0]).loads] == pages

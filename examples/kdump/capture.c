@@ -6,7 +6,8 @@
  * Called by a preserve-context kexec jump (a jump-back entry at [ESP], swapmap.c) it takes a
  * snapshot: every usable RAM range of the zero page's e820 table, each page read from where
  * the jump put the first kernel's bytes, written as an ELF32 core file to disk 0 from LBA 0;
- * then it returns to the first kernel through the jump-back entry. kexec-tools also passes
+ * then it returns to the first kernel through the jump-back entry (also when it fails: the
+ * message is on the console and the first kernel goes on). kexec-tools also passes
  * elfcorehdr= to a preserve-context image, but that header leaves out the first 640 KiB and
  * the memory window of the jump: a snapshot wants all of the first kernel's RAM, so the e820
  * table decides. Every later exec re-enters the program and takes a fresh snapshot.

@@ -29,7 +29,11 @@ struct core_layout {
 	u32 notes_size;
 };
 
+/* entry.S: return to the first kernel through the jump-back entry */
+void __attribute__((noreturn)) back_to_first_kernel(void);
+
 /* console.c */
+extern int can_return;
 void console_write(const char *text);
 void console_hex(u32 value);
 void __attribute__((noreturn)) fail(const char *why, u32 value);

@@ -30,7 +30,10 @@ void console_hex(u32 value)
 	console_write(text);
 }
 
-/* Nothing to return to after a failure: say why and stop the CPU. */
+/* Set once a kexec jump is known to have called us: there is a first kernel to go back to. */
+int can_return;
+
+/* Say why; go back to the first kernel if there is one (no snapshot), else stop the CPU. */
 void fail(const char *why, u32 value)
 {
 	console_write("capture: ");
@@ -38,6 +41,8 @@ void fail(const char *why, u32 value)
 	console_write(" ");
 	console_hex(value);
 	console_write("\n");
+	if (can_return)
+		back_to_first_kernel();
 	for (;;)
 		__asm__ volatile("cli; hlt");
 }

@@ -26,6 +26,9 @@ entered:
 	testl	%eax, %eax
 	jnz	halt
 
+/* Also where fail() goes in a snapshot: a failed snapshot still returns the machine. */
+	.globl	back_to_first_kernel
+back_to_first_kernel:
 	movl	entry_esp, %esp
 	popl	%eax			/* the jump-back entry */
 	call	*%eax			/* back to the first kernel ... */

@@ -94,6 +94,7 @@ int swapmap_build(u32 jump_back)
 
 	if (!in_control_page(jump_back))
 		return 0;
+	can_return = 1;			/* from here on a failure goes back, not down */
 	data = (const u32 *)((jump_back & PAGE_MASK) + CONTROL_DATA);
 	word = data[DATA_HEAD / 4];
 	nr_pairs = 0;
