@@ -8,8 +8,13 @@ shows as JSON-ready values.
 
 >>> import kjcore
 >>> m = kjcore.Machine(ram_size=16 << 20, kernel_reserved=2 << 20)
->>> memory_map(m)
-[(0, 2097152, 'kernel'), (2097152, 16777216, 'free')]
+>>> for start, end, kind in memory_map(m):   # the BIOS: the IVT/BDA page, EBDA to 1 MiB
+...     print(f"{start:#09x}-{end:#09x} {kind}")
+0x0000000-0x0001000 bios
+0x0001000-0x009f000 kernel
+0x009f000-0x0100000 bios
+0x0100000-0x0200000 kernel
+0x0200000-0x1000000 free
 >>> memory_strip(m, width=8)
 ('K.......', 2097152)
 """

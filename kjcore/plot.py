@@ -14,7 +14,7 @@ swaps them in (the destination -> source pairing).
 >>> m = kjcore.Machine(ram_size=4 << 20, kernel_reserved=1 << 20)
 >>> fig = memory_map_figure(m)
 >>> [t.get_text() for t in fig.legends[0].get_texts()]
-['free', 'kernel']
+['free', 'kernel', 'bios']
 """
 import os
 

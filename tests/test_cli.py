@@ -322,8 +322,12 @@ def test_console_scripts(tmp_path):
 
 
 def test_memory_map_of_fresh_machine():
-    m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)
+    m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB, bios=False)
     assert memory_map(m) == [(0, 2 * MiB, "kernel"), (2 * MiB, 16 * MiB, "free")]
+    m = kjcore.Machine(ram_size=16 * MiB, kernel_reserved=2 * MiB)    # the BIOS's frames
+    assert memory_map(m) == [(0, 0x1000, "bios"), (0x1000, 0x9F000, "kernel"),
+                             (0x9F000, MiB, "bios"), (MiB, 2 * MiB, "kernel"),
+                             (2 * MiB, 16 * MiB, "free")]
 
 
 def test_page_kinds_account_for_every_frame_the_image_owns():

@@ -28,7 +28,7 @@ def test_iomem_with_and_without_a_bios():
     ram, crash = iomem(kjcore.Machine(64 * MiB, crashkernel=(16 * MiB, 16 * MiB), bios=True))
     assert ram == [Range(0, 0x9FBFF), Range(MiB, 64 * MiB - 1)]
     assert crash == Range(16 * MiB, 32 * MiB - 1)
-    ram, crash = iomem(kjcore.Machine(64 * MiB))
+    ram, crash = iomem(kjcore.Machine(64 * MiB, bios=False))
     assert ram == [Range(0, 0x9FFFF), Range(0xA0000, 64 * MiB - 1)] and crash is None
 
 
