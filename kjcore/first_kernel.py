@@ -16,7 +16,8 @@ physical address      name        content
 ``0x3000``            kernel_pmd  PAE only: the page directory behind PDPT entry 3
 ``0x4000``            low_pte     4 KiB page table of the lowest large page
 ``0x5000``            gdt page    GDT (+0x000, 32 descriptors), TSS (+0x100), per-CPU area
-                                  (+0x200), IDT (+0x800, 256 gates)
+                                  (+0x200) holding CPU 0's crash notes (+0x400,
+                                  :mod:`kjcore.kdump.notes`), IDT (+0x800, 256 gates)
 ``0x6000``            kexec_pgd   kexec page tables (zero at boot, written by the routine)
 ``0x7000``            kexec_pte0
 ``0x8000``            kexec_pte1

@@ -26,7 +26,7 @@ for a load that fails ("Too small mem_max", a memory map kexec-tools cannot edit
 """
 from typing import NamedTuple
 
-from .bootparam import PARAM_BUFFER_SIZE, PARAM_MEMSZ, boot_params
+from .bootparam import COMMAND_LINE_SIZE, PARAM_BUFFER_SIZE, PARAM_MEMSZ, boot_params
 from .constants import KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, PAGE_SIZE, U32
 from .errors import LoaderError
 from .kdump.elfcorehdr import ELF_CORE_HEADER_ALIGN, ELFCLASS32, LoadRange, build_elfcorehdr
@@ -34,7 +34,6 @@ from .kdump.notes import MAX_NOTE_BYTES
 from .kdump.ranges import (
     BACKUP_SRC_SIZE,
     BACKUP_SRC_START,
-    COMMAND_LINE_SIZE,
     LoaderDie,
     MemoryMap,
     append_option,
@@ -42,10 +41,9 @@ from .kdump.ranges import (
     iomem,
     memory_map,
 )
+from .purgatory import MAX_SEGMENTS, purgatory_segment
 from .segment import Segment
 
-#: kexec_load takes at most 16 segments: purgatory is sized for the other 15
-_MAX_OTHER_SEGMENTS = 15
 #: the elfcorehdr's minimum reservation (kexec-tools' 16 KiB "ld gap" workaround)
 ELFCOREHDR_MIN_MEMSZ = 16 << 10
 
@@ -109,9 +107,7 @@ def _add_buffer(ram, segments, data, memsz, align, lo, hi, *, top):
 
 def purgatory_memsz():
     """Memory reserved for purgatory: its size for the largest segment list, page-rounded."""
-    from .purgatory import purgatory_segment
-    code, _ = purgatory_segment(0, entry=0, zero_page=0,
-                                segments=[(0, b"")] * _MAX_OTHER_SEGMENTS)
+    code, _ = purgatory_segment(0, entry=0, zero_page=0, segments=[(0, b"")] * MAX_SEGMENTS)
     return _page_up(len(code))
 
 
@@ -133,7 +129,9 @@ def plan_linux_load(m, image, flags, command_line, *, mem_min=0, mem_max=U32,
     purgatory = Segment.zero(0, purgatory_at, size)
     segments.append(purgatory)
     cmdline = bytes(command_line or b"")
-    param_at = _add_buffer(ram, segments, None, PARAM_MEMSZ, 16, lo, hi, top=False)
+    param_at = locate_hole(ram, segments, PARAM_MEMSZ, 16, lo, hi, top=False)
+    param_slot = len(segments)
+    segments.append(Segment.zero(0, param_at, PARAM_MEMSZ))     # its bytes come last
     backup = elfcorehdr = None
     if flags & (KEXEC_ON_CRASH | KEXEC_PRESERVE_CONTEXT):
         # kexec-tools works on a copy cut to the kernel's buffer (strncpy + NUL)
@@ -141,9 +139,9 @@ def plan_linux_load(m, image, flags, command_line, *, mem_min=0, mem_max=U32,
         text, backup, elfcorehdr = _crashdump_segments(m, ram, crash, segments, flags, text,
                                                        lo, hi, mem_max, elf_class)
         cmdline = text.encode("latin-1")
-    param = Segment(boot_params(param_at, cmdline, memory_map(m))[:PARAM_BUFFER_SIZE],
-                    param_at, PARAM_MEMSZ)
-    segments[segments.index(next(s for s in segments if s.mem == param_at))] = param
+    params = boot_params(param_at, cmdline, memory_map(m))
+    assert len(params) == PARAM_BUFFER_SIZE
+    segments[param_slot] = Segment(params, param_at, PARAM_MEMSZ)
     segments.remove(purgatory)
     return LinuxLoad(tuple(segments), purgatory, image.entry, param_at, cmdline, backup,
                      elfcorehdr)
@@ -179,7 +177,6 @@ def finish_linux_load(plan, segments):
     """``(segments, entry)`` with purgatory's bytes in place of ``plan.purgatory``: its
     digests cover every other segment of ``segments`` (the sorted final list, backups
     included), their buffers zero-padded to ``memsz``."""
-    from .purgatory import purgatory_segment
     others = [(s.mem, bytes(s.read(0, s.bufsz)) + bytes(s.memsz - s.bufsz))
               for s in segments if s is not plan.purgatory]
     code, entry = purgatory_segment(plan.purgatory.mem, entry=plan.kernel_entry,

@@ -176,3 +176,14 @@ def test_a_long_command_line_is_cut_like_kexec_tools_does(files, capsys):
     assert status == 0 and "cut to 2047 bytes" in err
     params = param_segment(open_machine(mpath).kexec_image)[1]
     assert params[0x1000:] == b"y" * 2047 + b"\0"
+
+
+def test_a_crash_kernel_the_first_kernel_scribbled_on_is_not_entered(files, capsys):
+    tmp, cap, _ = files
+    mpath = machine(tmp / "m", crashkernel=CRASHKERNEL)
+    assert kjexec_run(capsys, mpath, "-p", "--args-linux", cap)[0] == 0
+    m = open_machine(mpath)
+    m.ram[CAPTURE_AT + 4] ^= 0xFF             # a stray write into the loaded crash kernel
+    r = m.panic("after a scribble")
+    assert r.state == "crash-kernel" and b"SHA-256 mismatch in segment" in m.debugcon
+    assert b"memmap=" not in m.debugcon          # the capture kernel never ran

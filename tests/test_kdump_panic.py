@@ -182,3 +182,11 @@ def test_the_crash_image_budget():
     assert r.state == "crash-kernel" and r.result.status == Status.STEP_LIMIT
     with pytest.raises(ValueError):
         crash_machine().panic(max_steps=0)
+
+
+@pytest.mark.parametrize("nx", [False, True])
+def test_panic_on_a_pae_kernel(nx):
+    m = kjcore.Machine(ram_size=64 * MiB, pae=True, nx=nx, crashkernel=CRASHKERNEL)
+    m.kexec_load(ENTRY, [Segment(HLT, ENTRY, 0x1000)], KEXEC_ON_CRASH)
+    r = m.panic("pae")
+    assert r.state == "crash-kernel" and m.cpu.eip == ENTRY + 1 and not m.cpu.cr4 & 0x20

@@ -25,6 +25,7 @@ The rules (kexec-tools 2.0.1, ``crashdump-x86.c``), which kjcore follows:
 from typing import NamedTuple
 
 from ..bios.layout import E820_RAM
+from ..bootparam import COMMAND_LINE_SIZE
 from ..constants import KEXEC_PRESERVE_CONTEXT
 from ..errors import LoaderError
 from .elfcorehdr import LOWMEM_LIMIT
@@ -35,12 +36,16 @@ BACKUP_SRC_SIZE = BACKUP_SRC_END + 1
 #: ``memmap=`` granularity, and the smallest RAM range worth a ``memmap=`` option
 MEMMAP_ALIGN = 1024
 MEMMAP_MIN_KIB = 100
-#: the kernel's command-line buffer (i386): the command line and its NUL
-COMMAND_LINE_SIZE = 2048
 
 
 class LoaderDie(LoaderError):
     """A kexec-tools ``die()``: the message is printed and kexec exits with status 1."""
+
+
+#: kexec-tools' message for a crash load on a kernel without ``crashkernel=``
+NO_CRASHKERNEL = ("Memory for crashkernel is not reserved\n"
+                  "Please reserve memory by passing \"crashkernel=Y@X\" parameter to kernel\n"
+                  "Then try to loading kdump kernel")
 
 
 class Range(NamedTuple):
@@ -87,6 +92,8 @@ def crash_memory_ranges(ram, crash, flags, mem_max):
     kernel owns, for a crash (``flags`` without KEXEC_PRESERVE_CONTEXT) or a preserve-context
     load.  ``LoaderError`` ("Too small mem_max") when the reserved range is empty."""
     preserve = bool(flags & KEXEC_PRESERVE_CONTEXT)
+    if not preserve and crash is None:
+        raise LoaderDie("crashkernel", NO_CRASHKERNEL)
     ranges = [] if preserve else [Range(BACKUP_SRC_START, BACKUP_SRC_END)]
     for r in ram:
         if r.end <= BACKUP_SRC_END:
