@@ -51,7 +51,7 @@ from .isa import (
 )
 from .jit import inline_kernel, kernel
 from .lazyflags import L_ADD, L_DEC, L_INC, L_LOGIC, L_NONE, L_SUB, carry_now, cond_lazy, flags_of
-from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
+from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE, in_rom
 from .operands import PARITY
 from .state import (
     A20_CLEAR,
@@ -73,8 +73,6 @@ from .state import (
     M32,
     OF,
     PF,
-    ROM_HI,
-    ROM_LO,
     SEG,
     SF,
     SS,
@@ -202,9 +200,7 @@ def phys4(s, ram, seg, off, write):
         ph = s[k + 1] | (lin & 0xFFF)
     else:
         ph = lin & ~s[A20_CLEAR]
-        if write and ph < s[ROM_HI] and ph + 4 > s[ROM_LO]:
-            return -1                   # the ROM: phys_write drops the write
-    if ph + 4 > ram.shape[0]:
+    if ph + 4 > ram.shape[0] or write and in_rom(s, ph, 4):     # ROM: phys_write drops it
         return -1
     return ph
 

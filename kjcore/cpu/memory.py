@@ -21,7 +21,7 @@ test ``s[D_EXC] >= 0``.
 """
 import numpy as np
 
-from .jit import kernel
+from .jit import inline_kernel, kernel
 from .state import (
     A20_CLEAR,
     A_CODE,
@@ -112,6 +112,12 @@ def phys_read(s, ram, p, size):
             bus_miss(s, q)
             v |= 0xFF << (8 * i)
     return v
+
+
+@inline_kernel
+def in_rom(s, p, size):
+    """Whether physical ``[p, p + size)`` meets the read-only ROM range."""
+    return p < s[ROM_HI] and p + size > s[ROM_LO]
 
 
 @kernel("v", "sriii")
@@ -309,7 +315,7 @@ def walk(s, ram, lin, acc, commit):
             perms |= T_DIRTY
         if glob:
             perms |= T_GLOBAL
-        if phys < s[ROM_HI] and phys + 4096 > s[ROM_LO]:
+        if in_rom(s, phys, 4096):
             perms &= ~(T_UWRITE | T_SWRITE)     # ROM: every write walks to phys_write
         k = TLB + 3 * ((lin >> 12) & (TLB_N - 1))
         s[k] = lin >> 12
