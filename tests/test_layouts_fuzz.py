@@ -61,8 +61,7 @@ def test_check_layouts_agrees_with_the_naive_oracle(profile):
             assert got in (0, errno.ENOMEM)
 
 
-@pytest.mark.parametrize("bios", [True, False])
-@pytest.mark.parametrize("reserved", [1 * MiB, 256 << 10])
+@pytest.mark.parametrize("bios,reserved", [(False, 1 * MiB), (True, 256 << 10)])
 def test_check_layouts_other_machine_shapes(bios, reserved):
     # kexec_jump off, no crash region, a different kernel_reserved and allocator seed; below
     # 1 MiB the BIOS's frames are never free (the allocator's ``excluded``)

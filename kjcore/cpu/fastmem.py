@@ -9,7 +9,7 @@ through the full decoder and ``memory.py``.
 import numpy as np
 
 from .jit import inline_kernel, kernel
-from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE, tlb_lookup
+from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE, in_rom, tlb_lookup
 from .operands import PARITY
 from .state import (
     A20_CLEAR,
@@ -28,8 +28,6 @@ from .state import (
     M32,
     OF,
     PF,
-    ROM_HI,
-    ROM_LO,
     SEG,
     SF,
     SS,
@@ -148,9 +146,7 @@ def phys_n(s, ram, seg, off, write, n):
         ph = s[k + 1] | (lin & 0xFFF)
     else:
         ph = lin & ~s[A20_CLEAR]
-        if write and ph < s[ROM_HI] and ph + n > s[ROM_LO]:
-            return -1                   # the ROM: phys_write drops the write
-    if ph + n > ram.shape[0]:
+    if ph + n > ram.shape[0] or write and in_rom(s, ph, n):     # ROM: phys_write drops it
         return -1
     return ph
 

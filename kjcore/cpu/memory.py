@@ -120,6 +120,12 @@ def phys_read(s, ram, p, size):
     return v
 
 
+@inline_kernel
+def in_rom(s, p, size):
+    """Whether physical ``[p, p + size)`` meets the read-only ROM range."""
+    return p < s[ROM_HI] and p + size > s[ROM_LO]
+
+
 @kernel("v", "sriii")
 def phys_write(s, ram, p, size, v):
     """Every guest write to RAM ends here; bytes in the ROM range are dropped."""
@@ -350,7 +356,7 @@ def walk(s, ram, lin, acc, commit):
             perms |= T_DIRTY
         if glob:
             perms |= T_GLOBAL
-        if phys < s[ROM_HI] and phys + 4096 > s[ROM_LO]:
+        if in_rom(s, phys, 4096):
             perms &= ~(T_UWRITE | T_SWRITE)     # ROM: every write walks to phys_write
         tlb_fill(s, lin >> 12, phys, perms)
     _ = large

@@ -29,6 +29,7 @@ from .jit import kernel
 from .memory import (
     ACC_WRITE,
     check_write_mem,
+    in_rom,
     phys_read,
     phys_write,
     read_mem,
@@ -62,8 +63,6 @@ from .state import (
     ESI,
     M32,
     MH_N,
-    ROM_HI,
-    ROM_LO,
     S_ATTR,
     SEG,
     ZF,
@@ -191,8 +190,7 @@ def _rep_fast(s, ram, ram64, op, size, am, src):
             if dp < 0:
                 return 0
             # past RAM or into the ROM: element by element (phys_write drops or misses)
-            inside = dp + nb <= nram and (not movs or sp + nb <= nram) and (
-                dp >= s[ROM_HI] or dp + nb <= s[ROM_LO])
+            inside = dp + nb <= nram and (not movs or sp + nb <= nram) and not in_rom(s, dp, nb)
             if not inside:
                 for i in range(n):
                     v = phys_read(s, ram, sp + i * size, size) if movs else val
