@@ -45,14 +45,14 @@ def test_the_capture_kernel_writes_what_proc_vmcore_gives(crashed, capsys):
     machine, tmp = crashed
     m = open_machine(machine)
     assert m.state == "crash-kernel"
-    assert b"capture: writing 0x01801000 bytes (kdump) to disk 0\ncapture: done\n" in m.debugcon
+    assert b"capture: writing 0x017a1000 bytes (kdump) to disk 0\ncapture: done\n" in m.debugcon
     assert kjcore_main(["vmcore", machine, "--from-disk", "-o", str(tmp / "disk.core")]) == 0
     assert kjcore_main(["vmcore", machine, "-o", str(tmp / "vmcore")]) == 0
     notes, loads = _core(tmp / "disk.core")
     want_notes, want_loads = _core(tmp / "vmcore")
     assert notes == want_notes and b"CORE" in notes                  # NT_PRSTATUS
     assert loads == want_loads
-    assert set(loads) == {0, 0xA0000, 0x2000000}                     # outside crashkernel
+    assert set(loads) == {0, 0x100000, 0x2000000}   # the e820 RAM outside the crashkernel
 
 
 def test_readelf_and_gdb_open_the_core_from_disk(crashed):
