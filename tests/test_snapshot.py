@@ -77,7 +77,7 @@ def test_snapshot_flow_through_kjexec_and_vmcore(tmp_path, capsys):
         assert ram[d:d + 4096].tobytes() == before[d:d + 4096].tobytes()
     if shutil.which("readelf"):
         r = subprocess.run(["readelf", "-lW", snap], capture_output=True, text=True)
-        assert r.returncode == 0 and "0xc0000000 0x00000000 0x1800000" in r.stdout
+        assert r.returncode == 0 and "0xc0100000 0x00100000 0x1700000" in r.stdout
 
 
 def _disk_bytes(disk, core, paddr, size):
