@@ -67,7 +67,7 @@ class Commands:
             return self._dispatch(text, data)
         except Unmapped:
             return b"E14", None
-        except (BadPacket, IndexError, OverflowError):
+        except (ValueError, IndexError, OverflowError):   # BadPacket and bad sizes
             return b"E01", None
 
     def _dispatch(self, text, data):
