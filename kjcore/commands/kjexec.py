@@ -30,6 +30,7 @@ from ..constants import (
 )
 from ..cpu import CPUFault
 from ..errors import KexecError
+from ..gdb import GdbSession, listen
 from ..machine_kexec import ExecResult
 from .kjexec_options import (
     ENV_MACHINE,
@@ -208,9 +209,16 @@ def _exec(machine, limits, after_save):
     mode = "preserve context: the first kernel waits" if preserve else \
         "no preserve context: the first kernel is replaced"
     print(f"kjexec: executing the image at {start:#010x} ({mode})", flush=True)
+    port = limits.get("gdb")
+    limits = {k: v for k, v in limits.items() if k != "gdb"}
+
+    def reboot():
+        return machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
+                              **limits)
     try:
-        ret = machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
-                             **limits)
+        ret = reboot() if port is None else GdbSession(machine, listen(port)).run(reboot)
+        if ret is None:
+            raise _MachineLost("gdb killed the image before it returned")
     except KexecError as e:
         _kexec_error("kexec failed", e)
         return -1

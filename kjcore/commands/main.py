@@ -27,6 +27,7 @@ import numpy as np
 
 from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
+from . import gdbserver
 from .grammar import (
     COUNT,
     RAM_SIZE,
@@ -456,6 +457,7 @@ def _parser():
     be.add_argument("pytest_args", nargs="*", metavar="PYTEST-ARGS",
                     help="extra pytest arguments (after --)")
     be.set_defaults(func=_cmd_bench)
+    gdbserver.add_parser(sub)
     return ap
 
 

@@ -16,6 +16,8 @@ from .packets import PACKET_SIZE, escape, unescape
 _POINTS = {0: ("code", None), 1: ("code", None), 2: ("write", "watch"), 3: ("read", "rwatch"),
            4: ("access", "awatch")}
 _MAX_MEMORY = PACKET_SIZE // 2 - 16
+#: list words ``monitor kimage`` shows (a reply stays small)
+_KIMAGE_LINES = 48
 
 
 class BadPacket(ValueError):
@@ -242,7 +244,11 @@ class Commands:
         image = self.machine.kexec_image
         if image is None:
             return "no kexec image loaded\n"
+        entries = list(image.entries())
         lines = [repr(image)]
         lines += [f"  segment {s.mem:#010x} memsz {s.memsz:#x}" for s in image.segments]
-        lines += [f"  {flag_name(flag):<12} {addr:#010x}" for flag, addr in image.entries()]
+        lines += [f"  {flag_name(flag):<12} {addr:#010x}" for flag, addr in entries[:_KIMAGE_LINES]]
+        if len(entries) > _KIMAGE_LINES:
+            lines.append(f"  ... {len(entries) - _KIMAGE_LINES} more of {len(entries)} list words "
+                         f"({len(image.source_pages())} source pages)")
         return "\n".join(lines) + "\n"
