@@ -18,7 +18,6 @@ from kjcore.cpu import CPU, Status
 
 unicorn = pytest.importorskip("unicorn")
 from unicorn import UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_MEM_WRITE, UC_MODE_32, Uc  # noqa: E402
-from unicorn import x86_const as X  # noqa: E402
 
 CODE, DATA = 0x1000, 0x3000
 
