@@ -8,7 +8,7 @@ import time
 import pytest
 from jump_world import CALL_BACK, DEST, asm, load, machine, out_e9
 
-from kjcore.gdb import GdbSession, listen
+from kjcore.gdb import listen
 from kjcore.gdb import target as T
 from kjcore.gdb.commands import Commands
 from kjcore.gdb.packets import PACKET_SIZE, PacketReader, checksum, escape, frame, unescape
@@ -193,14 +193,12 @@ def test_listen_binds_to_loopback_only_and_checks_the_port():
     for bad in (-1, 65536, "80", True):
         with pytest.raises(ValueError):
             listen(bad)
-    conn_holder = []
-    t = threading.Thread(target=lambda: conn_holder.append(listen(0, ready=ports.append)))
-    ports = []
+    ports, conns = [], []
+    t = threading.Thread(target=lambda: conns.append(listen(0, ready=ports.append)))
     t.start()
     while not ports:
         t.join(0.01)
     with socket.create_connection(("127.0.0.1", ports[0])):
         t.join(10)
-    assert conn_holder[0].getsockname()[0] == "127.0.0.1"
-    conn_holder[0].close()
-    assert GdbSession
+    assert conns[0].getsockname()[0] == "127.0.0.1"
+    conns[0].close()
