@@ -202,3 +202,9 @@ def test_listen_binds_to_loopback_only_and_checks_the_port():
         t.join(10)
     assert conns[0].getsockname()[0] == "127.0.0.1"
     conns[0].close()
+
+
+def test_continue_and_step_with_a_signal(cmds):
+    assert cmds.handle(b"C05") == (None, "continue")
+    assert cmds.handle(b"S05;1234") == (None, "step") and cmds.cpu.eip == 0x1234
+    assert cmds.handle(b"Czz")[0] == b"E01"

@@ -47,10 +47,16 @@ class Hook:
     end: int = S.M32
     physical: bool = False
 
-    def covers(self, linear, physical, size=1):
-        """Does an access of ``size`` bytes at ``linear`` (physical ``physical``) meet it?"""
-        a = physical if self.physical else linear
-        return a is not None and a <= self.end and a + size - 1 >= self.begin
+    def covers(self, linear, physical, size=1, physical2=None):
+        """Does an access of ``size`` bytes at ``linear`` meet it?  ``physical`` is the
+        physical address of its bytes up to the page end, ``physical2`` of the rest when it
+        crosses into the next page."""
+        if not self.physical:
+            return linear <= self.end and linear + size - 1 >= self.begin
+        first = min(size, 4096 - (linear & 0xFFF))
+        parts = [(physical, first)] + ([(physical2, size - first)] if size > first else [])
+        return any(p is not None and p <= self.end and p + n - 1 >= self.begin
+                   for p, n in parts)
 
 
 def _address(name, value, top):
@@ -242,8 +248,10 @@ class HookMixin:
             self._checked_at = self._linear_ip()    # inside a REP: its code stop was handled
         for kind, lin, phys, size, value in hits:
             access = "read" if kind == S.MH_READ else "write"
+            crossing = (lin & 0xFFF) + size > 4096
+            phys2 = self.translate((lin | 0xFFF) + 1 & S.M32) if crossing else None
             for h in self._mem_hooks:
-                if h.kind == access and h.covers(lin, phys, size):
+                if h.kind == access and h.covers(lin, phys, size, phys2):
                     h.fn(self, access, phys if h.physical else lin, size, value)
         if vector >= 0:
             for h in self._int_hooks:

@@ -105,10 +105,14 @@ class Commands:
             addr, length = _addr_len(text[1:cut] if cut > 0 else text[1:])
             body = unescape(data[cut + 1:]) if cut > 0 else b""
             return self._write(addr, length, body, cut > 0), None
-        if head in ("c", "s"):
-            if len(text) > 1:
-                self.cpu.eip = _hex_int(text[1:])
-            return None, "continue" if head == "c" else "step"
+        if head in ("c", "s", "C", "S"):
+            # C sig[;addr] / S sig[;addr]: the signal is dropped (the guest has no signals)
+            addr = text[1:] if head in ("c", "s") else text[1:].partition(";")[2]
+            if head in ("C", "S"):
+                _hex_int(text[1:].partition(";")[0], 0xFF)
+            if addr:
+                self.cpu.eip = _hex_int(addr)
+            return None, "continue" if head in ("c", "C") else "step"
         if head in "Zz":
             return self._point(text), None
         if text.startswith("vCont"):
