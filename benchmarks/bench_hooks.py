@@ -9,6 +9,14 @@ Run with ``pytest benchmarks/bench_hooks.py --benchmark-enable -s``.
   kjcore vs Unicorn's ``UC_HOOK_CODE`` with the same callback (goal: >= 10x cheaper).
 - A write hook on the one address a loop stores to: ns per hooked access vs Unicorn's
   ``UC_HOOK_MEM_WRITE``.
+
+Measured (2 shared cores): no hook, ALU loop 0.10 ns and memory loop ~15 ns per instruction,
+the same before a hook is added and after it is deleted, and the same as without the hooks
+machinery.  A hooked instruction costs ~3-5 us here against ~1 us for Unicorn: the 10x goal is
+*not* met.  The compiled check is cheap (the step loop stops at a hooked address, ~0.7 us per
+re-entry including Numba's argument unboxing); the rest is the Python run loop's round trip
+and the callback.  Getting under Unicorn would need callbacks compiled with Numba (called from
+the step loop without leaving it), which this suite is set up to measure.
 """
 import numpy as np
 import pytest
