@@ -233,3 +233,15 @@ def test_memory_hook_limit():
     with pytest.raises(ValueError, match="at most 16"):
         cpu.hook_mem(lambda *a: None, "write", 0, 0)
     cpu.hook_mem(lambda *a: None, "fetch", 0, 0)   # fetch hooks are code stops
+
+
+def test_physical_hook_on_the_second_page_of_a_crossing_access():
+    # mov [0x400ffe],eax: two bytes in linear page 0x400000 (-> DATA), two in 0x401000 (-> 0x5000)
+    cpu = paged(bytes.fromhex("b844332211 a3fe0f4000 f4"))
+    cpu.ram[0x12004:0x12008] = np.array([0x5000 | 3], "<u4").view(np.uint8)
+    cpu.flush_tlb()
+    seen = []
+    cpu.hook_mem(lambda c, *a: seen.append(a), "write", 0x5000, 0x5000, physical=True)
+    assert cpu.run(100) == Status.HLT
+    assert seen == [("write", DATA + 0xFFE, 4, 0x11223344)]
+    assert bytes(cpu.ram[0x5000:0x5002]) == b"\x22\x11"

@@ -31,6 +31,7 @@ from ..constants import (
 )
 from ..cpu import CPUFault
 from ..errors import KexecError
+from ..gdb import GdbSession, listen
 from ..linux_load import LoaderDie, finish_linux_load, plan_linux_load
 from ..machine_kexec import ExecResult
 from .kjexec_options import (
@@ -251,9 +252,16 @@ def _exec(machine, limits, after_save):
     mode = "preserve context: the first kernel waits" if preserve else \
         "no preserve context: the first kernel is replaced"
     print(f"kjexec: executing the image at {start:#010x} ({mode})", flush=True)
+    port = limits.get("gdb")
+    limits = {k: v for k, v in limits.items() if k != "gdb"}
+
+    def reboot():
+        return machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
+                              **limits)
     try:
-        ret = machine.reboot(LINUX_REBOOT_MAGIC1, LINUX_REBOOT_MAGIC2, LINUX_REBOOT_CMD_KEXEC,
-                             **limits)
+        ret = reboot() if port is None else GdbSession(machine, listen(port)).run(reboot)
+        if ret is None:
+            raise _MachineLost("gdb killed the image before it returned")
     except KexecError as e:
         _kexec_error("kexec failed", e)
         return -1

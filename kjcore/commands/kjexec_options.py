@@ -33,7 +33,7 @@ LONG_OPTIONS = [
     "args-none", "args-elf", "args-linux", "command-line=", "append=", "reuse-cmdline", "initrd=",
     "ramdisk=", "elf32-core-headers", "elf64-core-headers",
     # kjexec's own
-    "machine=", "max-steps=", "timeout="]
+    "machine=", "max-steps=", "timeout=", "gdb="]
 
 #: short options by their long name (messages use the long one)
 _LONG_NAME = {"-f": "--force", "-l": "--load", "-p": "--load-panic", "-u": "--unload",
@@ -47,7 +47,9 @@ LINUX_ARGS = ("--command-line", "--append", "--elf32-core-headers", "--elf64-cor
 _LOAD_OPTIONS = ("--type", "--mem-min", "--mem-max", "--args-none", "--args-linux") \
     + NEEDS_PURGATORY + LINUX_ARGS
 #: the limits of ``-e``: keyword arguments of ``Machine.reboot`` / ``kernel_kexec``
-_LIMITS = {"--max-steps": number(1, 10 ** 15), "--timeout": number(0.001, 10 ** 6, real=True)}
+#: and the port of ``--gdb`` (the exec waits for gdb there: kjcore.gdb)
+_LIMITS = {"--max-steps": number(1, 10 ** 15), "--timeout": number(0.001, 10 ** 6, real=True),
+           "--gdb": number(0, 65535)}
 
 USAGE = """\
 Usage: kjexec --machine PATH [OPTION]... [image]
@@ -62,6 +64,8 @@ Run kexec-tools' kexec against a kjcore persistent machine (see 'kjcore machine 
  -u, --unload         Unload the current kexec target image.
                       If the crash image is being unloaded specify -p with -u.
  -e, --exec           Execute the currently loaded image.
+     --gdb=PORT       With -e: wait for gdb on 127.0.0.1:PORT, stopped before the first
+                      instruction of the exec ('target remote :PORT').
      --max-steps=N    With -e: stop the guest after N steps (each REP element counts).
      --timeout=SECONDS With -e: stop the guest after SECONDS of wall-clock time.
  -t, --type=TYPE      Specify the image is of this type (elf-x86, raw).

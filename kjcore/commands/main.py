@@ -29,7 +29,7 @@ from ..constants import MAX_RAM_SIZE, PAGE_SIZE, PROFILES
 from ..inspect import describe_machine, entry_runs
 from ..progress import bar as progress_bar
 from ..progress import wanted as progress_wanted
-from . import panic, vmcore
+from . import gdbserver, panic, vmcore
 from .grammar import (
     COUNT,
     RAM_SIZE,
@@ -468,6 +468,7 @@ def _parser():
     be.set_defaults(func=_cmd_bench)
     panic.add_parser(sub)
     vmcore.add_parser(sub)
+    gdbserver.add_parser(sub)
     return ap
 
 

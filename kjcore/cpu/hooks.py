@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from . import state as S
 
+_CS_BASE = S.SEG + 4 * S.CS + S.S_BASE
 #: the memory-hook kinds and their compiled bits (fetch is checked before the instruction)
 ACCESS = {"read": S.MH_READ, "write": S.MH_WRITE, "fetch": 0}
 
@@ -46,10 +47,16 @@ class Hook:
     end: int = S.M32
     physical: bool = False
 
-    def covers(self, linear, physical, size=1):
-        """Does an access of ``size`` bytes at ``linear`` (physical ``physical``) meet it?"""
-        a = physical if self.physical else linear
-        return a is not None and a <= self.end and a + size - 1 >= self.begin
+    def covers(self, linear, physical, size=1, physical2=None):
+        """Does an access of ``size`` bytes at ``linear`` meet it?  ``physical`` is the
+        physical address of its bytes up to the page end, ``physical2`` of the rest when it
+        crosses into the next page."""
+        if not self.physical:
+            return linear <= self.end and linear + size - 1 >= self.begin
+        first = min(size, 4096 - (linear & 0xFFF))
+        parts = [(physical, first)] + ([(physical2, size - first)] if size > first else [])
+        return any(p is not None and p <= self.end and p + n - 1 >= self.begin
+                   for p, n in parts)
 
 
 def _address(name, value, top):
@@ -83,6 +90,7 @@ class HookMixin:
     """The hook registry of :class:`~kjcore.cpu.CPU` and the run loop's side of it."""
 
     def _init_hooks(self):
+        self._mv = memoryview(self._s)    # the state vector's slots as plain ints, cheaply
         self._hooks = {}              # handle -> Hook
         self._next_handle = 1
         self._hooks_lock = threading.Lock()   # hooks may be added from another thread (gdb)
@@ -163,12 +171,15 @@ class HookMixin:
             hooks = list(self._hooks.values())
             self._hooks_changed = False
         s = self._s
-        self._code_hooks = tuple(h for h in hooks if h.kind in ("code", "fetch"))
+        code = [h for h in hooks if h.kind in ("code", "fetch")]
+        # (first, last, fn, a code hook?, physical?): what _code_stop reads, unpacked once
+        self._code_hooks = tuple((h.begin, h.end, h.fn, h.kind == "code", h.physical)
+                                 for h in code)
         self._mem_hooks = tuple(h for h in hooks if h.kind in ("read", "write"))
         self._int_hooks = tuple(h for h in hooks if h.kind == "interrupt")
         self._bp_active = frozenset(int(a) & S.M32 for a in self.breakpoints)
         stops = [(a, a) for a in self._bp_active]
-        stops += [(0, S.M32) if h.physical else (h.begin, h.end) for h in self._code_hooks]
+        stops += [(0, S.M32) if h.physical else (h.begin, h.end) for h in code]
         self._stop_ranges = merge_ranges(stops, S.BP_MAX // 2)
         s[S.NBP] = len(self._stop_ranges)
         for i, (lo, hi) in enumerate(self._stop_ranges):
@@ -185,8 +196,8 @@ class HookMixin:
 
     # ------------------------------------------------------------------ the run loop's side
     def _linear_ip(self):
-        s = self._s
-        return int(s[S.SEG + 4 * S.CS + S.S_BASE] + s[S.EIP]) & S.M32
+        mv = self._mv
+        return (mv[_CS_BASE] + mv[S.EIP]) & S.M32
 
     def _code_stop(self, breakpoints):
         """Before the instruction at CS:EIP: call the code and fetch hooks covering it and say
@@ -194,19 +205,26 @@ class HookMixin:
         ``breakpoints``), else None.  A hook that moves EIP gets the new address checked too."""
         while True:
             lin = self._linear_ip()
-            if lin == self._checked_at or not any(
-                    lo <= lin <= hi for lo, hi in self._stop_ranges):
+            if lin == self._checked_at:
+                return None
+            for lo, hi in self._stop_ranges:
+                if lo <= lin <= hi:
+                    break
+            else:
                 return None
             self._checked_at = lin
             phys = None
-            for h in self._code_hooks:
-                if h.physical and phys is None:
-                    phys = self.translate(lin, fetch=True)
-                if h.covers(lin, phys):
-                    if h.kind == "code":
-                        h.fn(self, lin)
+            for first, last, fn, is_code, physical in self._code_hooks:
+                a = lin
+                if physical:
+                    if phys is None:
+                        phys = self.translate(lin, fetch=True)
+                    a = phys
+                if a is not None and first <= a <= last:
+                    if is_code:
+                        fn(self, lin)
                     else:
-                        h.fn(self, "fetch", phys if h.physical else lin, 1, None)
+                        fn(self, "fetch", a, 1, None)
             if self._hooks_changed:
                 self._sync_hooks()
             if self._stop_requested:
@@ -220,18 +238,20 @@ class HookMixin:
     def _hook_stop(self):
         """The compiled loop stopped after an instruction that hit a memory hook or delivered
         an interrupt: call those hooks; STOPPED when one asked to stop, else None."""
-        s = self._s
-        hits = [tuple(int(x) for x in s[S.MH_HIT + 5 * j:S.MH_HIT + 5 * j + 5])
-                for j in range(min(int(s[S.MH_HITS]), S.MH_HIT_MAX))]
-        vector = int(s[S.HOOK_VEC]) - 1
-        s[S.MH_HITS] = 0
-        s[S.HOOK_VEC] = 0
-        if s[S.EIP] == s[S.D_START]:
+        mv = self._mv
+        hits = [mv[S.MH_HIT + 5 * j:S.MH_HIT + 5 * j + 5].tolist()
+                for j in range(min(mv[S.MH_HITS], S.MH_HIT_MAX))]
+        vector = mv[S.HOOK_VEC] - 1
+        mv[S.MH_HITS] = 0
+        mv[S.HOOK_VEC] = 0
+        if mv[S.EIP] == mv[S.D_START]:
             self._checked_at = self._linear_ip()    # inside a REP: its code stop was handled
         for kind, lin, phys, size, value in hits:
             access = "read" if kind == S.MH_READ else "write"
+            crossing = (lin & 0xFFF) + size > 4096
+            phys2 = self.translate((lin | 0xFFF) + 1 & S.M32) if crossing else None
             for h in self._mem_hooks:
-                if h.kind == access and h.covers(lin, phys, size):
+                if h.kind == access and h.covers(lin, phys, size, phys2):
                     h.fn(self, access, phys if h.physical else lin, size, value)
         if vector >= 0:
             for h in self._int_hooks:

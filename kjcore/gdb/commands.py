@@ -16,6 +16,8 @@ from .packets import PACKET_SIZE, escape, unescape
 _POINTS = {0: ("code", None), 1: ("code", None), 2: ("write", "watch"), 3: ("read", "rwatch"),
            4: ("access", "awatch")}
 _MAX_MEMORY = PACKET_SIZE // 2 - 16
+#: list words ``monitor kimage`` shows (a reply stays small)
+_KIMAGE_LINES = 48
 
 
 class BadPacket(ValueError):
@@ -67,7 +69,7 @@ class Commands:
             return self._dispatch(text, data)
         except Unmapped:
             return b"E14", None
-        except (BadPacket, IndexError, OverflowError):
+        except (ValueError, IndexError, OverflowError):   # BadPacket and bad sizes
             return b"E01", None
 
     def _dispatch(self, text, data):
@@ -103,10 +105,14 @@ class Commands:
             addr, length = _addr_len(text[1:cut] if cut > 0 else text[1:])
             body = unescape(data[cut + 1:]) if cut > 0 else b""
             return self._write(addr, length, body, cut > 0), None
-        if head in ("c", "s"):
-            if len(text) > 1:
-                self.cpu.eip = _hex_int(text[1:])
-            return None, "continue" if head == "c" else "step"
+        if head in ("c", "s", "C", "S"):
+            # C sig[;addr] / S sig[;addr]: the signal is dropped (the guest has no signals)
+            addr = text[1:] if head in ("c", "s") else text[1:].partition(";")[2]
+            if head in ("C", "S"):
+                _hex_int(text[1:].partition(";")[0], 0xFF)
+            if addr:
+                self.cpu.eip = _hex_int(addr)
+            return None, "continue" if head in ("c", "C") else "step"
         if head in "Zz":
             return self._point(text), None
         if text.startswith("vCont"):
@@ -242,7 +248,11 @@ class Commands:
         image = self.machine.kexec_image
         if image is None:
             return "no kexec image loaded\n"
+        entries = list(image.entries())
         lines = [repr(image)]
         lines += [f"  segment {s.mem:#010x} memsz {s.memsz:#x}" for s in image.segments]
-        lines += [f"  {flag_name(flag):<12} {addr:#010x}" for flag, addr in image.entries()]
+        lines += [f"  {flag_name(flag):<12} {addr:#010x}" for flag, addr in entries[:_KIMAGE_LINES]]
+        if len(entries) > _KIMAGE_LINES:
+            lines.append(f"  ... {len(entries) - _KIMAGE_LINES} more of {len(entries)} list words "
+                         f"({len(image.source_pages())} source pages)")
         return "\n".join(lines) + "\n"

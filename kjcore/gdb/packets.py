@@ -73,6 +73,11 @@ class PacketReader:
                 yield "ack", c == ord("+")
             elif c == ord("$"):
                 end = buf.find(b"#", 1)
+                restart = buf.find(b"$", 1)
+                if restart > 0 and (end < 0 or restart < end):
+                    del buf[:restart]                # a frame cut short by the next one
+                    self.rejected += 1
+                    continue
                 if end < 0:
                     if len(buf) > PACKET_SIZE + 4:
                         del buf[:1]          # never terminated: drop the '$' and resync

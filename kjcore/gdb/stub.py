@@ -45,6 +45,7 @@ class GdbSession:
         self._last = None           # (address, tsc) of the last stop: one stop per place
         self._sent = b""
         self._rejected = 0
+        self._running = False       # gdb resumed the guest and waits for a stop reply
         self._quit = threading.Event()
         self._watcher = None
 
@@ -71,6 +72,8 @@ class GdbSession:
         if not self.attached:
             return
         self._stop_watching()
+        if not self._running:       # gdb detached or was never told to go on
+            return
         if isinstance(error, TripleFault):
             self.commands.last_stop = b"T0b"
             self._send(b"T0b")
@@ -116,7 +119,9 @@ class GdbSession:
                 self.cpu.hook_del(handle)
         self._step = self._pause = None
         self.commands.last_stop = reply
-        self._send(reply)
+        if self._running:           # the first stop is only reported when gdb asks ('?')
+            self._send(reply)
+        self._running = False
         self._serve()
 
     def _serve(self, final=None):
@@ -143,6 +148,7 @@ class GdbSession:
                 if action == "step":
                     self._step_from = self._place()
                     self._step = self.cpu.hook_code(self._on_step)
+                self._running = True
                 self._start_watching()
             return
 
@@ -177,6 +183,10 @@ class GdbSession:
 
     # ------------------------------------------------------------------ Ctrl-C while running
     def _start_watching(self):
+        # a Ctrl-C that came in with the resuming packet (gdb sends nothing else meanwhile)
+        if any(kind == "interrupt" for kind, _ in self.reader.events()):
+            self._pause = self.cpu.hook_code(self._on_pause)
+            return
         self._quit.clear()
         self._watcher = threading.Thread(target=self._watch, name="gdb-ctrl-c", daemon=True)
         self._watcher.start()
