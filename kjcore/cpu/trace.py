@@ -61,8 +61,11 @@ def record(s, ram, start):
 
     Called by the run loop after ``decode`` and before the instruction runs, so the bytes are
     the ones fetched; a fetch that faulted leaves the bytes it got.  A page crossing is
-    translated again on the second page.
+    translated again on the second page.  A full block (``FT_N`` records not drained: only
+    if the caller ran more steps than ``CPU.run`` gives while tracing) takes no more.
     """
+    if s[S.FT_CNT] >= S.FT_N:
+        return
     k = S.FT + S.FT_REC * s[S.FT_CNT]
     s[S.FT_CNT] += 1
     lin = (s[S.SEG + 4 * S.CS + S.S_BASE] + start) & S.M32
