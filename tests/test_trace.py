@@ -1,10 +1,10 @@
 """The full trace (kjcore/cpu/trace.py, SPEC §16): each record keeps what ran, as it ran."""
 import numpy as np
 import pytest
-from jump_world import CALL_BACK, DEST, asm, load, machine, out_e9
+from jump_world import CALL_BACK, DEST, UD2, asm, load, machine, out_e9
 
 import kjcore
-from kjcore.cpu import CPU, Status
+from kjcore.cpu import CPU, Status, TripleFault
 from kjcore.cpu import state as S
 from kjcore.cpu.trace import Mode
 
@@ -34,6 +34,16 @@ def test_a_real_jump_disassembles_without_bad_lines():
     # the last instruction is the routine's return into the first kernel (paging on again)
     assert r.trace[-1].mode.paging and lines[-1].split(": ")[1].startswith("ret")
     assert not m.cpu.tracing
+
+
+def test_a_jump_that_dies_leaves_its_trace_on_the_cpu():
+    m = machine()
+    load(m, asm(out_e9("J"), UD2))
+    with pytest.raises(TripleFault):
+        m.kernel_kexec(trace=50)
+    last = m.cpu.trace_records()[-1]
+    assert (last.linear, last.physical, last.code) == (DEST + 4, DEST + 4, UD2)
+    assert m.cpu.disassemble_trace(1) == [f"{DEST + 4:08x}: ud2"]
 
 
 def test_a_jump_without_trace_costs_nothing_and_carries_none():

@@ -22,7 +22,6 @@ from .atomic import op_atomic
 from .bcd import op_bcd
 from .bits import op_bits
 from .cond import op_cond
-from .decode import decode
 from .far import op_far
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
@@ -109,7 +108,7 @@ from .state import (
 )
 from .string import op_string
 from .system import op_sys
-from .trace import record
+from .trace import decode_traced
 
 
 @kernel("i", "srqci")
@@ -251,9 +250,7 @@ def run(s, ram, ram64, con, max_steps):
         s[STEPS] = n                           # RDTSC reads TSC + STEPS
         s[D_BUDGET] = max_steps - n if s[MH_N] == 0 else 1   # hooks: one REP element a step
         s[D_DONE] = 0
-        fam = decode(s, ram)
-        if s[FT_ON] != 0:
-            record(s, ram, start)              # the bytes as fetched, before they run
+        fam = decode_traced(s, ram, start)
         st = ST_OK
         if fam >= 0:
             s[EIP] = s[D_NEXT]

@@ -4,11 +4,14 @@ Two traces are kept.  The *linear ring* (``state.TRACE``) holds the linear addre
 the last ``TRACE_N`` instructions; compiled code fills it always, at the cost of one store per
 step (:meth:`CPU.trace`).  The *full trace* is opt-in (:meth:`CPU.start_trace`): while it is
 on, every instruction goes through the decoder (no fast path, no compiled loops) and
-:func:`record` keeps, right after the decode and before the instruction runs, its linear and
-physical address, the bytes as fetched and the mode it ran in.  Disassembling those bytes
-(:func:`disassemble`) shows the code that ran even where the page tables have changed since
-(the physical-mode part of a kexec jump), the code was overwritten, or the CPU ran 16-bit code.
-With the full trace off its cost is one test of ``s[FT_ON]`` per decoded instruction.
+:func:`record` (called from :func:`decode_traced`) keeps, right after the decode and before
+the instruction runs, its linear and physical address, the bytes as fetched and the mode it
+ran in.  Disassembling those bytes (:func:`disassemble`) shows the code that ran even where the
+page tables have changed since (the physical-mode part of a kexec jump), the code was
+overwritten, or the CPU ran 16-bit code.
+With the full trace off its cost is one test of ``s[FT_ON]`` per decoded instruction, outside
+the run loop's own body (which also holds the fast path: a branch and a call added there had
+cost the fast path 3-8%, by code layout alone).
 
 Records go to the state vector's block at ``state.FT`` (at most ``FT_N`` between two drains:
 ``CPU.run`` gives the compiled loop no more steps than that while tracing) and from there,
@@ -35,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import state as S
+from .decode import decode
 from .jit import kernel
 from .memory import ACC_FETCH, user_acc, walk
 
@@ -59,10 +63,13 @@ def _phys(s, ram, lin):
 def record(s, ram, start):
     """Record the instruction just decoded at CS offset ``start`` (its ``D_LEN`` bytes).
 
-    Called by the run loop after ``decode`` and before the instruction runs, so the bytes are
-    the ones fetched; a fetch that faulted leaves the bytes it got.  A page crossing is
-    translated again on the second page.
+    Called after ``decode`` (:func:`decode_traced`) and before the instruction runs, so the
+    bytes are the ones fetched; a fetch that faulted leaves the bytes it got.  A page crossing is
+    translated again on the second page.  A full block (``FT_N`` records not drained: only
+    if the caller ran more steps than ``CPU.run`` gives while tracing) takes no more.
     """
+    if s[S.FT_CNT] >= S.FT_N:
+        return
     k = S.FT + S.FT_REC * s[S.FT_CNT]
     s[S.FT_CNT] += 1
     lin = (s[S.SEG + 4 * S.CS + S.S_BASE] + start) & S.M32
@@ -99,6 +106,16 @@ def record(s, ram, start):
     s[k + _INFO] = info
     s[k + _LO] = lo
     s[k + _HI] = hi
+
+
+@kernel("i", "sri")
+def decode_traced(s, ram, start):
+    """``decode`` for the run loop, then :func:`record` while the full trace is on (kept out
+    of the run loop's own body, which also holds the fast path)."""
+    fam = decode(s, ram)
+    if s[S.FT_ON] != 0:
+        record(s, ram, start)              # the bytes as fetched, before they run
+    return fam
 
 
 def linear_trace(s, n):

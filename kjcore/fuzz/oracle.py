@@ -34,18 +34,20 @@ def scratch_pages(machine, image):
             *image.indirection_pages().tolist(), *machine.first_kernel.kexec_tables()]
 
 
-def preserved_mask(machine, image, *, stack_top=None):
+def preserved_mask(machine, image, *, stack_top=None, out=None):
     """Boolean mask of the RAM bytes a round trip of ``image`` must leave unchanged.
 
     Everything except :func:`scratch_pages` and the first kernel's stack from its bottom up to
     the physical address ``stack_top`` (default: the whole stack in use at the jump, up to the
     kernel's ESP, which includes the call frame ``machine_kexec`` writes).  An oracle that
     models that call frame itself passes the ESP of the call instead (see :class:`JumpOracle`).
+    ``out``: a RAM-sized bool array to fill instead of a new one.
     """
     fk = machine.first_kernel
     if stack_top is None:
         stack_top = fk.kernel_esp - PAGE_OFFSET
-    keep = np.ones(len(machine.ram), dtype=bool)
+    keep = np.ones(len(machine.ram), dtype=bool) if out is None else out
+    keep[:] = True
     for page in scratch_pages(machine, image):
         keep[page:page + PAGE_SIZE] = False
     keep[fk.stack_bottom:stack_top] = False
@@ -66,7 +68,7 @@ class JumpOracle:
     jump, where "before" includes the call frame ``machine_kexec`` writes (``page_list`` and
     the five arguments).
 
-    ``reuse``: an earlier oracle of the same machine whose two RAM-sized buffers this one takes
+    ``reuse``: an earlier oracle of the same machine whose RAM-sized buffers this one takes
     over.  A campaign checks thousands of jumps; allocating and freeing RAM-sized arrays for
     each costs page faults wherever the C allocator returns freed memory to the system at once
     (a Dask worker: its nanny sets ``MALLOC_TRIM_THRESHOLD_``), about half the campaign's time.
@@ -81,9 +83,10 @@ class JumpOracle:
         self.source_of = dict(zip(self.dests, self.sources))
         self.state_before = self.call_esp = self.call_regs = None
         self.mask = None                # preserved_mask up to the call's ESP, once known
-        self.ram_before = self._changed = None
+        self.ram_before = self._changed = self._mask_buffer = None
         if reuse is not None and reuse.m is machine and reuse.ram_before is not None:
             self.ram_before, self._changed = reuse.ram_before, reuse._changed
+            self._mask_buffer = reuse.mask
 
     def before(self):
         """Record RAM and CPU state; returns self."""
@@ -99,7 +102,8 @@ class JumpOracle:
         self.call_esp = regs["esp"]
         self.call_regs = regs
         if self.mask is None:
-            self.mask = preserved_mask(m, img, stack_top=self.call_esp - PAGE_OFFSET)
+            self.mask = preserved_mask(m, img, stack_top=self.call_esp - PAGE_OFFSET,
+                                       out=self._mask_buffer)
         self.state_before = m.cpu.get_state()
         return self
 
