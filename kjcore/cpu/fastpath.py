@@ -22,9 +22,10 @@ operation (L_*), its operands and result, and ``flags_of`` computes EFLAGS
 when the step loop leaves the fast path; Jcc evaluates the common conditions
 from the record.
 
-The register forms (and their ALU/condition helpers) are inlined into the
-step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary
-kernel call (``fast_mem``), which keeps the inlined loop small.
+The register forms (and their ALU/condition helpers) and ``fastforms.fast_forms``
+are inlined into the step loop by LLVM (``jit.inline_kernel``); the memory forms
+of this module are an ordinary kernel call (``fast_mem``), which keeps the
+inlined loop small.
 """
 from .fastforms import fast_forms
 from .fastmem import alu32, ea32, phys_n, rb, rd4, wr4
