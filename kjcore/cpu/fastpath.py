@@ -7,14 +7,14 @@ forms: ``fast_mem``, ``isa.MEMFORM``), without prefixes: ALU, TEST, MOV,
 INC/DEC on registers and immediates, Jcc, JMP, LOOP, NOP; MOV, ALU, CMP/TEST,
 LEA with a memory operand, PUSH/POP r32, CALL rel32, RET, when the access is
 the plain case (usable expand-up segment, inside the limit and one page, TLB
-hit or paging off, RAM).  This module has their semantics, the 32-bit
-memory operand (``ea32``) and the checks.  Everything else — and any
+hit or paging off, RAM).  This module has their semantics; the 32-bit
+memory operand (``ea32``) and the checks are ``fastmem.py``'s.  Everything else — and any
 instruction whose bytes are not all in the cached code page or that could
 cross the CS limit — is left unhandled (nothing changed) and goes through
 the full decoder, so the fast path can never change architectural results;
 the forms gcc emits beside these (eAX-immediate ALU, shifts, IMUL, NOT/NEG,
 MOVZX/MOVSX, byte operations) are ``fastforms.py``'s, reached from here;
-the Unicorn oracle runs through both paths, and
+the Unicorn oracle runs every form of the fast column on both paths, and
 tests/cpu/test_fastpath_lazy.py compares the two on random programs.
 
 Arithmetic flags are lazy (``lazyflags.py``): the register forms record the
@@ -22,9 +22,10 @@ operation (L_*), its operands and result, and ``flags_of`` computes EFLAGS
 when the step loop leaves the fast path; Jcc evaluates the common conditions
 from the record.
 
-The register forms (and their ALU/condition helpers) are inlined into the
-step loop by LLVM (``jit.inline_kernel``); the memory forms are an ordinary
-kernel call (``fast_mem``), which keeps the inlined loop small.
+The register forms (and their ALU/condition helpers) and ``fastforms.fast_forms``
+are inlined into the step loop by LLVM (``jit.inline_kernel``); the memory forms
+of this module are an ordinary kernel call (``fast_mem``), which keeps the
+inlined loop small.
 """
 from .fastforms import fast_forms
 from .fastmem import alu32, ea32, phys_n, rb, rd4, wr4
