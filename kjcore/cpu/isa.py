@@ -106,8 +106,8 @@ def _forms():
             fast_mem=n == "CMP", loop="reg")
         row([b + 2], f"{n} Gb,Eb", F_ALU, True, fast=byte)
         row([b + 3], f"{n} Gv,Ev", F_ALU, True, fast="alu", fast_mem=True, loop="reg")
-        row([b + 4], f"{n} AL,Ib", F_ALU, imm="b")
-        row([b + 5], f"{n} eAX,Iz", F_ALU, imm="z", fast="alui")
+        row([b + 4], f"{n} AL,Ib", F_ALU, imm="b", loop="any")
+        row([b + 5], f"{n} eAX,Iz", F_ALU, imm="z", fast="alui", loop="any")
     for op, n in ((0x06, "PUSH ES"), (0x07, "POP ES"), (0x0E, "PUSH CS"), (0x16, "PUSH SS"),
                   (0x17, "POP SS"), (0x1E, "PUSH DS"), (0x1F, "POP DS")):
         row([op], n, F_STACK)
@@ -161,8 +161,8 @@ def _forms():
                   (0xAA, "STOSB"), (0xAB, "STOS"), (0xAC, "LODSB"), (0xAD, "LODS"),
                   (0xAE, "SCASB"), (0xAF, "SCAS")):
         row([op], n, F_STRING)
-    row([0xA8], "TEST AL,Ib", F_ALU, imm="b")
-    row([0xA9], "TEST eAX,Iz", F_ALU, imm="z", fast="alui")
+    row([0xA8], "TEST AL,Ib", F_ALU, imm="b", loop="any")
+    row([0xA9], "TEST eAX,Iz", F_ALU, imm="z", fast="alui", loop="any")
     row(range(0xB0, 0xB8), "MOV r8,Ib", F_MOV, imm="b")
     row(range(0xB8, 0xC0), "MOV r,Iz", F_MOV, imm="z", fast="movi", loop="any")
     shifts = ("ROL", "ROR", "RCL", "RCR", "SHL", "SHR", "SAL", "SAR")

@@ -28,7 +28,7 @@ class _Flags:
     def result(self, b, r):
         self.zf = b.icmp_unsigned("==", r, ir.Constant(r.type, 0))
         self.sf = b.icmp_signed("<", r, ir.Constant(r.type, 0))
-        self.pfb = b.trunc(r, I8)
+        self.pfb = r if r.type == I8 else b.trunc(r, I8)
 
     def pf(self, b):
         cnt = b.call(b.module.declare_intrinsic("llvm.ctpop", [I8]), [self.pfb])
@@ -68,7 +68,7 @@ def _c32(v):
 
 
 def _c(ty, v):
-    """Constant ``v`` of integer type ``ty`` (i16 or i32), truncated to its width."""
+    """Constant ``v`` of integer type ``ty`` (i8, i16 or i32), truncated to its width."""
     return ir.Constant(ty, v & ((1 << ty.width) - 1))
 
 
@@ -78,8 +78,8 @@ def _af(b, a, x, r):
 
 
 def _alu(b, fl, aop, a, x):
-    """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on a, x (both i32 or
-    both i16): the result, with the flags set in ``fl`` as ``fastpath.alu32`` (and the
+    """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on a, x (both i32, i16
+    or i8): the result, with the flags set in ``fl`` as ``fastpath.alu32`` (and the
     interpreter's ALU for 16-bit operands) sets them."""
     ty = a.type
     if aop in (1, 4, 6):
@@ -152,15 +152,17 @@ def _lower(b, fl, R, put, ins):
     """IR for one decoded instruction: guest registers ``R`` (i32 values,
     written through ``put(index, value)``) and flags ``fl``.  Returns the
     branch-taken condition for the loop's branch, else None.  A 16-bit
-    operation works on the low halves and writes only them."""
+    operation works on the low halves and writes only them, an 8-bit one (AL) on the
+    low bytes."""
     kind, w = ins[0], ins[2]
-    ty = I32 if w == 32 else I16
+    ty = {8: I8, 16: I16, 32: I32}[w]
 
     def get(i):
-        return R[i] if w == 32 else b.trunc(R[i], I16)
+        return R[i] if w == 32 else b.trunc(R[i], ty)
 
     def set_(i, v):
-        put(i, v if w == 32 else b.or_(b.and_(R[i], _c32(0xFFFF0000)), b.zext(v, I32)))
+        keep = _c32(~((1 << w) - 1))
+        put(i, v if w == 32 else b.or_(b.and_(R[i], keep), b.zext(v, I32)))
 
     if kind == "alu":
         _, _, _, aop, dst, src, imm = ins

@@ -46,7 +46,8 @@ MAX_INSNS = 64
 MAX_LOOPS = 1024
 
 # Decoded instructions: (kind, length, width, fields...); width: the operand size in bits
-# (16 or 32; LOOP: the address size, CX or ECX), a 16-bit result writes the low half only.
+# (8, 16 or 32; LOOP: the address size, CX or ECX), a 16-bit result writes the low half
+# only, an 8-bit one (the AL forms 04-3C and A8) the low byte.
 #   ("alu", n, w, aop, dst, src, imm)   aop as in the 0x00-0x3F opcodes; src -1: imm
 #   ("test", n, w, a, src, imm)         src -1: imm
 #   ("inc"|"dec"|"not"|"neg", n, w, r)
@@ -59,7 +60,8 @@ MAX_LOOPS = 1024
 #
 # In 16-bit code (``code16``: a CS without the D bit, real mode included) the default
 # operand and address sizes are 16 bits and 0x66 selects 32 (in 32-bit code it selects 16).
-# Compiled: any operand size for the ALU, INC/DEC, NOT/NEG, TEST, MOV, XCHG; LEA and the
+# Compiled: any operand size for the ALU (eAX,Iz included), INC/DEC, NOT/NEG, TEST, MOV,
+# XCHG, and AL,Ib whatever the operand size; LEA and the
 # shifts with 32-bit operands and addresses; branches without a prefix.  The loop never
 # wraps its IP: ``hotloop`` enters it only when it ends below the 64 KiB of a 16-bit CS.
 
@@ -82,6 +84,9 @@ def _decode_one(code, o, code16=False):
         return None
     op, n, reg, rm, imm = ins.form.op, ins.length, ins.reg, ins.rm, ins.imm
     w = 8 * ins.osz
+    if op < 0x40 and op & 7 in (4, 5) or op in (0xA8, 0xA9):   # AL,Ib and eAX,Iz
+        w = w if op & 1 else 8
+        return ("test", n, w, 0, -1, imm) if op >= 0xA8 else ("alu", n, w, op >> 3, 0, -1, imm)
     if op < 0x40:                                          # ALU Ev,Gv / Gv,Ev
         dst, src = (reg, rm) if op & 2 else (rm, reg)
         return ("alu", n, w, op >> 3, dst, src, 0)

@@ -4,9 +4,9 @@ Every case runs twice, once with ``cpu.jit`` on (loops compiled after one or
 a few iterations) and once with it off, and the two runs must agree on the
 status, the whole architectural state record, the step count and the whole
 trace ring.  Random loops use every form the tier compiles (all ALU
-operations with register and immediate operands, INC/DEC, NOT/NEG, TEST,
-MOV, XCHG, LEA in every addressing shape, rotates and shifts by constants,
-NOP) with every kind of branch back (Jcc
+operations with register and immediate operands, AL,Ib and eAX,Iz included,
+INC/DEC, NOT/NEG, TEST, MOV, XCHG, LEA in every addressing shape, rotates and
+shifts by constants, NOP) with every kind of branch back (Jcc
 rel8/rel32 for all 16 conditions, JMP, LOOP), random registers and flags,
 random step budgets (cut mid-iteration), and placements near a page end or
 the CS limit.  Scenario tests cover code changed behind a compiled loop (by
@@ -47,7 +47,12 @@ def _lea(rng, reg):
 def body_insn(rng):
     """One random instruction of a form the tier compiles."""
     r, w = rng.randrange(8), rng.randrange(8)
-    k = rng.randrange(15)
+    k = rng.randrange(16)
+    if k == 15:                                        # ALU/TEST on AL,Ib and eAX,Iz
+        op = rng.choice([a << 3 | 4 for a in range(8)] + [a << 3 | 5 for a in range(8)]
+                        + [0xA8, 0xA9])
+        return bytes([op]) + (_imm32(rng).to_bytes(4, "little") if op & 1
+                              else bytes([rng.getrandbits(8)]))
     if k < 3:
         aop = rng.randrange(8)
         return bytes([aop << 3 | rng.choice((1, 3)), 0xC0 | r << 3 | w])
@@ -305,8 +310,12 @@ def body_insn16(rng):
     wide = rng.random() < 0.3
     r, w = rng.randrange(8), rng.randrange(8)
     imm = (_imm32(rng) & (0xFFFFFFFF if wide else 0xFFFF)).to_bytes(4 if wide else 2, "little")
-    k = rng.randrange(12)
-    if k < 3:
+    k = rng.randrange(13)
+    if k == 12:                                        # ALU/TEST on AL,Ib and eAX,Iz
+        op = rng.choice([a << 3 | 4 for a in range(8)] + [a << 3 | 5 for a in range(8)]
+                        + [0xA8, 0xA9])
+        out = bytes([op]) + (imm if op & 1 else bytes([rng.getrandbits(8)]))
+    elif k < 3:
         out = bytes([rng.randrange(8) << 3 | rng.choice((1, 3)), 0xC0 | r << 3 | w])
     elif k == 3:
         out = b"\x83" + bytes([0xC0 | rng.randrange(8) << 3 | w, rng.getrandbits(8)])
