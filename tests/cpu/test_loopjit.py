@@ -304,6 +304,17 @@ def test_decoder_accepts_lea_forms():
     assert insns[1][2:] == (32, 0, -1, -1, 0, 0x10)  # eax = 0x10 (no base, no index)
 
 
+def test_decoder_accepts_accumulator_forms():
+    """gcc's CRC-32 bit loop (and eax,imm32) and the AL,Ib forms, 8-bit with or without
+    0x66."""
+    crc = bytes.fromhex("89c183e001d1e9f7d8252083b8ed31c84a75ed")
+    insns, blen = loopjit.decode_loop(crc + bytes(8))
+    assert blen == 19 and insns[4] == ("alu", 5, 32, 4, 0, -1, 0xEDB88320)
+    insns, _ = loopjit.decode_loop(b"\x3c\x80\x66\x04\x7f\xa8\x01\x66\xa9\x34\x12\x75\xf3")
+    assert [i[:3] for i in insns[:4]] == [("alu", 2, 8), ("alu", 3, 8), ("test", 2, 8),
+                                          ("test", 4, 16)]
+
+
 # ---------------------------------------------------------------- 16-bit code
 def body_insn16(rng):
     """One random instruction of 16-bit code: 16-bit operands, or 32-bit with 0x66."""
