@@ -1,3 +1,6 @@
+import pathlib
+import sys
+
 import pytest
 
 import kjcore
@@ -21,3 +24,8 @@ def mpath(tmp_path):
     path = str(tmp_path / "m")
     store.save_machine(kjcore.Machine(ram_size=64 << 20, crashkernel=(40 << 20, 8 << 20)), path)
     return path
+
+
+# The Unicorn harness of the BIOS-call benchmark (benchmarks/_unicorn_bioscall.py) is shared
+# with tests/test_bioscall_unicorn.py; appended, so no benchmark module shadows a test module.
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))

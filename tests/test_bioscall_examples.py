@@ -3,11 +3,10 @@ kexec jump payload's 32-bit physical mode to a real-mode INT and back; what the 
 is computed from ``m.e820`` and the disk, and the first kernel's memory, including the low
 memory the program used as its destination, is byte-exact after the round trip."""
 import re
-import shutil
-import subprocess
 
 import pytest
 from bios_examples import (
+    EXAMPLES,
     LOAD_AT,
     PROGRAMS,
     STRING,
@@ -24,6 +23,7 @@ from bios_examples import (
     path,
     screen_lines,
 )
+from rebuild import assert_same_bytes, make_copy, require_recorded_gcc, require_toolchain
 
 import kjcore
 from kjcore.bios import regs
@@ -34,36 +34,11 @@ SOURCES = ("Makefile", "bios.ld", "bioscall.S", "bioscall.h", "biosprint.c", "bi
            "bios_e820.c", "bios_tty.c", "bios_disk.c", "bios_roundtrip.c")
 
 
-def _build_problem(tmp_path):
-    """None if make, as, ld and gcc -m32 can build a freestanding object, else the reason."""
-    for tool in ("make", "as", "ld", "gcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    probe = tmp_path / "probe.c"
-    probe.write_text("int f(void) { return 1; }\n")
-    r = subprocess.run(["gcc", "-m32", "-ffreestanding", "-nostdlib", "-c", str(probe), "-o",
-                        str(tmp_path / "probe.o")], capture_output=True, text=True)
-    return f"gcc -m32 cannot build: {r.stderr.strip()[:200]}" if r.returncode else None
-
-
 def test_rebuild_is_byte_identical(tmp_path):
-    problem = _build_problem(tmp_path)
-    if problem:
-        pytest.skip(problem)
-    recorded = re.search(r"built with gcc (\S+)", open(path("Makefile")).read()).group(1)
-    version = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True,
-                             text=True).stdout.strip()
-    if version != recorded:
-        pytest.skip(f"the examples were built with gcc {recorded}, this is {version}")
-    build = tmp_path / "build"
-    build.mkdir()
-    for name in SOURCES:
-        shutil.copy(path(name), build / name)
-    r = subprocess.run(["make", "-s", "-C", str(build), "bios"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    for name in PROGRAMS:
-        with open(path(name), "rb") as f:
-            assert (build / name).read_bytes() == f.read(), name
+    require_toolchain(tmp_path)
+    require_recorded_gcc(path("Makefile"), "the examples")
+    build = make_copy(tmp_path, EXAMPLES, SOURCES, ["bios"])
+    assert_same_bytes(build, EXAMPLES, PROGRAMS)
 
 
 @pytest.mark.parametrize("name", PROGRAMS)

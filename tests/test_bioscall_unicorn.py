@@ -18,34 +18,19 @@ from kjcore.first_kernel import flat_kernel_segments
 from kjcore.loader import load_elf32
 
 unicorn = pytest.importorskip("unicorn")
+from _unicorn_bioscall import (  # noqa: E402
+    BACK,
+    KERNEL_CS,
+    KERNEL_DS,
+    SEGMENTS,
+    STACK_TOP,
+    MiB,
+    answer_int12,
+    deliver_interrupt,
+    enter_as_payload,
+    reg,
+)
 from unicorn import x86_const as X  # noqa: E402
-
-MiB = 1 << 20
-GDT_AT, BACK, STACK_TOP = 0x1000, 0x6000, 0x7000
-KERNEL_CS, KERNEL_DS = 0x60, 0x68
-_SEGMENTS = ("CS", "DS", "ES", "FS", "GS", "SS")
-
-
-def _reg(name):
-    return getattr(X, f"UC_X86_REG_{name}")
-
-
-def _flat(access):
-    return (0xFFFF | (0x00CF0000 | access << 8) << 32).to_bytes(8, "little")
-
-
-def _deliver(uc, vector, data):
-    """INT n in real mode: push FLAGS, CS, IP; clear IF and TF; CS:IP from the IVT."""
-    ss, sp = uc.reg_read(X.UC_X86_REG_SS), (uc.reg_read(X.UC_X86_REG_ESP) - 6) & 0xFFFF
-    flags = uc.reg_read(X.UC_X86_REG_EFLAGS)
-    frame = b"".join((value & 0xFFFF).to_bytes(2, "little") for value in
-                     (uc.reg_read(X.UC_X86_REG_EIP), uc.reg_read(X.UC_X86_REG_CS), flags))
-    uc.mem_write(ss * 16 + sp, frame)
-    uc.reg_write(X.UC_X86_REG_ESP, sp)
-    uc.reg_write(X.UC_X86_REG_EFLAGS, flags & ~0x300)
-    target = int.from_bytes(uc.mem_read(4 * vector, 4), "little")
-    uc.reg_write(X.UC_X86_REG_CS, target >> 16)
-    uc.reg_write(X.UC_X86_REG_EIP, target & 0xFFFF)
 
 
 def _machine(name, cs=KERNEL_CS, ds=KERNEL_DS):
@@ -54,25 +39,12 @@ def _machine(name, cs=KERNEL_CS, ds=KERNEL_DS):
     m = kjcore.Machine(16 * MiB, bios=True)
     uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_32)
     uc.mem_map(0, 2 * MiB)
-    uc.mem_write(0, bytes(m.ram[:MiB]))
     with open(path(name), "rb") as f:
         image = load_elf32(f.read())
-    for seg in image.segments:
-        uc.mem_write(seg.mem, bytes(seg.buf).ljust(seg.memsz, b"\0"))
-    uc.mem_write(BACK, b"\xf4")
-    uc.mem_write(GDT_AT + KERNEL_CS, _flat(0x9B) + _flat(0x93))
-    uc.mem_write(GDT_AT + cs, _flat(0x9B))
-    uc.reg_write(X.UC_X86_REG_CR0, 0x11)                     # PE, ET; paging off
-    uc.reg_write(X.UC_X86_REG_GDTR, (0, GDT_AT, 0xFF, 0))
-    for seg in _SEGMENTS:
-        uc.reg_write(_reg(seg), cs if seg == "CS" else ds if seg == "DS" else KERNEL_DS)
-    uc.reg_write(X.UC_X86_REG_GDTR, (0, 0, 0, 0))            # machine_kexec: limit 0
-    uc.reg_write(X.UC_X86_REG_IDTR, (0, 0, 0, 0))
-    uc.mem_write(STACK_TOP - 4, BACK.to_bytes(4, "little"))
-    uc.reg_write(X.UC_X86_REG_ESP, STACK_TOP - 4)
-    for reg, value in (("EBX", 0x11111111), ("ESI", 0x22222222), ("EDI", 0x33333333),
-                       ("EBP", 0x44444444), ("EFLAGS", 0x2)):
-        uc.reg_write(_reg(reg), value)
+    enter_as_payload(uc, m.ram[:MiB], image, cs, ds)
+    for register, value in (("EBX", 0x11111111), ("ESI", 0x22222222), ("EDI", 0x33333333),
+                            ("EBP", 0x44444444)):
+        uc.reg_write(reg(register), value)
     console, serviced = bytearray(), []
     stub = layout.ROM_BASE + layout.stub_offset(0x12)
 
@@ -84,27 +56,22 @@ def _machine(name, cs=KERNEL_CS, ds=KERNEL_DS):
         ip = uc.reg_read(X.UC_X86_REG_CS) * 16 + uc.reg_read(X.UC_X86_REG_EIP)
         assert stub <= ip < stub + layout.STUB_SIZE, f"a service other than INT 12h at {ip:#x}"
         serviced.append(ip)
-        eax = uc.reg_read(X.UC_X86_REG_EAX)
-        uc.reg_write(X.UC_X86_REG_EAX, (eax & ~0xFFFF) | layout.CONVENTIONAL_KIB)
-        sp = uc.reg_read(X.UC_X86_REG_SS) * 16 + (uc.reg_read(X.UC_X86_REG_ESP) & 0xFFFF)
-        flags = int.from_bytes(uc.mem_read(sp + 4, 2), "little") & ~1       # CF = 0
-        uc.mem_write(sp + 4, flags.to_bytes(2, "little"))
-        uc.reg_write(X.UC_X86_REG_EFLAGS, uc.reg_read(X.UC_X86_REG_EFLAGS) & ~1)
+        answer_int12(uc)
     uc.hook_add(unicorn.UC_HOOK_INSN, on_out, None, 1, 0, X.UC_X86_INS_OUT)
-    uc.hook_add(unicorn.UC_HOOK_INTR, _deliver)
+    uc.hook_add(unicorn.UC_HOOK_INTR, deliver_interrupt)
     return uc, image.entry, console, serviced
 
 
 def test_roundtrips_restore_the_callers_state_on_unicorn():
     uc, entry, console, serviced = _machine("bios_roundtrip.elf")
-    state = {name: uc.reg_read(_reg(name)) for name in
-             ("GDTR", "IDTR", "CR0", "EBX", "ESI", "EDI", "EBP", *_SEGMENTS)}
+    state = {name: uc.reg_read(reg(name)) for name in
+             ("GDTR", "IDTR", "CR0", "EBX", "ESI", "EDI", "EBP", *SEGMENTS)}
     uc.emu_start(entry, BACK, count=5_000_000)
     assert uc.reg_read(X.UC_X86_REG_EIP) == BACK and uc.reg_read(X.UC_X86_REG_ESP) == STACK_TOP
     assert console.decode().startswith("bios_roundtrip: 1000 calls of INT 12h, 0 wrong, ")
     assert len(serviced) == 1000
     assert uc.reg_read(X.UC_X86_REG_EAX) == 0                   # no wrong answer
-    assert {name: uc.reg_read(_reg(name)) for name in state} == state
+    assert {name: uc.reg_read(reg(name)) for name in state} == state
     assert uc.reg_read(X.UC_X86_REG_EFLAGS) & 0x600 == 0         # IF and DF clear as on entry
     # the caches are flat again: a store through DS far above 1 MiB lands there
     uc.mem_write(BACK, b"\xa3" + (MiB + 0x1234).to_bytes(4, "little") + b"\xf4")

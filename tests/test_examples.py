@@ -1,11 +1,9 @@
 """The physical-mode examples (examples/): committed builds are reproducible, load with
 ``load_elf32``, and do what they say on an independent CPU (Unicorn)."""
 import os
-import re
-import shutil
-import subprocess
 
 import pytest
+from rebuild import assert_same_bytes, make_copy, require_recorded_gcc, require_toolchain
 
 import kjcore
 from kjcore.loader import load_elf32
@@ -23,41 +21,14 @@ def _read(name):
         return f.read()
 
 
-def _can_build_32bit(tmp_path):
-    """None if as/ld/gcc -m32 can build a freestanding 32-bit object, else the reason."""
-    for tool in ("make", "as", "ld", "gcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    probe = tmp_path / "probe.c"
-    probe.write_text("int f(void) { return 1; }\n")
-    r = subprocess.run(["gcc", "-m32", "-ffreestanding", "-nostdlib", "-c", str(probe), "-o",
-                        str(tmp_path / "probe.o")], capture_output=True, text=True)
-    if r.returncode:
-        return f"gcc -m32 cannot build: {r.stderr.strip()[:200]}"
-    return None
-
-
-def _gcc_version():
-    out = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True, text=True).stdout
-    return out.strip()
-
-
 def test_rebuild_is_byte_identical(tmp_path):
-    reason = _can_build_32bit(tmp_path)
-    if reason:
-        pytest.skip(reason)
-    build = tmp_path / "build"
-    build.mkdir()
-    for name in ("Makefile", "phy_mode.S", "phy_mode_c.c", "phy_mode.ld"):
-        shutil.copy(os.path.join(EXAMPLES, name), build / name)
-    r = subprocess.run(["make", "-s", "-C", str(build)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert (build / "phy_mode.elf").read_bytes() == _read("phy_mode.elf")
+    require_toolchain(tmp_path)
+    build = make_copy(tmp_path, EXAMPLES, ("Makefile", "phy_mode.S", "phy_mode_c.c",
+                                            "phy_mode.ld"))
+    assert_same_bytes(build, EXAMPLES, ["phy_mode.elf"])
     # the C build depends on the compiler version recorded in the Makefile
-    recorded = re.search(r"built with gcc (\S+)", _read("Makefile").decode()).group(1)
-    if _gcc_version() != recorded:
-        pytest.skip(f"phy_mode_c.elf was built with gcc {recorded}, this is {_gcc_version()}")
-    assert (build / "phy_mode_c.elf").read_bytes() == _read("phy_mode_c.elf")
+    require_recorded_gcc(os.path.join(EXAMPLES, "Makefile"), "phy_mode_c.elf")
+    assert_same_bytes(build, EXAMPLES, ["phy_mode_c.elf"])
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))

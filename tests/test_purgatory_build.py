@@ -1,12 +1,10 @@
 """The committed purgatory.elf is what kjcore/purgatory/Makefile builds from the sources."""
 import random
-import re
-import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
+from rebuild import assert_same_bytes, make_copy, require_recorded_gcc, require_toolchain
 
 import kjcore.purgatory
 from kjcore.purgatory.image import parse
@@ -15,34 +13,11 @@ SOURCES = Path(kjcore.purgatory.__file__).parent
 FILES = ("Makefile", "entry.S", "purgatory.c", "sha256.c", "purgatory.h", "purgatory.ld")
 
 
-def _why_not(tmp_path):
-    for tool in ("make", "as", "ld", "gcc"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    probe = tmp_path / "probe.c"
-    probe.write_text("int f(void) { return 1; }\n")
-    r = subprocess.run(["gcc", "-m32", "-ffreestanding", "-c", str(probe), "-o",
-                        str(tmp_path / "probe.o")], capture_output=True, text=True)
-    return f"gcc -m32 cannot build: {r.stderr.strip()[:200]}" if r.returncode else None
-
-
 def test_rebuild_is_byte_identical(tmp_path):
-    reason = _why_not(tmp_path)
-    if reason:
-        pytest.skip(reason)
-    recorded = re.search(r"built\s+#?\s*with gcc (\S+)", (SOURCES / "Makefile").read_text())
-    version = subprocess.run(["gcc", "-dumpfullversion"], capture_output=True,
-                             text=True).stdout.strip()
-    if version != recorded.group(1):
-        pytest.skip(f"purgatory.elf was built with gcc {recorded.group(1)}, this is {version}")
-    build = tmp_path / "build"
-    build.mkdir()
-    for name in FILES:
-        shutil.copy(SOURCES / name, build / name)
-    r = subprocess.run(["make", "-s", "-C", str(build)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert (build / "purgatory.elf").read_bytes() == (SOURCES / "purgatory.elf").read_bytes(), \
-        "purgatory.elf is stale: run make in kjcore/purgatory and commit it"
+    require_toolchain(tmp_path)
+    require_recorded_gcc(SOURCES / "Makefile", "purgatory.elf")
+    build = make_copy(tmp_path, SOURCES, FILES)
+    assert_same_bytes(build, SOURCES, ["purgatory.elf"])
 
 
 def test_the_committed_build_parses():

@@ -12,7 +12,7 @@ import sys
 
 from ..cpu import CPUFault
 from ..errors import KexecError
-from .grammar import number
+from .grammar import MAX_STEPS, TIMEOUT, number
 
 EXIT_FAILED = 255
 
@@ -24,8 +24,8 @@ def add_parser(sub):
     p.add_argument("machine", metavar="MACHINE", help="a directory made by 'kjcore machine new'")
     p.add_argument("--port", type=number(0, 65535), required=True,
                    help="TCP port on 127.0.0.1 (0: any free port, printed)")
-    p.add_argument("--max-steps", type=number(1, 10 ** 15), help="the guest's step budget")
-    p.add_argument("--timeout", type=number(0.001, 10 ** 6, real=True),
+    p.add_argument("--max-steps", type=MAX_STEPS, help="the guest's step budget")
+    p.add_argument("--timeout", type=TIMEOUT,
                    help="the guest's wall-clock budget in seconds (gdb's pauses count)")
     p.set_defaults(func=run)
 

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..constants import KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT
-from .grammar import number, strtoul
+from .grammar import MAX_STEPS, TIMEOUT, number, strtoul
 
 #: exit status of a failed action (kexec-tools returns -1 from main)
 EXIT_FAILED = 255
@@ -48,7 +48,7 @@ _LOAD_OPTIONS = ("--type", "--mem-min", "--mem-max", "--args-none", "--args-linu
     + NEEDS_PURGATORY + LINUX_ARGS
 #: the limits of ``-e``: keyword arguments of ``Machine.reboot`` / ``kernel_kexec``
 #: and the port of ``--gdb`` (the exec waits for gdb there: kjcore.gdb)
-_LIMITS = {"--max-steps": number(1, 10 ** 15), "--timeout": number(0.001, 10 ** 6, real=True),
+_LIMITS = {"--max-steps": MAX_STEPS, "--timeout": TIMEOUT,
            "--gdb": number(0, 65535)}
 
 USAGE = """\

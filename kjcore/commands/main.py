@@ -167,11 +167,9 @@ def _cmd_machine_new(args):
 
 
 def _cmd_machine_attach(args):
-    from ..store import machine_lock, open_machine, save_machine
-    with machine_lock(args.path) as free:
-        if not free:
-            raise UsageError(f"{args.path}: another process is using this machine")
-        m = open_machine(args.path, locked=True)
+    from ..store import save_machine
+    from .persistent import locked_machine
+    with locked_machine(args.path) as m:
         try:
             disk = m.attach_disk(args.file, readonly=args.readonly)
             save_machine(m, args.path, locked=True)

@@ -14,7 +14,8 @@ machine directory is left as it was.
 """
 from ..cpu import CPUFault
 from ..errors import UsageError
-from .grammar import number
+from .grammar import MAX_STEPS, TIMEOUT
+from .persistent import locked_machine
 
 
 def add_parser(sub):
@@ -26,19 +27,16 @@ def add_parser(sub):
     p.add_argument("path", metavar="MACHINE", help="the machine directory")
     p.add_argument("--message", default="kjcore panic",
                    help="the panic message (default 'kjcore panic')")
-    p.add_argument("--max-steps", type=number(1, 10 ** 15),
+    p.add_argument("--max-steps", type=MAX_STEPS,
                    help="stop the crash image after N steps")
-    p.add_argument("--timeout", type=number(0.001, 10 ** 6, real=True),
+    p.add_argument("--timeout", type=TIMEOUT,
                    help="stop the crash image after SECONDS of wall-clock time")
     p.set_defaults(func=_cmd_panic)
 
 
 def _cmd_panic(args):
-    from ..store import machine_lock, open_machine, save_machine
-    with machine_lock(args.path) as free:
-        if not free:
-            raise UsageError(f"{args.path}: another process is using this machine")
-        m = open_machine(args.path, verify=True, locked=True)
+    from ..store import save_machine
+    with locked_machine(args.path, verify=True) as m:
         try:
             r = m.panic(args.message, max_steps=args.max_steps, timeout=args.timeout)
         except RuntimeError as e:           # the first kernel is not running

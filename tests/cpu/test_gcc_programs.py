@@ -1,9 +1,5 @@
 """The gcc benchmark programs (benchmarks/programs) give the same registers and memory on
 kjcore as on Unicorn, and the committed binaries are what their sources build to."""
-import pathlib
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
 from gcc_programs import (
@@ -16,6 +12,7 @@ from gcc_programs import (
     on_unicorn,
     unicorn_registers,
 )
+from rebuild import assert_same_bytes, make_copy, require_toolchain
 
 unicorn = pytest.importorskip("unicorn")
 
@@ -30,19 +27,8 @@ def test_same_result_as_unicorn(name):
     assert np.array_equal(memory_outside_tables(cpu.ram), memory_outside_tables(theirs))
 
 
-def _gcc_m32():
-    if shutil.which("gcc") is None or shutil.which("objcopy") is None:
-        return False
-    probe = subprocess.run(["gcc", "-m32", "-ffreestanding", "-nostdlib", "-x", "c", "-c",
-                            "-o", "/dev/null", "-"], input=b"int x;", capture_output=True)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(shutil.which("make") is None or not _gcc_m32(),
-                    reason="needs make, objcopy and gcc with -m32")
 def test_binaries_rebuild_byte_for_byte(tmp_path):
-    subprocess.run(["make", "-s", "-C", str(HERE), f"OUT={tmp_path}"], check=True,
-                   capture_output=True)
-    for name in PROGRAMS:
-        built = pathlib.Path(tmp_path, f"{name}.bin").read_bytes()
-        assert built == (HERE / f"{name}.bin").read_bytes(), name
+    require_toolchain(tmp_path, ("make", "gcc", "objcopy"))
+    sources = ["Makefile", "common.h", "crt0.S", "program.ld", *(f"{n}.c" for n in PROGRAMS)]
+    build = make_copy(tmp_path, HERE, sources)
+    assert_same_bytes(build, HERE, [f"{name}.bin" for name in PROGRAMS])
