@@ -16,12 +16,11 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import psutil
-
 from kjcore.fuzz import jump_campaign
 
 
 def _cpu(pids):
+    import psutil  # comes with dask[distributed], like the cluster itself
     return sum(sum(psutil.Process(p).cpu_times()[:2]) for p in pids)
 
 
