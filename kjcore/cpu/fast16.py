@@ -141,7 +141,7 @@ def step16(s, ram, ip, p, climit, f, lop, la, lb, lr):
         return False, ip, f, lop, la, lb, lr
     q = p + i + 1                              # the byte after the opcode
     nx = ip + i + 1
-    if b0 < 0x40:
+    if b0 < 0x40 and b0 != 0x0F:
         if (b0 & 7) == 5:                      # ALU eAX, imm
             imm = rdw(ram, q, w)
             aop = b0 >> 3
@@ -152,14 +152,14 @@ def step16(s, ram, ip, p, climit, f, lop, la, lb, lr):
         if (b0 & 5) != 1:
             return False, ip, f, lop, la, lb, lr
         return alu_form(s, ram, ip, q, nx, b0 >> 3, (b0 & 2) != 0, w, seg, f, lop, la, lb, lr)
-    if b0 < 0x50:                              # INC / DEC r: CF kept
+    if 0x40 <= b0 < 0x50:                              # INC / DEC r: CF kept
         r = b0 & 7
         a = getw(s, r, w)
         f = (f & ~CF) | carry_now(f, lop, la, lb, lr)
         res = (a + (1 if b0 < 0x48 else mask_of(w))) & mask_of(w)
         setw(s, r, res, w)
         return True, nx, f, L_INC if b0 < 0x48 else L_DEC, wide(a, w), 1, wide(res, w)
-    if b0 < 0x60:
+    if 0x50 <= b0 < 0x60:
         if stack16(s, ram, b0, w):
             return True, nx, f, lop, la, lb, lr
         return False, ip, f, lop, la, lb, lr
