@@ -23,6 +23,7 @@ from .bcd import op_bcd
 from .bits import op_bits
 from .cond import op_cond
 from .far import op_far
+from .fast16 import run16
 from .fastpath import fast_exec, flags_of
 from .flagops import op_flags
 from .fpu import op_fpu
@@ -242,6 +243,14 @@ def run(s, ram, ram64, con, max_steps):
             if stop or n >= max_steps:
                 break
             start = eip
+        elif tf == 0 and nofast == 0 and nbp == 0 and (s[cs_base + 2] & A_DB) == 0:
+            j, st16 = run16(s, ram, max_steps - n, tp)     # 16-bit code: fast16.py
+            n += j
+            tp = (tp + j) & (TRACE_N - 1)
+            if st16 != ST_OK or n >= max_steps:
+                status = st16 if st16 != ST_OK else status
+                break
+            start = s[EIP]
         if nbp > 0 and n > 0 and bp_hit(s, (s[cs_base] + start) & M32):
             status = ST_BREAK
             break

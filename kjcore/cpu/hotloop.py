@@ -11,12 +11,13 @@ stops with ``ST_JIT_REQUEST``).  A compiled loop is entered through
 here runs with breakpoints set (the compiled loop does not check them) or
 with ``s[NO_JIT]`` set.
 
-16-bit code (real mode, or a CS without the D bit) does not run in the fast
-path: the step loop asks :func:`loop16` after each decoded instruction that
-went backward.  Its loop heads are keyed ``physical address | LOOP16`` (the
-same bytes decode differently in 32-bit code), and a loop is entered only
-when it ends below the 64 KiB of the segment and inside its limit, so the
-compiled code never has to wrap IP.
+16-bit code (real mode, or a CS without the D bit) runs ``fast16.py``'s fast
+path, which asks :func:`loop_head` after its taken backward branches; the step
+loop asks :func:`loop16` after each decoded instruction that went backward.
+Its loop heads are keyed ``physical address | LOOP16`` (the same bytes decode
+differently in 32-bit code), and a loop is entered only when it ends below the
+64 KiB of the segment and inside its limit, so the compiled code never has to
+wrap IP.
 """
 from llvmlite import ir
 from numba import types
