@@ -12,7 +12,7 @@ tests against what Numba inferred):
 ``s`` state vector (int64[::1]), ``r`` RAM (uint8[::1]), ``q`` RAM as
 uint64[::1], ``c`` console buffer (uint8[::1]), ``i`` int64, ``b`` bool.
 Returns: ``i``, ``b``, ``v`` (nothing), ``ii``/``iii`` (int tuples),
-``biii`` (bool + three ints).
+``biii``/``biiiii`` (bool + three or five ints).
 """
 from numba import njit, types
 
@@ -31,6 +31,7 @@ _RET = {
     "ii": types.UniTuple(types.int64, 2),
     "iii": types.UniTuple(types.int64, 3),
     "biii": types.Tuple((types.boolean, types.int64, types.int64, types.int64)),
+    "biiiii": types.Tuple((types.boolean,) + (types.int64,) * 5),
 }
 
 
