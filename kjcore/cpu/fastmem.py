@@ -8,7 +8,7 @@ through the full decoder and ``memory.py``.
 """
 import numpy as np
 
-from .jit import inline_kernel, kernel
+from .jit import inline_kernel
 from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE, in_rom, tlb_lookup
 from .operands import PARITY
 from .state import (
@@ -68,7 +68,7 @@ def alu32(aop, a, b, f):
     return r, (f & ~(CF | PF | AF | ZF | SF | OF)) | nf
 
 
-@kernel("iii", "sri")
+@inline_kernel
 def ea32(s, ram, p):
     """Decode a 32-bit ModRM memory operand at ram[p] (the ModRM byte).
 
@@ -111,7 +111,7 @@ def ea32(s, ram, p):
     return off & M32, seg, n
 
 
-@kernel("i", "sriibi")
+@inline_kernel
 def phys_n(s, ram, seg, off, write, n):
     """Physical address of an ``n``-byte access (1, 2 or 4) at seg:off, or -1 to take the
     slow path.

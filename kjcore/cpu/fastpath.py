@@ -24,9 +24,11 @@ from the record.
 
 The register forms (and their ALU/condition helpers) and ``fastforms.fast_forms``
 are inlined into the step loop by LLVM (``jit.inline_kernel``); the memory forms
-of this module are an ordinary kernel call (``fast_mem``), which keeps the
-inlined loop small.
+of this module (``fast_mem``) too, from one call site before the switch (``MEMK``), so the
+plain-case load or store has no call in it.
 """
+import numpy as np
+
 from .fastforms import fast_forms
 from .fastmem import alu32, ea32, phys_n, rb, rd4, wr4
 from .isa import (
@@ -53,7 +55,7 @@ from .isa import (
     K_TEST,
     MEMFORM,
 )
-from .jit import inline_kernel, kernel
+from .jit import inline_kernel
 from .lazyflags import L_ADD, L_DEC, L_INC, L_LOGIC, L_NONE, L_SUB, carry_now, cond_lazy, flags_of
 from .state import A_DB, CF, CS, ECX, ESP, M32, SEG, SS
 
@@ -65,8 +67,21 @@ from .state import A_DB, CF, CS, ECX, ESP, M32, SEG, SS
     FAST_LENGTH[b] for b in (0x01, 0x40, 0x70, 0x0F, 0xB8, 0x81, 0x83, 0x85, 0x89, 0x8B, 0x8D,
                              0xF7, 0x90, 0xEB, 0xE2, 0xE9, 0xE8, 0x50))
 
+# First bytes whose forms ``fast_mem`` runs: M_OPERAND with a memory operand (ModRM below
+# C0), M_ALWAYS for the stack forms.  One test before the switch gives ``fast_mem`` a single
+# call site, so it is inlined once (not at every class that has a memory form).
+M_OPERAND, M_ALWAYS = 1, 2
+MEMK = np.zeros(256, np.int64)
+for _b in range(256):
+    if FAST_CLASS[_b] in (K_STACK, K_CALLRET):
+        MEMK[_b] = M_ALWAYS
+    elif FAST_CLASS[_b] == K_LEA or (
+            MEMFORM[_b] and FAST_CLASS[_b] in (K_ALU, K_GRP1, K_MOVST, K_MOVLD, K_TEST)):
+        MEMK[_b] = M_OPERAND
+del _b
 
-@kernel("biii", "sriiii")
+
+@inline_kernel
 def fast_mem(s, ram, start, p, b0, f):
     """Memory-operand and stack forms: MOV r/m32, ALU r32,m32, CMP/TEST m32,r32,
     CMP m32,imm8, LEA, PUSH/POP r32, CALL rel32, RET (32-bit stack).
@@ -164,8 +179,6 @@ def fast_mem(s, ram, start, p, b0, f):
 @inline_kernel
 def mem_form(s, ram, start, p, b0, f, lop, la, lb, lr):
     """A memory-operand form through ``fast_mem`` (exact CF first for ADC/SBB)."""
-    if not MEMFORM[b0]:
-        return False, start, f, lop, la, lb, lr
     if (b0 == 0x13 or b0 == 0x1B) and lop != L_NONE:
         f = flags_of(f, lop, la, lb, lr)
         lop = L_NONE
@@ -233,11 +246,14 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
     """
     b0 = rb(ram, p)
     m = rb(ram, p + 1)                         # ModRM or first immediate byte
+    mk = MEMK[b0]
+    if mk == M_ALWAYS or (mk == M_OPERAND and m < 0xC0):
+        return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
     k = FAST_CLASS[b0]
     if k == K_ALU:                             # 01 03 09 0B ... 39 3B
         nxt = start + N_ALU
-        if m < 0xC0:
-            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        if m < 0xC0:                           # memory forms fast_mem does not run
+            return False, start, f, lop, la, lb, lr
         reg = (m >> 3) & 7
         rm = m & 7
         if b0 & 2:
@@ -269,8 +285,8 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
             return True, t, f, lop, la, lb, lr
         return True, nxt, f, lop, la, lb, lr
     if k == K_GRP1:                            # 81 / 83: ALU r/m32, imm
-        if m < 0xC0:
-            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        if m < 0xC0:                           # memory forms fast_mem does not run
+            return False, start, f, lop, la, lb, lr
         rm = m & 7
         if b0 == 0x83:
             d = rb(ram, p + 2)
@@ -282,18 +298,18 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
         s[b0 & 7] = rd4(ram, p + 1)
         return True, start + N_MOVI, f, lop, la, lb, lr
     if k == K_MOVST:
-        if m < 0xC0:
-            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        if m < 0xC0:                           # memory forms fast_mem does not run
+            return False, start, f, lop, la, lb, lr
         s[m & 7] = s[(m >> 3) & 7]
         return True, start + N_MOVST, f, lop, la, lb, lr
     if k == K_MOVLD:
-        if m < 0xC0:
-            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        if m < 0xC0:                           # memory forms fast_mem does not run
+            return False, start, f, lop, la, lb, lr
         s[(m >> 3) & 7] = s[m & 7]
         return True, start + N_MOVLD, f, lop, la, lb, lr
     if k == K_TEST:
-        if m < 0xC0:
-            return mem_form(s, ram, start, p, b0, f, lop, la, lb, lr)
+        if m < 0xC0:                           # memory forms fast_mem does not run
+            return False, start, f, lop, la, lb, lr
         r = s[m & 7] & s[(m >> 3) & 7]
         return True, start + N_TEST, f, L_LOGIC, r, 0, r
     if k == K_F7:                              # TEST r32, imm32 (F7 /0 and its alias /1)
@@ -301,14 +317,6 @@ def fast_exec_u(s, ram, start, f, lop, la, lb, lr, p, climit):
             return more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr)
         r = s[m & 7] & rd4(ram, p + 2)
         return True, start + N_F7, f, L_LOGIC, r, 0, r
-    if k == K_STACK or k == K_CALLRET:
-        ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
-        return ok, nxt, nf, lop, la, lb, lr
-    if k == K_LEA:
-        if m >= 0xC0:
-            return False, start, f, lop, la, lb, lr
-        ok, nxt, nf, wrote = fast_mem(s, ram, start, p, b0, f)
-        return ok, nxt, nf, lop, la, lb, lr
     if k == K_0F:
         if m < 0x80 or m >= 0x90:
             return more_forms(s, ram, start, p, b0, m, f, lop, la, lb, lr)

@@ -376,3 +376,26 @@ def test_fast_path_respects_tlb_rights():
     assert get(ram, 0x101000 + 4 * 0x52, 4) & (A | D) == A
     assert cpu.run(2) == Status.HLT
     assert get(ram, 0x101000 + 4 * 0x52, 4) & (A | D) == A | D
+
+
+@pytest.mark.parametrize("code, err", [("8b03 53 f4", 3),              # push ebx
+                                       ("8b03 e800000000 f4", 3),      # call rel32
+                                       ("8b03 5a f4", None)])          # pop edx: reads
+def test_fast_path_stack_forms_fault_on_a_read_only_page(code, err):
+    """PUSH and CALL (inlined fast-path stack forms) writing a read-only page with CR0.WP
+    raise #PF at the instruction, ESP unchanged, even with the page in the TLB; POP reads."""
+    ram = np.zeros(RAM, np.uint8)
+    put(ram, PD, 0x101000 | P | RW | US, 4)
+    for i in range(1024):
+        put(ram, 0x101000 + 4 * i, (i << 12) | P | RW | US, 4)
+    put(ram, 0x101000 + 4 * 0x51, (0x51 << 12) | P | US, 4)          # read-only
+    code = bytes.fromhex(code)
+    ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
+    cpu = make_cpu(ram, 0x80010011, PD, 0, 0, False)
+    cpu.eip, cpu.ebx, cpu.esp = 0x1000, 0x51000, 0x51010
+    assert cpu.run(1) == Status.STEP_LIMIT                               # TLB filled by the load
+    if err is None:
+        assert cpu.run(2) == Status.HLT and cpu.esp == 0x51014
+        return
+    assert cpu.run(1) == Status.TRIPLE_FAULT and cpu.fault[:2] == (14, err)
+    assert (cpu.eip, cpu.esp) == (0x1002, 0x51010)
