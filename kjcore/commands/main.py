@@ -352,8 +352,9 @@ def _cmd_bench(args):
 
 # ---------------------------------------------------------------------------------- main
 _DESCRIPTION = ("kjcore: Linux kexec jump (2.6.27, i386) simulated. Create and inspect "
-                "persistent machines, run the demo, fuzz kexec_load, run the benchmarks. "
-                "Loading and running images on a machine: see kjexec.")
+                "persistent machines, run the demo, fuzz kexec_load, run the benchmarks, "
+                "panic a machine into its crash kernel and write its vmcore, run a jump under "
+                "gdb. Loading and running images on a machine: see kjexec.")
 
 
 def _parser():
