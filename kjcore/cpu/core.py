@@ -21,6 +21,7 @@ from .alu import op_alu, op_grp3, op_incdec
 from .atomic import op_atomic
 from .bcd import op_bcd
 from .bits import op_bits
+from .codestop import bp_hit
 from .cond import op_cond
 from .far import op_far
 from .fast16 import run16
@@ -52,7 +53,7 @@ from .isa import (
     F_STRING,
     F_SYS,
 )
-from .jit import inline_kernel, kernel
+from .jit import kernel
 from .jump import op_grp5, op_jump
 from .memory import exc
 from .mov import op_mov
@@ -61,7 +62,6 @@ from .shift import op_shift
 from .stack import op_stack
 from .state import (
     A_DB,
-    BP,
     BUS_ADDR,
     CS,
     D_BUDGET,
@@ -158,16 +158,6 @@ def dispatch(s, ram, ram64, con, fam):
     return 0
 
 
-@inline_kernel
-def bp_hit(s, lin):
-    """True if the linear address ``lin`` is in one of the NBP code stop ranges (an early-exit
-    loop: LLVM does not vectorise it, which had cost the step loop ~15%)."""
-    for i in range(s[NBP]):
-        if s[BP + 2 * i] <= lin <= s[BP + 2 * i + 1]:
-            return True
-    return False
-
-
 @kernel("i", "srqci", entry=True)
 def run(s, ram, ram64, con, max_steps):
     n = 0
@@ -243,8 +233,8 @@ def run(s, ram, ram64, con, max_steps):
             if stop or n >= max_steps:
                 break
             start = eip
-        elif tf == 0 and nofast == 0 and nbp == 0 and (s[cs_base + 2] & A_DB) == 0:
-            j, st16 = run16(s, ram, max_steps - n, tp)     # 16-bit code: fast16.py
+        elif tf == 0 and nofast == 0 and (s[cs_base + 2] & A_DB) == 0:
+            j, st16 = run16(s, ram, max_steps - n, tp, n > 0)   # 16-bit code: fast16.py
             n += j
             tp = (tp + j) & (TRACE_N - 1)
             if st16 != ST_OK or n >= max_steps:

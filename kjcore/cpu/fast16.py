@@ -20,6 +20,7 @@ end - is left to the interpreter with nothing changed, so faults stay precise.  
 are read from RAM for every instruction: a store into the code is seen by the next fetch.
 A taken backward branch asks the hot-loop tier (``hotloop.loop_head``) as ``loop16`` does.
 """
+from .codestop import bp_hit
 from .fast16ops import (
     alu_lazy,
     ea16,
@@ -49,11 +50,13 @@ from .state import (
     EIP,
     ESP,
     M32,
+    NBP,
     S_ATTR,
     S_BASE,
     S_LIMIT,
     SEG,
     SS,
+    ST_BREAK,
     ST_JIT_REQUEST,
     ST_OK,
     TRACE,
@@ -64,11 +67,13 @@ from .state import (
 WINDOW = 16
 
 
-@kernel("ii", "srii")
-def run16(s, ram, budget, tslot):
+@kernel("ii", "sriib")
+def run16(s, ram, budget, tslot, stop_first):
     """Run up to ``budget`` fast-path instructions of 16-bit code from CS:IP; trace slot
-    ``tslot`` gets the first one's linear address.  Returns (instructions run, ST_OK or
-    ST_JIT_REQUEST); ``s[EIP]`` and ``s[EFLAGS]`` are exact afterwards."""
+    ``tslot`` gets the first one's linear address.  Returns (instructions run, ST_OK,
+    ST_JIT_REQUEST or ST_BREAK); ``s[EIP]`` and ``s[EFLAGS]`` are exact afterwards.  A code
+    stop (``codestop.bp_hit``) ends the run before its instruction, the first instruction's
+    only with ``stop_first`` (a run resumed at a breakpoint executes it), as in ``core.run``."""
     cs = SEG + 4 * CS
     fpage = s[D_FPAGE]
     if s[cs + S_ATTR] & A_DB or fpage < 0:
@@ -88,6 +93,9 @@ def run16(s, ram, budget, tslot):
     while n < budget:
         lin = (cbase + ip) & M32
         if ip > last or (lin >> 12) != fpage or (lin & 0xFFF) > 4096 - WINDOW:
+            break
+        if s[NBP] > 0 and (n > 0 or stop_first) and bp_hit(s, lin):
+            st = ST_BREAK
             break
         ok, nxt, f, lop, la, lb, lr = step16(s, ram, ip, fphys + (lin & 0xFFF), climit, f,
                                              lop, la, lb, lr)

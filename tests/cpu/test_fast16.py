@@ -184,3 +184,42 @@ def test_fast16_sees_stores_into_its_code():
         cpu.load_segment("ds", CS_SEL, CS_SEL << 4, 0xFFFF, 0x93)
         cpu.run(1)                                     # prime the fetch cache
         assert cpu.run(100) == Status.HLT and cpu.ebx & 0xFFFF == 7
+
+
+def test_fast16_stops_at_breakpoints_without_leaving_the_fast_path():
+    """Breakpoints (jumps always have some: the routine's own stops) keep 16-bit code on the
+    fast path: the run stops before the breakpoint's instruction, no instruction decoded."""
+    code = b"\x40" * 40 + b"\xf4"                      # inc ax x 40; hlt
+    cpu = machine(code, 0x100, 1, True)
+    cpu.eax = 0
+    cpu.run(1)                                         # prime the fetch cache
+    cpu.breakpoints = {(CS_SEL << 4) + 0x100 + 30}
+    cpu._s[S.D_START] = -7
+    assert cpu.run(1000) == Status.BREAK
+    assert (cpu.eip, cpu.eax & 0xFFFF, cpu.steps) == (0x100 + 30, 30, 29)
+    assert cpu._s[S.D_START] == -7                     # the fast path ran all 29
+    assert cpu.run(1000) == Status.HLT and cpu.eax & 0xFFFF == 40   # resumed past it
+
+
+def test_fast16_breakpoints_match_the_interpreter():
+    """Random programs with breakpoints on random instructions, resumed after each stop:
+    the same stops, registers, memory and step counts with and without the fast path."""
+    rng = random.Random(1616)
+    for i in range(60):
+        code = program(rng, rng.randrange(3, 20))
+        ip = 0x100
+        bps = {(CS_SEL << 4) + ip + rng.randrange(len(code)) for _ in range(3)}
+        out = []
+        for fast in (True, False):
+            cpu = machine(code, ip, i, fast)
+            cpu.breakpoints = set(bps)
+            stops, steps = [], 0
+            while steps < BUDGET and len(stops) < 200:
+                st = cpu.run(BUDGET)
+                steps += cpu.steps
+                stops.append((st, cpu.eip))
+                if st != Status.BREAK:
+                    break
+            regs = [int(cpu.get_state()[n]) for n in (*S.REG_NAMES, "eip", "eflags")]
+            out.append((stops, regs, steps, cpu.ram.tobytes()))
+        assert out[0] == out[1], code.hex()
