@@ -1,0 +1,396 @@
+"""The translation tier (regions with memory operands) forced on for every loop head.
+
+Every random region program (region_gen.py) runs three ways from the same start state:
+kjcore with the tier off, kjcore with ``jit_threshold = 1`` (each loop head compiled at its
+first backward branch), and Unicorn.  The two kjcore runs must agree on everything (status,
+steps, the whole state record, the trace ring, all of RAM); Unicorn on the general
+registers, EIP, the arithmetic flags and memory.  World variants (a data page not present,
+read-only under CR0.WP, supervisor-only at CPL 3, beyond RAM, in the ROM range, DS with a
+base or a short limit) make the tier's side exits and refusals happen partway through the
+loop; step budgets cut runs anywhere; code changed by the guest and by Python must never
+run stale.  The planted-bug tests break the code generator on purpose (a wrong flag, a
+missing TLB check) and show these suites report it.
+
+The world: 1 MiB of RAM identity-mapped by 4 KiB pages (paging on, ring 0, flat segments),
+``cpu_world.World``'s GDT, TSS and IDT (every handler a HLT at ``HANDLERS + 16 * vector``),
+the stack below ``KSTACK``, the program's data at ``DATA``.
+"""
+import os
+import random
+
+import numpy as np
+import pytest
+from cpu_world import HANDLERS, KSTACK, World
+from region_gen import ARITH, CODE, DATA, program_from, random_program
+
+from kjcore.cpu import Status, loopjit
+from kjcore.cpu import state as S
+
+CASES = int(os.environ.get("KJCORE_REGION_CASES", "250"))
+RAM = 1 << 20
+PD, PT = 0x20000, 0x21000
+P, RW, US = 1, 2, 4
+CR0_PG_PE_ET, CR0_WP = 0x80000011, 0x10000
+UC_REGS = ("EAX", "ECX", "EDX", "EBX", "ESP", "EBP", "ESI", "EDI")
+PF_HANDLER_HLT = HANDLERS + 16 * 14 + 1             # EIP after the #PF handler's HLT
+
+
+# ---------------------------------------------------------------- the three runs
+def world(prog, variant=None, page=0):
+    """A CPU in the world above with ``prog`` loaded.  ``variant`` changes data page
+    ``page`` (0 = the first page of the data area) or the data segment: see VARIANTS."""
+    w = World(RAM)
+    pte = (np.arange(RAM >> 12, dtype=np.uint32) << 12) | (P | RW)
+    w.put(PD, (PT | P | RW | US).to_bytes(4, "little"))
+    w.put(prog.at, prog.code)
+    w.put(DATA, prog.data)
+    cpu = w.cpu
+    for i, v in enumerate(prog.regs):
+        cpu._s[i] = v
+    cpu.eflags, cpu.eip, cpu.cr3, cpu.cr0 = prog.eflags, prog.at, PD, CR0_PG_PE_ET
+    n = (DATA >> 12) + page
+    if variant == "absent":
+        pte[n] ^= P
+    elif variant == "readonly":
+        pte[n] ^= RW
+        cpu.cr0 |= CR0_WP
+    elif variant == "user":
+        pte |= US
+        pte[n] ^= US
+        w.to_ring3()                                # (the HLT at the end raises #GP)
+    elif variant in ("bus", "strict_bus"):
+        pte[n] = (RAM + 0x100000 + (page << 12)) | P | RW
+        cpu.strict_bus = variant == "strict_bus"
+    elif variant == "rom":
+        cpu.rom = (n << 12, (n + 1) << 12)
+    elif variant == "ds_base":
+        cpu.load_segment("ds", 0x10, 0x1000, 0xFFFFFFFF, 0x93, 0xC)
+    elif variant == "ds_limit":
+        cpu.load_segment("ds", 0x10, 0, DATA + (page << 12) + 0x7FF, 0x93, 0x4)
+    w.put(PT, pte.view(np.uint8))
+    return cpu
+
+
+VARIANTS = ("absent", "readonly", "user", "bus", "strict_bus", "rom", "ds_base", "ds_limit")
+
+
+class Run:
+    """What one kjcore run left: status, steps, state record, trace ring, RAM, regions."""
+
+    def __init__(self, cpu, status):
+        self.status, self.steps = status, cpu.steps
+        self.state = cpu.get_state()
+        self.trace = cpu.trace(S.TRACE_N)
+        self.ram = cpu.ram.copy()
+        self.compiled = loopjit.compiled(cpu._s)
+
+
+def run_kjcore(prog, jit, budgets=(10 ** 6,), variant=None, page=0):
+    """``prog`` with the tier off (``jit`` False) or forced on for every loop head
+    (threshold 1), in runs of ``budgets`` steps one after the other."""
+    cpu = world(prog, variant, page)
+    cpu.jit = jit
+    cpu.jit_threshold = 1
+    st = None
+    for b in budgets:
+        st = cpu.run(b)
+    run = Run(cpu, st)
+    run.steps = int(cpu.tsc)                        # all runs' steps (cpu.steps: the last)
+    return run
+
+
+def compare_runs(a, b):
+    """Differences between two kjcore runs (empty: they agree on everything)."""
+    diffs = [f"{k} {x} vs {y}" for k, x, y in (("status", a.status, b.status),
+                                               ("steps", a.steps, b.steps)) if x != y]
+    for name in a.state.dtype.names:
+        if a.state[name] != b.state[name]:
+            diffs.append(f"{name} {int(a.state[name]):#x} vs {int(b.state[name]):#x}")
+    if not np.array_equal(a.trace, b.trace):
+        diffs.append("trace ring differs")
+    where = np.nonzero(a.ram != b.ram)[0]
+    if len(where):
+        diffs.append(f"RAM differs at {[hex(x) for x in where[:8]]}")
+    return diffs
+
+
+def run_unicorn(prog, count, variant=None, page=0):
+    """Unicorn from the same start state, stopped in front of the HLT, after ``count``
+    instructions or at an exception: (Uc, its vector or None)."""
+    from unicorn import UC_ARCH_X86, UC_HOOK_INTR, UC_MODE_32, Uc
+    from unicorn import x86_const as X
+
+    cpu = world(prog, variant, page)
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, RAM)
+    uc.mem_write(0, cpu.ram.tobytes())
+    uc.reg_write(X.UC_X86_REG_CR3, PD)
+    uc.reg_write(X.UC_X86_REG_CR0, cpu.cr0)
+    for r, v in zip(UC_REGS, prog.regs):
+        uc.reg_write(getattr(X, f"UC_X86_REG_{r}"), v)
+    uc.reg_write(X.UC_X86_REG_EFLAGS, prog.eflags)
+    vector = []
+
+    def intr(uc, intno, user):
+        vector.append(intno)
+        uc.emu_stop()
+    uc.hook_add(UC_HOOK_INTR, intr)
+    uc.emu_start(prog.at, prog.hlt, count=count)
+    return uc, (vector[0] if vector else None)
+
+
+def compare_unicorn(prog, run, uc, vector):
+    """Differences between a kjcore run and Unicorn: general registers, EIP, the
+    arithmetic flags, the data area, the code pages and the stack page.  A run that ended
+    in the #PF handler is compared with Unicorn stopped at the fault: CR2, the registers
+    (ESP before the push), the EIP kjcore pushed; not EFLAGS, which Unicorn does not bring
+    up to date when an instruction faults (unicorn-engine/unicorn#2373)."""
+    from unicorn import x86_const as X
+
+    s, ram, diffs = run.state, run.ram, []
+    esp, eip = int(s["esp"]), int(s["eip"])
+    faulted = run.status == Status.HLT and eip == PF_HANDLER_HLT
+    if faulted:
+        frame = np.frombuffer(ram[esp:esp + 16].tobytes(), "<u4")   # error code, EIP, CS, EFLAGS
+        esp, eip = esp + 16, int(frame[1])
+        if vector != 14 or uc.reg_read(X.UC_X86_REG_CR2) != int(s["cr2"]):
+            diffs.append(f"#PF: unicorn vector {vector} CR2 {uc.reg_read(X.UC_X86_REG_CR2):#x}"
+                         f", kjcore CR2 {int(s['cr2']):#x}")
+    elif run.status == Status.HLT:
+        eip -= 1                                    # Unicorn stops in front of the HLT
+    for r in UC_REGS:
+        a = esp if r == "ESP" else int(s[r.lower()])
+        b = uc.reg_read(getattr(X, f"UC_X86_REG_{r}"))
+        if a != b:
+            diffs.append(f"{r} kjcore={a:#x} unicorn={b:#x}")
+    if eip != uc.reg_read(X.UC_X86_REG_EIP):
+        diffs.append(f"EIP kjcore={eip:#x} unicorn={uc.reg_read(X.UC_X86_REG_EIP):#x}")
+    a, b = int(s["eflags"]) & ARITH, uc.reg_read(X.UC_X86_REG_EFLAGS) & ARITH
+    if a != b and not faulted:
+        diffs.append(f"EFLAGS kjcore={a:#x} unicorn={b:#x} (differ in {a ^ b:#x})")
+    for lo, hi in ((DATA, DATA + prog.data_size), (CODE, CODE + 0x2000),
+                   (KSTACK - 0x1000, KSTACK - (16 if faulted else 0))):
+        um = np.frombuffer(bytes(uc.mem_read(lo, hi - lo)), np.uint8)
+        where = np.nonzero(um != ram[lo:hi])[0]
+        if len(where):
+            diffs.append(f"memory differs at {[hex(lo + x) for x in where[:8]]}")
+    return diffs
+
+
+def three_ways(prog, unicorn=True, variant=None, page=0):
+    """Run ``prog`` with the tier off, forced on, and on Unicorn: (differences, tier run,
+    interpreter run)."""
+    off = run_kjcore(prog, False, variant=variant, page=page)
+    on = run_kjcore(prog, True, variant=variant, page=page)
+    diffs = compare_runs(off, on)
+    if unicorn:
+        uc, vector = run_unicorn(prog, off.steps, variant, page)
+        diffs += [f"unicorn: {d}" for d in compare_unicorn(prog, off, uc, vector)]
+    return diffs, on, off
+
+
+def suite(seed, count, variant=None, unicorn=True, stop_at_first=False):
+    """Random programs ``count`` from ``seed`` three ways: (failures as (program,
+    differences), programs whose loop ran compiled, programs that ended in a fault)."""
+    rng = random.Random(seed)
+    fails, compiled, faulted = [], 0, 0
+    for _ in range(count):
+        prog = random_program(rng)
+        page = rng.randrange(prog.data_size >> 12)
+        diffs, on, off = three_ways(prog, unicorn, variant, page)
+        compiled += bool(on.compiled) and prog.mem_insns > 0
+        faulted += off.status != Status.HLT or int(off.state["eip"]) != prog.hlt + 1
+        if diffs:
+            fails.append((prog, diffs))
+            if stop_at_first:
+                break
+    return fails, compiled, faulted
+
+
+# ---------------------------------------------------------------- random programs
+def test_random_regions_three_ways():
+    """Tier off, tier forced on and Unicorn agree on random region programs, and most of
+    them really ran a compiled region with memory operands."""
+    pytest.importorskip("unicorn")
+    fails, compiled, _ = suite(12, CASES)
+    assert not fails, fails[:3]
+    assert compiled > CASES * 0.7
+
+
+@pytest.mark.slow
+def test_random_regions_long():
+    """``KJCORE_REGION_CASES=2000 pytest -m slow -k regions_long`` (8 times as many as
+    the default run, each variant too)."""
+    pytest.importorskip("unicorn")
+    fails, compiled, _ = suite(1212, 8 * CASES)
+    assert not fails, fails[:3]
+    for v in VARIANTS:
+        fails, _, _ = suite(VARIANTS.index(v) + 100, 2 * CASES, v, unicorn=v == "absent")
+        assert not fails, (v, fails[:3])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_random_regions_in_a_changed_world(variant):
+    """A data page the loop reaches partway not present, read-only (CR0.WP), supervisor
+    only at CPL 3, beyond RAM (with and without ``strict_bus``) or in the ROM range, or DS
+    with a base or a short limit: the tier's side exits and refusals leave every fault,
+    dropped write and bus error to the interpreter, with the same state and step count
+    (and the #PF as Unicorn raises it, for a page not present: ``shl word [m], 0`` on a
+    read-only page is a #PF on Unicorn and does not access memory on kjcore)."""
+    unicorn = variant == "absent"
+    if unicorn:
+        pytest.importorskip("unicorn")
+    fails, compiled, faulted = suite(VARIANTS.index(variant), CASES // 5, variant, unicorn)
+    assert not fails, fails[:3]
+    if variant not in ("bus", "rom", "ds_base"):
+        assert faulted > CASES // 50                # the world change mattered
+
+
+def loop_through_page(store, width=4, n=64):
+    """A loop that walks ESI over the data area 4 bytes per iteration, loading (or
+    storing, with ``store``) ``width`` bytes at [esi+2] (page-crossing at the boundary),
+    summing into EAX; ESI starts 128 bytes before the second data page."""
+    pre = {1: b"", 2: b"\x66", 4: b""}[width]
+    op = (0x88 if width == 1 else 0x89) if store else (0x8A if width == 1 else 0x8B)
+    access = pre + bytes([op, 0x56, 0x02])                      # mov [esi+2],dl / dl,[esi+2]
+    body = (access + b"\x01\xd0"                                # add eax, edx
+            + b"\x0f\xb6\x5e\x01" + b"\x83\xc6\x04")            # movzx ebx,[esi+1]; add esi,4
+    code = (b"\xb9" + n.to_bytes(4, "little") + b"\xbe" + (DATA + 0xF80).to_bytes(4, "little")
+            + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4")
+    regs = [0, 0, 0x11223344, 0, 0, 0, 0, 0]
+    return program_from(code, regs, data=bytes(range(256)) * 16, data_size=0x2000)
+
+
+@pytest.mark.parametrize("store", [False, True])
+@pytest.mark.parametrize("width", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["absent", "readonly", "user"])
+def test_precise_fault_partway(store, width, variant):
+    """The loop reaches a page it may not access after 32 iterations: with the tier and
+    without, the same #PF (CR2, error code, the EIP and EFLAGS pushed), registers and step
+    count, with the region compiled and run for the iterations before."""
+    prog = loop_through_page(store, width)
+    diffs, on, off = three_ways(prog, unicorn=False, variant=variant, page=1)
+    assert not diffs, diffs
+    if variant == "readonly" and not store:
+        assert int(off.state["eip"]) == prog.hlt + 1            # reads are allowed
+        return
+    s = off.state
+    assert int(s["eip"]) == PF_HANDLER_HLT and DATA + 0x1000 <= int(s["cr2"]) <= DATA + 0x1002
+    assert off.steps > 31 * 6 and on.compiled
+
+
+@pytest.mark.parametrize("variant", ["bus", "strict_bus", "rom"])
+def test_beyond_ram_and_rom_partway(variant):
+    """Loads from beyond RAM read all ones, stores there and into ROM are dropped,
+    ``strict_bus`` stops the run with BUS_ERROR: the same with the tier."""
+    for store in (False, True):
+        diffs, on, off = three_ways(loop_through_page(store), unicorn=False, variant=variant,
+                                    page=1)
+        assert not diffs, diffs
+        assert (off.status == Status.BUS_ERROR) == (variant == "strict_bus")
+
+
+# ---------------------------------------------------------------- step budgets
+def _short_program():
+    """The first random program (seed 7) with memory operands, an inner loop and 100-400
+    steps."""
+    rng = random.Random(7)
+    while True:
+        prog = random_program(rng)
+        if prog.mem_insns >= 4 and b"\x75" in prog.code:
+            steps = run_kjcore(prog, False).steps
+            if 100 <= steps <= 400:
+                return prog, steps
+
+
+def test_every_step_budget():
+    """A run cut after every possible number of steps, and resumed after the cut: the same
+    state with the tier forced on as without (a compiled region stops exactly at the
+    budget, inside a block too)."""
+    prog, steps = _short_program()
+    for b in range(1, steps + 1):
+        for budgets in ((b,), (b, steps)):
+            d = compare_runs(run_kjcore(prog, False, budgets), run_kjcore(prog, True, budgets))
+            assert not d, (b, budgets, prog, d)
+
+
+def test_random_step_budgets():
+    """Random programs (some faulting partway) cut at random budgets, in one to four runs."""
+    rng = random.Random(77)
+    for _ in range(CASES // 5):
+        prog = random_program(rng)
+        variant = rng.choice((None, None, "absent"))
+        page = rng.randrange(prog.data_size >> 12)
+        full = run_kjcore(prog, False, variant=variant, page=page).steps
+        budgets = [rng.randrange(1, full + 2) for _ in range(rng.randrange(1, 5))]
+        d = compare_runs(run_kjcore(prog, False, budgets, variant, page),
+                         run_kjcore(prog, True, budgets, variant, page))
+        assert not d, (budgets, variant, page, prog, d)
+
+
+# ---------------------------------------------------------------- code that changes
+def _patching_loop(store, later=True):
+    """``mov ecx, 40; xor ebx, ebx; L: [store before]; add ebx, imm; [store after];
+    dec ecx; jnz L; hlt`` where the store (bytes given with a 0 placeholder for the
+    address, patched here) writes into the ADD's immediate: before the ADD (``later``) it
+    changes the instruction about to run, after it the next iteration's."""
+    add = b"\x81\xc3\x01\x00\x00\x00"                           # add ebx, imm32
+    pre = b"\xb9\x28\x00\x00\x00\x31\xdb"
+    at_add = CODE + len(pre) + (len(store) if later else 0)
+    st = store.replace(b"\0\0\0\0", (at_add + 2).to_bytes(4, "little"))
+    body = st + add if later else add + st
+    code = pre + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4"
+    return program_from(code, [0x1234567, 0, 0, 0, 0, 0, 0, 0])
+
+
+PATCHES = {
+    "mov byte": b"\x88\x0d\0\0\0\0",                           # mov [imm], cl
+    "mov dword": b"\x89\x0d\0\0\0\0",                          # mov [imm], ecx
+    "mov word": b"\x66\x89\x0d\0\0\0\0",                       # mov [imm], cx
+    "add byte": b"\x80\x05\0\0\0\0\x03",                       # add byte [imm], 3
+    "xor dword": b"\x31\x05\0\0\0\0",                          # xor [imm], eax
+    "mov imm": b"\xc7\x05\0\0\0\0\x05\x00\x00\x00",            # mov dword [imm], 5
+}
+
+
+@pytest.mark.parametrize("later", [True, False])
+@pytest.mark.parametrize("patch", sorted(PATCHES))
+def test_region_patches_its_own_code(patch, later):
+    """A store into the region's own bytes leaves the compiled code for the interpreter
+    (a side exit), and the next iteration runs the new bytes, as the interpreter does."""
+    prog = _patching_loop(PATCHES[patch], later)
+    diffs, on, off = three_ways(prog, unicorn=False)
+    assert not diffs, diffs
+    assert off.status == Status.HLT and int(off.state["eip"]) == prog.hlt + 1
+    assert off.steps == 2 + 40 * 4 + 1
+
+
+def test_code_changed_from_python_between_runs():
+    """Code rewritten from Python (``cpu.ram``) while a region of it is compiled, between
+    two runs and in the middle of a run: never run stale."""
+    prog = loop_through_page(False, 4, n=200)
+    add = prog.code.index(b"\x01\xd0")                          # add eax, edx -> sub / xor
+    out = []
+    for jit in (False, True):
+        cpu = world(prog)
+        cpu.jit, cpu.jit_threshold = jit, 1
+        cpu.run(500)
+        for op in (0x29, 0x31, 0x01):
+            cpu.ram[prog.at + add] = op
+            cpu.run(300)
+        cpu.eip, cpu.ecx, cpu.esi = prog.at, 0, 0                 # from the start, changed
+        cpu.ram[prog.at + add] = 0x21
+        cpu.run(10 ** 6)
+        out.append(Run(cpu, None))
+    assert not compare_runs(*out)
+    assert out[1].compiled
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="CPU.run returns ST_JIT_REQUEST (9, not a Status) when the compile "
+                          "request comes at the budget's last step: ValueError")
+def test_compile_request_on_the_last_step_of_a_budget():
+    """The third trip round the loop is the 7th step: a run of 7 steps stops there."""
+    cpu = world(program_from(bytes.fromhex("b805000000" "83c301" "48" "75fa" "f4")))
+    cpu.jit_threshold = 1
+    assert cpu.run(7) == Status.STEP_LIMIT and cpu.eip == CODE + 5
