@@ -77,8 +77,9 @@ class _Gen:
         left = [x for x in (EAX, ECX, EDX, EBX, EBP, ESI, EDI) if x not in (self.C, self.B)]
         self.I = r.choice(left) if self.inner else None
         self.free = [x for x in left if x != self.I]
-        self.N = 1 if r.random() < 0.05 else r.choice(
-            (2, 3, r.randrange(2, 12), r.randrange(4, 40), r.randrange(20, 100)))
+        # (a loop head is compiled at its second trip, with a threshold of 1)
+        self.N = r.choice((1, 2)) if r.random() < 0.1 else r.choice(
+            (3, r.randrange(3, 12), r.randrange(4, 40), r.randrange(20, 100)))
         self.step = r.choice((0, 0, 1, 2, 4, -4, 8, -1, 3))
         self.data_size = r.choice((1, 2, 3, 4)) * 0x1000
         # B's trajectory [lo, hi] over the whole run, inside the data area
@@ -268,6 +269,8 @@ class _Gen:
             self.emit(enc, False)
         elif k == 11:                                     # shifts and rotates by constants
             op = r.choice((0, 1, 4, 5, 6, 7))
+            size = 4 if r.random() < 0.75 else size        # 8 and 16 bits: rarer
+            pre, w = b"\x66" if size == 2 else b"", 0 if size == 1 else 1
             tail, m = self.rm(size, True)
             one = r.random() < 0.3
             count = 1 if one else r.choice((0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33,
@@ -414,7 +417,7 @@ def random_program(rng, at=None):
     items.append(Insn("op", b"\xf4"))
     if at is None:
         at = CODE + r.randrange(0, 0xF00)
-        if r.random() < 0.15:
+        if r.random() < 0.08:
             at = CODE + 0x1000 - r.randrange(8, 120)       # the loop runs into the next page
     code, labels = _assemble(items, at)
     regs = [r.getrandbits(32) for _ in range(8)]
