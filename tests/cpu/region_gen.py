@@ -2,9 +2,10 @@
 
 A program is a prologue (``mov C, N; mov B, base``), a loop head, a body of random
 instructions of the forms the tier translates (memory operands through a base pointer into a
-data area, byte registers, LEA, shifts and rotates by constants, IMUL, INC/DEC, forward
-branches that skip a few instructions, an occasional inner loop), a tail that advances the
-base pointer and counts C down (``dec C; jnz head``, ``sub``, ``LOOP``), then HLT.
+data area, byte registers, LEA, shifts and rotates by constants, IMUL, INC/DEC, SETcc,
+CMOVcc, XCHG, CBW/CWD, forward branches that skip a few instructions, an occasional inner
+loop), a tail that advances the base pointer and counts C down (``dec C; jnz head``,
+``sub``, ``LOOP``), then HLT.
 
 Registers: C (the loop counter), B (the base pointer) and I (the inner loop's counter) are
 never written by the body, so every run ends and every address stays inside the data area:
@@ -175,7 +176,7 @@ class _Gen:
         size = self.size()
         pre = b"\x66" if size == 2 else b""
         w = 0 if size == 1 else 1
-        k = r.randrange(14)
+        k = r.randrange(16)
         if k <= 2:                                        # ALU r/m,reg and reg,r/m
             aop = r.randrange(8)
             if r.random() < 0.5:                          # r/m is the destination
@@ -292,8 +293,26 @@ class _Gen:
             else:
                 enc = pre + b"\x6b" + self.with_reg(tail, reg) + _imm(r, 1)
             self.emit(enc, m)
-        else:
-            self.emit(b"\x90", False)
+        elif k == 14:                                     # SETcc, CMOVcc, XCHG
+            f = r.randrange(3)
+            if f == 0:
+                tail, m = self.rm(1, True)
+                enc = bytes([0x0F, 0x90 | r.randrange(16)]) + tail
+            else:
+                size = r.choice((2, 4, 4)) if f == 1 else size
+                reg = self.dst_reg(size)
+                if reg is None:
+                    return
+                tail, m = self.rm(size, f == 2)
+                op = [0x0F, 0x40 | r.randrange(16)] if f == 1 else [0x86 | (size > 1)]
+                enc = (b"\x66" if size == 2 else b"") + bytes(op) + self.with_reg(tail, reg)
+            self.emit(enc, m)
+        elif k == 15:                                     # CBW/CWDE, CWD/CDQ, NOP
+            f = r.randrange(3)
+            if f < 2 and (EAX if f == 0 else EDX) in self.free:
+                self.emit((b"\x66" if size == 2 else b"") + bytes([0x98 + f]), False)
+            else:
+                self.emit(b"\x90", False)
 
     def body(self, n, exit_label):
         """``n`` items: instructions, forward skips (some out of the loop, to
