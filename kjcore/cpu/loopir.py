@@ -191,9 +191,8 @@ class Operands:
 
     def fetch(self, op, w, write):
         """Check a memory operand's access (a side exit if it cannot be made here)."""
-        if op[0] == "m":
-            seg = 2 if op[1] in (4, 5) else 3                  # SS for ESP/EBP bases, else DS
-            self.ptr[op] = self.access(self.ea(op), w // 8, write, seg, TYPES[w])
+        if op[0] == "m":                        # DS or SS: both flat (regionir)
+            self.ptr[op] = self.access(self.ea(op), w // 8, write, TYPES[w])
 
     def get(self, op, w):
         b, ty = self.b, TYPES[w]

@@ -10,7 +10,9 @@ entered at the region's head (offset 0: EIP ``eip``, linear ``lin``, physical
 if RAM at ``p`` no longer holds the region's bytes.  On return the eight
 general registers, EIP and EFLAGS in ``s`` are what the interpreter would
 have left after those steps, and the trace ring holds one linear address per
-step from slot ``tslot`` on.
+step from slot ``tslot`` on.  (The compiled code logs one entry per block it
+enters, its first step and the block; the trace ring's last ``TRACE_N``
+addresses are written from that log on the way out.)
 
 Each block starts by checking the step budget: a block that does not fit
 whole leaves by a *side exit* at its first instruction.  A side exit writes
@@ -20,13 +22,13 @@ The other exits are the branches to code outside the region (EIP the
 target) and the instructions the tier does not compile.
 
 Memory operands (``access``) go through the software TLB inlined: the
-segment's limit, the page boundary, the TLB entry and its permission bits
+page boundary, the TLB entry and its permission bits
 (for the CPL at entry), RAM's size, the ROM range and the region's own bytes
 (a store into them) are checked, and any access that is not the plain case
 leaves by a side exit at its instruction: the interpreter makes it, walking
 the page tables, setting Accessed/Dirty bits, raising #PF or #GP precisely.
-The segments a region addresses (DS, and SS for ESP/EBP bases) must be
-usable expand-up writable data segments at entry, or the function returns 0.
+A region with memory operands is entered only with flat DS and SS (base 0,
+limit 4 GiB - 1, writable expand-up data), or the function returns 0.
 """
 from llvmlite import ir
 
@@ -87,7 +89,8 @@ class _Emitter:
             a.add_attribute("noalias")
         (self.s, self.ram, self.p, self.eip, self.lin, self.f, self.budget, self.tslot,
          self.ramsize) = self.fn.args
-        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
 
     # -- helpers -------------------------------------------------------------
     def sload(self, k):
@@ -113,6 +116,8 @@ class _Emitter:
         self.flag_slots = {k: b.alloca(I8 if k == "pfb" else I1, name=k) for k in Flags.NAMES}
         self.steps = b.alloca(I64, name="steps")
         self.xoff = b.alloca(I64, name="xoff")
+        self.log = b.alloca(I64, TRACE_N, name="log")
+        self.logged = b.alloca(I64, name="logged")
         self.check_bytes()
         self.load_memory_context()
         for i in range(8):
@@ -120,8 +125,10 @@ class _Emitter:
         fl = Flags(b, self.f)
         self.store_flags(fl)
         b.store(_k(0), self.steps)
+        b.store(_k(0), self.logged)
         self.done = self.new_block("done")
         self.labels = {blk.start: self.new_block(f"b{blk.start}") for blk in region.blocks}
+        self.ids = {blk.start: i for i, blk in enumerate(region.blocks)}
         b.branch(self.labels[0])
         for blk in region.blocks:
             self.emit_block(blk)
@@ -146,8 +153,10 @@ class _Emitter:
 
     def load_memory_context(self):
         """What every access needs, read once: paging, the permission bits for the CPL,
-        A20, the ROM range, and the base and limit of the segments the region uses (not
-        entered unless each is a usable, writable, expand-up data segment)."""
+        A20 and the ROM range.  The region is entered only with flat segments: DS and SS
+        usable, writable, expand-up data segments of base 0 and limit 4 GiB - 1, so an
+        offset is the linear address and only an access crossing the top page could
+        pass the limit (the page-crossing check sends it to the interpreter)."""
         b = self.b
         if not self.region.memory:
             return
@@ -157,14 +166,13 @@ class _Emitter:
         self.need_w = b.select(user, _k(T_UREAD | T_UWRITE | T_DIRTY), _k(T_SWRITE | T_DIRTY))
         self.a20 = b.xor(self.sload(A20_CLEAR), _k(-1))
         self.rom_lo, self.rom_hi = self.sload(ROM_LO), self.sload(ROM_HI)
-        self.segs = {}
         flat = ir.Constant(I1, 1)
         for seg in (2, 3):
             base = SEG + 4 * seg
-            attr = self.sload(base + S_ATTR)
-            kind = b.and_(attr, _k(A_USABLE | A_CODE | A_E | A_W))
+            kind = b.and_(self.sload(base + S_ATTR), _k(A_USABLE | A_CODE | A_E | A_W))
             flat = b.and_(flat, b.icmp_unsigned("==", kind, _k(A_USABLE | A_W)))
-            self.segs[seg] = (self.sload(base + S_BASE), self.sload(base + S_LIMIT))
+            flat = b.and_(flat, b.icmp_unsigned("==", self.sload(base + S_BASE), _k(0)))
+            flat = b.and_(flat, b.icmp_unsigned("==", self.sload(base + S_LIMIT), _k(M32)))
         go = self.new_block("go")
         b.cbranch(flat, go, self.ret_block(0))
         b.position_at_end(go)
@@ -209,13 +217,14 @@ class _Emitter:
             self.side_exit(blk.start, st0, fl)
         b.position_at_end(body)
         regs = _Regs(b, self.regs)
+        nlog = b.load(self.logged)
+        b.store(b.or_(b.shl(st0, _k(16)), _k(self.ids[blk.start])),
+                b.gep(self.log, [b.and_(nlog, _k(TRACE_N - 1))]))
+        b.store(b.add(nlog, _k(1)), self.logged)
         taken = None
         for i, (off, ins) in enumerate(blk.insns):
-            here = b.add(st0, _k(i))
-            self.cur = (off, here, fl)
+            self.cur = (off, b.add(st0, _k(i)), fl)
             taken = lower(b, fl, regs, self.access, ins)
-            slot = b.and_(b.add(self.tslot, here), _k(TRACE_N - 1))
-            self.sstore(b.add(slot, _k(TRACE)), b.and_(b.add(self.lin, _k(off)), _k(M32)))
         st = b.add(st0, _k(n))
         last_off, last = blk.insns[-1] if blk.insns else (blk.start, None)
         end = last_off + last[1] if last else blk.start
@@ -230,22 +239,40 @@ class _Emitter:
         b.position_at_end(no)
         self.goto(end, st, fl)
 
-    def access(self, ea, n, write, seg, ty):
+    def entry_alloca(self, ty, init):
+        """A variable of the whole call (an alloca at the top of the entry block, where
+        SROA promotes it), set to ``init`` there."""
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            var = self.b.alloca(ty)
+            self.b.store(ir.Constant(ty, init), var)
+        return var
+
+    def access(self, ea, n, write, ty):
         """Pointer (``ty*``) to the ``n``-byte operand at DS/SS:ea, or a side exit at the
-        current instruction when the access is not the plain case."""
+        current instruction when the access is not the plain case.
+
+        Each operand remembers the last page it reached (``cvpn``, its physical base
+        ``cbase``) while every check passed for the whole page: the next access in that
+        page only checks the offset.  (Nothing changes the TLB while compiled code runs.)"""
         b = self.b
         off, here, fl = self.cur
         fail = self.new_block("miss")
         with b.goto_block(fail):
             self.side_exit(off, here, fl)
-        base, limit = self.segs[seg]
-        o = b.zext(ea, I64)
-        lin = b.and_(b.add(base, o), _k(M32))
-        bad = b.or_(b.icmp_unsigned(">", b.add(o, _k(n - 1)), limit),
-                    b.icmp_unsigned(">", b.and_(lin, _k(0xFFF)), _k(4096 - n)))
+        cvpn, cbase = self.entry_alloca(I64, -1), self.entry_alloca(I64, 0)
+        lin = b.zext(ea, I64)                          # flat segments (load_memory_context)
+        low = b.and_(lin, _k(0xFFF))
+        bad = b.icmp_unsigned(">", low, _k(4096 - n))
+        vpn = b.lshr(lin, _k(12))
+        hit, walk, join = self.new_block(), self.new_block(), self.new_block()
+        b.cbranch(b.and_(b.not_(bad), b.icmp_unsigned("==", vpn, b.load(cvpn))), hit, walk)
+        b.position_at_end(hit)
+        ph_hit = b.or_(b.load(cbase), low)
+        b.branch(join)
+        b.position_at_end(walk)
         # The TLB is read whether paging is on or not (it is always there), and one branch
         # takes every failed check to the side exit.
-        vpn = b.lshr(lin, _k(12))
         k = b.add(_k(TLB), b.mul(b.and_(b.xor(vpn, b.lshr(vpn, _k(7))), _k(TLB_SETS - 1)),
                                  _k(3 * TLB_WAYS)))
         way0 = b.icmp_unsigned("==", self.sload(k), vpn)
@@ -255,20 +282,35 @@ class _Emitter:
         denied = b.icmp_unsigned("!=", b.and_(self.sload(b.add(k, _k(2))), need), need)
         miss = b.or_(b.not_(b.or_(way0, way1)), denied)
         bad = b.or_(bad, b.and_(self.paging, miss))
-        ph = b.select(self.paging, b.or_(self.sload(b.add(k, _k(1))), b.and_(lin, _k(0xFFF))),
-                      b.and_(lin, self.a20))
+        page = b.select(self.paging, self.sload(b.add(k, _k(1))),
+                        b.and_(b.and_(lin, self.a20), _k(~0xFFF)))
+        ph = b.or_(page, low)
         end = b.add(ph, _k(n))
         bad = b.or_(bad, b.icmp_unsigned(">", end, self.ramsize))
+        clean = b.icmp_unsigned("<=", b.add(page, _k(4096)), self.ramsize)
         if write:
-            rom = b.and_(b.icmp_unsigned("<", ph, self.rom_hi),
-                         b.icmp_unsigned(">", end, self.rom_lo))
-            code = b.and_(b.icmp_unsigned("<", ph, b.add(self.p, _k(len(self.region.code)))),
-                          b.icmp_unsigned(">", end, self.p))
-            bad = b.or_(bad, b.or_(rom, code))
-        good = self.new_block()
-        b.cbranch(bad, fail, good)
-        b.position_at_end(good)
-        return b.bitcast(b.gep(self.ram, [ph]), ty.as_pointer())
+            bad = b.or_(bad, self.meets(ph, end))
+            clean = b.and_(clean, b.not_(self.meets(page, b.add(page, _k(4096)))))
+        walked = self.new_block()
+        b.cbranch(bad, fail, walked)
+        b.position_at_end(walked)
+        b.store(b.select(clean, vpn, _k(-1)), cvpn)
+        b.store(page, cbase)
+        b.branch(join)
+        b.position_at_end(join)
+        phys = b.phi(I64)
+        phys.add_incoming(ph_hit, hit)
+        phys.add_incoming(ph, walked)
+        return b.bitcast(b.gep(self.ram, [phys]), ty.as_pointer())
+
+    def meets(self, lo, hi):
+        """Whether physical [lo, hi) meets the ROM or the region's own bytes (no store
+        goes there from compiled code)."""
+        b = self.b
+        rom = b.and_(b.icmp_unsigned("<", lo, self.rom_hi), b.icmp_unsigned(">", hi, self.rom_lo))
+        code = b.and_(b.icmp_unsigned("<", lo, b.add(self.p, _k(len(self.region.code)))),
+                      b.icmp_unsigned(">", hi, self.p))
+        return b.or_(rom, code)
 
     def emit_done(self):
         b = self.b
@@ -279,7 +321,56 @@ class _Emitter:
         self.sstore(EFLAGS, fl.eflags(b, self.f))
         mask = 0xFFFF if self.region.code16 else M32
         self.sstore(EIP, b.and_(b.add(self.eip, b.load(self.xoff)), _k(mask)))
+        self.emit_trace()
         b.ret(b.load(self.steps))
+
+    def emit_trace(self):
+        """Write the trace ring's entries of the last min(steps, TRACE_N) steps from the
+        block log, newest block first: step i in slot (tslot + i) mod TRACE_N."""
+        b, fn = self.b, self.fn
+        offs, first = [], []
+        for blk in self.region.blocks:
+            first.append(len(offs))
+            offs.extend(off for off, _ in blk.insns)
+        tables = []
+        for name, values in (("offsets", offs), ("first", first)):
+            ty = ir.ArrayType(I64, len(values))
+            g = ir.GlobalVariable(self.mod, ty, name)
+            g.global_constant = True
+            g.linkage = "internal"
+            g.initializer = ir.Constant(ty, values)
+            tables.append(g)
+        steps = b.load(self.steps)
+        lo = b.select(b.icmp_signed(">", steps, _k(TRACE_N)), b.sub(steps, _k(TRACE_N)), _k(0))
+        j, end, i = (b.alloca(I64) for _ in range(3))
+        b.store(b.sub(b.load(self.logged), _k(1)), j)
+        b.store(steps, end)
+        blocks, block, step, stepped, nxt, out = (fn.append_basic_block(f"trace{k}")
+                                                  for k in range(6))
+        b.branch(blocks)
+        b.position_at_end(blocks)                  # the next older block, if still needed
+        b.cbranch(b.and_(b.icmp_signed(">=", b.load(j), _k(0)),
+                         b.icmp_signed(">", b.load(end), lo)), block, out)
+        b.position_at_end(block)
+        e = b.load(b.gep(self.log, [b.and_(b.load(j), _k(TRACE_N - 1))]))
+        st = b.ashr(e, _k(16))
+        base = b.sub(b.load(b.gep(tables[1], [_k(0), b.and_(e, _k(0xFFFF))])), st)
+        b.store(b.select(b.icmp_signed(">", st, lo), st, lo), i)
+        b.branch(step)
+        b.position_at_end(step)                    # its steps from max(st, lo) to end - 1
+        b.cbranch(b.icmp_signed("<", b.load(i), b.load(end)), stepped, nxt)
+        b.position_at_end(stepped)
+        k = b.load(i)
+        off = b.load(b.gep(tables[0], [_k(0), b.add(base, k)]))
+        slot = b.add(_k(TRACE), b.and_(b.add(self.tslot, k), _k(TRACE_N - 1)))
+        self.sstore(slot, b.and_(b.add(self.lin, off), _k(M32)))
+        b.store(b.add(k, _k(1)), i)
+        b.branch(step)
+        b.position_at_end(nxt)
+        b.store(st, end)
+        b.store(b.sub(b.load(j), _k(1)), j)
+        b.branch(blocks)
+        b.position_at_end(out)
 
 
 def emit(region, name):
