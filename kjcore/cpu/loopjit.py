@@ -261,7 +261,9 @@ class _Compiler:
             name = f"region{len(self.code)}"
             mod = llvm.parse_assembly(str(emit(region, name)))
             mod.verify()
-            self.passes.run(mod.get_function(name), self.pb)
+            for fn in mod.functions:
+                if not fn.is_declaration:
+                    self.passes.run(fn, self.pb)
             self.engine.add_module(mod)
             self.engine.finalize_object()
             self.code[key] = self.engine.get_function_address(name)

@@ -119,7 +119,7 @@ class _Emitter:
         self.log = b.alloca(I64, TRACE_N, name="log")
         self.logged = b.alloca(I64, name="logged")
         self.check_bytes()
-        self.load_memory_context()
+        self.check_segments()
         for i in range(8):
             b.store(b.trunc(self.sload(i), ir.IntType(32)), self.regs[i])
         fl = Flags(b, self.f)
@@ -151,21 +151,14 @@ class _Emitter:
         b.cbranch(same, good, self.ret_block(-1))
         b.position_at_end(good)
 
-    def load_memory_context(self):
-        """What every access needs, read once: paging, the permission bits for the CPL,
-        A20 and the ROM range.  The region is entered only with flat segments: DS and SS
+    def check_segments(self):
+        """A region with memory operands is entered only with flat segments: DS and SS
         usable, writable, expand-up data segments of base 0 and limit 4 GiB - 1, so an
         offset is the linear address and only an access crossing the top page could
         pass the limit (the page-crossing check sends it to the interpreter)."""
         b = self.b
         if not self.region.memory:
             return
-        self.paging = b.icmp_unsigned("!=", b.and_(self.sload(CR0), _k(CR0_PG)), _k(0))
-        user = b.icmp_unsigned("==", self.sload(CPL), _k(3))
-        self.need_r = b.select(user, _k(T_UREAD), _k(0))
-        self.need_w = b.select(user, _k(T_UREAD | T_UWRITE | T_DIRTY), _k(T_SWRITE | T_DIRTY))
-        self.a20 = b.xor(self.sload(A20_CLEAR), _k(-1))
-        self.rom_lo, self.rom_hi = self.sload(ROM_LO), self.sload(ROM_HI)
         flat = ir.Constant(I1, 1)
         for seg in (2, 3):
             base = SEG + 4 * seg
@@ -176,6 +169,7 @@ class _Emitter:
         go = self.new_block("go")
         b.cbranch(flat, go, self.ret_block(0))
         b.position_at_end(go)
+        self.walk = _emit_walk(self.mod, len(self.region.code))
 
     def store_flags(self, fl):
         for k in Flags.NAMES:
@@ -271,46 +265,22 @@ class _Emitter:
         ph_hit = b.or_(b.load(cbase), low)
         b.branch(join)
         b.position_at_end(walk)
-        # The TLB is read whether paging is on or not (it is always there), and one branch
-        # takes every failed check to the side exit.
-        k = b.add(_k(TLB), b.mul(b.and_(b.xor(vpn, b.lshr(vpn, _k(7))), _k(TLB_SETS - 1)),
-                                 _k(3 * TLB_WAYS)))
-        way0 = b.icmp_unsigned("==", self.sload(k), vpn)
-        way1 = b.icmp_unsigned("==", self.sload(b.add(k, _k(3))), vpn)
-        k = b.select(way0, k, b.add(k, _k(3)))
-        need = self.need_w if write else self.need_r
-        denied = b.icmp_unsigned("!=", b.and_(self.sload(b.add(k, _k(2))), need), need)
-        miss = b.or_(b.not_(b.or_(way0, way1)), denied)
-        bad = b.or_(bad, b.and_(self.paging, miss))
-        page = b.select(self.paging, self.sload(b.add(k, _k(1))),
-                        b.and_(b.and_(lin, self.a20), _k(~0xFFF)))
-        ph = b.or_(page, low)
-        end = b.add(ph, _k(n))
-        bad = b.or_(bad, b.icmp_unsigned(">", end, self.ramsize))
-        clean = b.icmp_unsigned("<=", b.add(page, _k(4096)), self.ramsize)
-        if write:
-            bad = b.or_(bad, self.meets(ph, end))
-            clean = b.and_(clean, b.not_(self.meets(page, b.add(page, _k(4096)))))
-        walked = self.new_block()
+        walked, found = self.new_block(), self.new_block()
         b.cbranch(bad, fail, walked)
         b.position_at_end(walked)
-        b.store(b.select(clean, vpn, _k(-1)), cvpn)
+        r = b.call(self.walk, [self.s, lin, _k(n), _k(int(write)), self.p, self.ramsize])
+        b.cbranch(b.icmp_signed("<", r, _k(0)), fail, found)
+        b.position_at_end(found)
+        page = b.and_(r, _k(~1))
+        ph = b.or_(page, low)
+        b.store(b.select(b.trunc(r, I1), vpn, _k(-1)), cvpn)
         b.store(page, cbase)
         b.branch(join)
         b.position_at_end(join)
         phys = b.phi(I64)
         phys.add_incoming(ph_hit, hit)
-        phys.add_incoming(ph, walked)
+        phys.add_incoming(ph, found)
         return b.bitcast(b.gep(self.ram, [phys]), ty.as_pointer())
-
-    def meets(self, lo, hi):
-        """Whether physical [lo, hi) meets the ROM or the region's own bytes (no store
-        goes there from compiled code)."""
-        b = self.b
-        rom = b.and_(b.icmp_unsigned("<", lo, self.rom_hi), b.icmp_unsigned(">", hi, self.rom_lo))
-        code = b.and_(b.icmp_unsigned("<", lo, b.add(self.p, _k(len(self.region.code)))),
-                      b.icmp_unsigned(">", hi, self.p))
-        return b.or_(rom, code)
 
     def emit_done(self):
         b = self.b
@@ -376,3 +346,52 @@ class _Emitter:
 def emit(region, name):
     """The LLVM module of ``region`` (see the module docstring), its function ``name``."""
     return _Emitter(region, name).emit()
+
+
+def _emit_walk(mod, size):
+    """The out-of-line part of a memory access, once per region: ``i64 walk(i64* s,
+    i64 lin, i64 n, i64 write, i64 p, i64 ramsize)``.
+
+    The physical page of linear ``lin`` for an ``n``-byte access (read, or write if
+    ``write``) that stays in its page, or -1 when the interpreter must make it: no TLB
+    entry (paging on), a permission the entry lacks for the CPL, beyond RAM, or a write
+    meeting the ROM or the region's ``size`` bytes at physical ``p``.  Bit 0 of the page
+    is set when every check passes for the whole page (the operand may remember it).
+    """
+    fn = ir.Function(mod, ir.FunctionType(I64, [I64.as_pointer()] + [I64] * 5), "walk")
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    s, lin, n, write, p, ramsize = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
+
+    def sload(k):
+        return b.load(b.gep(s, [k if isinstance(k, ir.Value) else _k(k)]))
+
+    def meets(lo, hi):
+        rom = b.and_(b.icmp_unsigned("<", lo, sload(ROM_HI)),
+                     b.icmp_unsigned(">", hi, sload(ROM_LO)))
+        code = b.and_(b.icmp_unsigned("<", lo, b.add(p, _k(size))), b.icmp_unsigned(">", hi, p))
+        return b.and_(b.trunc(write, I1), b.or_(rom, code))
+
+    paging = b.icmp_unsigned("!=", b.and_(sload(CR0), _k(CR0_PG)), _k(0))
+    user = b.icmp_unsigned("==", sload(CPL), _k(3))
+    need = b.select(b.trunc(write, I1),
+                    b.select(user, _k(T_UREAD | T_UWRITE | T_DIRTY), _k(T_SWRITE | T_DIRTY)),
+                    b.select(user, _k(T_UREAD), _k(0)))
+    vpn = b.lshr(lin, _k(12))
+    k = b.add(_k(TLB), b.mul(b.and_(b.xor(vpn, b.lshr(vpn, _k(7))), _k(TLB_SETS - 1)),
+                             _k(3 * TLB_WAYS)))
+    way0 = b.icmp_unsigned("==", sload(k), vpn)
+    way1 = b.icmp_unsigned("==", sload(b.add(k, _k(3))), vpn)
+    k = b.select(way0, k, b.add(k, _k(3)))
+    denied = b.icmp_unsigned("!=", b.and_(sload(b.add(k, _k(2))), need), need)
+    bad = b.and_(paging, b.or_(b.not_(b.or_(way0, way1)), denied))
+    a20 = b.xor(sload(A20_CLEAR), _k(-1))
+    page = b.select(paging, sload(b.add(k, _k(1))), b.and_(b.and_(lin, a20), _k(~0xFFF)))
+    ph = b.or_(page, b.and_(lin, _k(0xFFF)))
+    end = b.add(ph, n)
+    bad = b.or_(bad, b.or_(b.icmp_unsigned(">", end, ramsize), meets(ph, end)))
+    top = b.add(page, _k(4096))
+    clean = b.and_(b.icmp_unsigned("<=", top, ramsize), b.not_(meets(page, top)))
+    b.ret(b.select(bad, _k(-1), b.or_(page, b.zext(clean, I64))))
+    return fn
