@@ -1,23 +1,23 @@
-"""The step loop's side of the hot-loop tier (``loopjit.py``).
+"""The step loop's side of the translation tier (``loopjit.py``).
 
 After every taken backward branch the fast path asks :func:`loop_head` about
 the target, inlined (most backward branches go to loops that are not
 compiled, and a call there cost the interpreter up to 30%).  It looks the
 target up in the CPU's hot-loop table (``state.JIT``, direct-mapped by
 physical address): a new loop head gets an entry, a counting one counts,
-and one that reaches ``s[JIT_HOT]`` asks Python to compile it (the run
-stops with ``ST_JIT_REQUEST``).  A compiled loop is entered through
+and one that reaches ``s[JIT_HOT]`` asks Python to compile the region there
+(the run stops with ``ST_JIT_REQUEST``).  A compiled region is entered through
 :func:`enter_loop` when it fits in the fast path's code window.  Nothing
-here runs with breakpoints set (the compiled loop does not check them) or
+here runs with breakpoints set (compiled code does not check them) or
 with ``s[NO_JIT]`` set.
 
 16-bit code (real mode, or a CS without the D bit) runs ``fast16.py``'s fast
 path, which asks :func:`loop_head` after its taken backward branches; the step
 loop asks :func:`loop16` after each decoded instruction that went backward.
 Its loop heads are keyed ``physical address | LOOP16`` (the same bytes decode
-differently in 32-bit code), and a loop is entered only when it ends below the
-64 KiB of the segment and inside its limit, so the compiled code never has to
-wrap IP.
+differently in 32-bit code), and a region is entered only when it ends below
+the 64 KiB of the segment and inside its limit, so the compiled code never has
+to wrap IP.
 """
 from llvmlite import ir
 from numba import types

@@ -22,7 +22,7 @@ Everything else is derived from the rows at import time: the compiled
 decoder's ``OP_FAMILY``/``OP_FLAGS`` (one entry per opcode: ModRM, immediate
 kind, the reg fields LOCK is legal with), the fast path's first-byte tables
 ``FAST_CLASS``, ``FAST_LENGTH`` (of the register form) and ``MEMFORM``, and the
-Python decoder :func:`decode_insn` that the hot-loop tier and the tests use
+Python decoder :func:`decode_insn` that the translation tier and the tests use
 for lengths and operands.  Numba freezes these arrays into the compiled code
 as constants: after editing a row, clear ``NUMBA_CACHE_DIR``.
 
@@ -419,7 +419,7 @@ def decode_insn(code, o=0, code32=True):
     :class:`Insn`, or None if it has no row (#UD) or ``code`` ends first.
 
     The compiled decoder (``decode.decode``) reads the same rows through
-    ``OP_FAMILY``/``OP_FLAGS``; this one serves the hot-loop tier and tests.
+    ``OP_FAMILY``/``OP_FLAGS``; this one serves the translation tier and tests.
     """
     start = o
     dflt = 4 if code32 else 2
@@ -475,7 +475,7 @@ def decode_insn(code, o=0, code32=True):
 
 
 def loop_compilable(insn):
-    """The hot-loop tier compiles this decoded instruction: its row's ``loop``
+    """The translation tier compiles this decoded instruction: its row's ``loop``
     rule allows its ModRM form, and it has no prefix."""
     rule = insn.form.loop
     if insn.prefixes or rule is None:
