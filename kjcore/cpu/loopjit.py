@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import llvmlite.binding as llvm
 
+from . import regionrt
 from .hotloop import LOOP16
 from .isa import decode_insn, loop_compilable
 from .regionir import emit
@@ -254,20 +255,25 @@ class _Compiler:
         for add in ("sroa", "instruction_combine", "simplify_cfg", "sinking",
                     "instruction_combine", "dead_code_elimination"):
             getattr(self.passes, f"add_{add}_pass")()
+        self.addresses = self._add(regionrt.module(), regionrt.TYPES)
+
+    def _add(self, module, names):
+        """Optimise and compile an IR module; the addresses of its functions ``names``."""
+        mod = llvm.parse_assembly(str(module))
+        mod.verify()
+        for fn in mod.functions:
+            if not fn.is_declaration:
+                self.passes.run(fn, self.pb)
+        self.engine.add_module(mod)
+        self.engine.finalize_object()
+        return {name: self.engine.get_function_address(name) for name in names}
 
     def compile(self, region):
         """Address of the compiled ``region`` (from :func:`decode_region`)."""
         key = (region.code, region.code16)
         if key not in self.code:
             name = f"region{len(self.code)}"
-            mod = llvm.parse_assembly(str(emit(region, name)))
-            mod.verify()
-            for fn in mod.functions:
-                if not fn.is_declaration:
-                    self.passes.run(fn, self.pb)
-            self.engine.add_module(mod)
-            self.engine.finalize_object()
-            self.code[key] = self.engine.get_function_address(name)
+            self.code[key] = self._add(emit(region, name, self.addresses), [name])[name]
         return self.code[key]
 
 

@@ -32,29 +32,20 @@ limit 4 GiB - 1, writable expand-up data), or the function returns 0.
 """
 from llvmlite import ir
 
+from . import regionrt
 from .loopir import I1, I8, I64, Flags, lower
-from .memory import T_DIRTY, T_SWRITE, T_UREAD, T_UWRITE
 from .state import (
-    A20_CLEAR,
     A_CODE,
     A_E,
     A_USABLE,
     A_W,
-    CPL,
-    CR0,
     EFLAGS,
     EIP,
     M32,
-    ROM_HI,
-    ROM_LO,
     S_ATTR,
     S_BASE,
     S_LIMIT,
     SEG,
-    TLB,
-    TLB_SETS,
-    TLB_WAYS,
-    TRACE,
     TRACE_N,
 )
 
@@ -80,8 +71,8 @@ class _Regs:
 
 
 class _Emitter:
-    def __init__(self, region, name):
-        self.region = region
+    def __init__(self, region, name, addresses):
+        self.region, self.addresses = region, addresses
         self.mod = ir.Module(name=name)
         args = [I64.as_pointer(), I8.as_pointer()] + [I64] * 7
         self.fn = ir.Function(self.mod, ir.FunctionType(I64, args), name)
@@ -169,7 +160,6 @@ class _Emitter:
         go = self.new_block("go")
         b.cbranch(flat, go, self.ret_block(0))
         b.position_at_end(go)
-        self.walk = _emit_walk(self.mod, len(self.region.code))
 
     def store_flags(self, fl):
         for k in Flags.NAMES:
@@ -268,7 +258,8 @@ class _Emitter:
         walked, found = self.new_block(), self.new_block()
         b.cbranch(bad, fail, walked)
         b.position_at_end(walked)
-        r = b.call(self.walk, [self.s, lin, _k(n), _k(int(write)), self.p, self.ramsize])
+        r = b.call(self.runtime("walk"), [self.s, lin, _k(n), _k(int(write)), self.p,
+                                          _k(len(self.region.code)), self.ramsize])
         b.cbranch(b.icmp_signed("<", r, _k(0)), fail, found)
         b.position_at_end(found)
         page = b.and_(r, _k(~1))
@@ -295,9 +286,8 @@ class _Emitter:
         b.ret(b.load(self.steps))
 
     def emit_trace(self):
-        """Write the trace ring's entries of the last min(steps, TRACE_N) steps from the
-        block log, newest block first: step i in slot (tslot + i) mod TRACE_N."""
-        b, fn = self.b, self.fn
+        """Write the trace ring from the block log (``regionrt.trace``)."""
+        b = self.b
         offs, first = [], []
         for blk in self.region.blocks:
             first.append(len(offs))
@@ -309,89 +299,18 @@ class _Emitter:
             g.global_constant = True
             g.linkage = "internal"
             g.initializer = ir.Constant(ty, values)
-            tables.append(g)
-        steps = b.load(self.steps)
-        lo = b.select(b.icmp_signed(">", steps, _k(TRACE_N)), b.sub(steps, _k(TRACE_N)), _k(0))
-        j, end, i = (b.alloca(I64) for _ in range(3))
-        b.store(b.sub(b.load(self.logged), _k(1)), j)
-        b.store(steps, end)
-        blocks, block, step, stepped, nxt, out = (fn.append_basic_block(f"trace{k}")
-                                                  for k in range(6))
-        b.branch(blocks)
-        b.position_at_end(blocks)                  # the next older block, if still needed
-        b.cbranch(b.and_(b.icmp_signed(">=", b.load(j), _k(0)),
-                         b.icmp_signed(">", b.load(end), lo)), block, out)
-        b.position_at_end(block)
-        e = b.load(b.gep(self.log, [b.and_(b.load(j), _k(TRACE_N - 1))]))
-        st = b.ashr(e, _k(16))
-        base = b.sub(b.load(b.gep(tables[1], [_k(0), b.and_(e, _k(0xFFFF))])), st)
-        b.store(b.select(b.icmp_signed(">", st, lo), st, lo), i)
-        b.branch(step)
-        b.position_at_end(step)                    # its steps from max(st, lo) to end - 1
-        b.cbranch(b.icmp_signed("<", b.load(i), b.load(end)), stepped, nxt)
-        b.position_at_end(stepped)
-        k = b.load(i)
-        off = b.load(b.gep(tables[0], [_k(0), b.add(base, k)]))
-        slot = b.add(_k(TRACE), b.and_(b.add(self.tslot, k), _k(TRACE_N - 1)))
-        self.sstore(slot, b.and_(b.add(self.lin, off), _k(M32)))
-        b.store(b.add(k, _k(1)), i)
-        b.branch(step)
-        b.position_at_end(nxt)
-        b.store(st, end)
-        b.store(b.sub(b.load(j), _k(1)), j)
-        b.branch(blocks)
-        b.position_at_end(out)
+            tables.append(b.gep(g, [_k(0), _k(0)]))
+        b.call(self.runtime("trace"), [self.s, b.gep(self.log, [_k(0)]), b.load(self.logged),
+                                       b.load(self.steps), self.tslot, self.lin] + tables)
+
+    def runtime(self, name):
+        """The shared function ``name`` of ``regionrt`` (compiled once: called by address)."""
+        ty = regionrt.TYPES[name]
+        return self.b.inttoptr(_k(self.addresses[name]), ty.as_pointer())
 
 
-def emit(region, name):
-    """The LLVM module of ``region`` (see the module docstring), its function ``name``."""
-    return _Emitter(region, name).emit()
+def emit(region, name, addresses):
+    """The LLVM module of ``region`` (see the module docstring), its function ``name``;
+    ``addresses``: where the shared functions of ``regionrt`` were compiled."""
+    return _Emitter(region, name, addresses).emit()
 
-
-def _emit_walk(mod, size):
-    """The out-of-line part of a memory access, once per region: ``i64 walk(i64* s,
-    i64 lin, i64 n, i64 write, i64 p, i64 ramsize)``.
-
-    The physical page of linear ``lin`` for an ``n``-byte access (read, or write if
-    ``write``) that stays in its page, or -1 when the interpreter must make it: no TLB
-    entry (paging on), a permission the entry lacks for the CPL, beyond RAM, or a write
-    meeting the ROM or the region's ``size`` bytes at physical ``p``.  Bit 0 of the page
-    is set when every check passes for the whole page (the operand may remember it).
-    """
-    fn = ir.Function(mod, ir.FunctionType(I64, [I64.as_pointer()] + [I64] * 5), "walk")
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    s, lin, n, write, p, ramsize = fn.args
-    b = ir.IRBuilder(fn.append_basic_block())
-
-    def sload(k):
-        return b.load(b.gep(s, [k if isinstance(k, ir.Value) else _k(k)]))
-
-    def meets(lo, hi):
-        rom = b.and_(b.icmp_unsigned("<", lo, sload(ROM_HI)),
-                     b.icmp_unsigned(">", hi, sload(ROM_LO)))
-        code = b.and_(b.icmp_unsigned("<", lo, b.add(p, _k(size))), b.icmp_unsigned(">", hi, p))
-        return b.and_(b.trunc(write, I1), b.or_(rom, code))
-
-    paging = b.icmp_unsigned("!=", b.and_(sload(CR0), _k(CR0_PG)), _k(0))
-    user = b.icmp_unsigned("==", sload(CPL), _k(3))
-    need = b.select(b.trunc(write, I1),
-                    b.select(user, _k(T_UREAD | T_UWRITE | T_DIRTY), _k(T_SWRITE | T_DIRTY)),
-                    b.select(user, _k(T_UREAD), _k(0)))
-    vpn = b.lshr(lin, _k(12))
-    k = b.add(_k(TLB), b.mul(b.and_(b.xor(vpn, b.lshr(vpn, _k(7))), _k(TLB_SETS - 1)),
-                             _k(3 * TLB_WAYS)))
-    way0 = b.icmp_unsigned("==", sload(k), vpn)
-    way1 = b.icmp_unsigned("==", sload(b.add(k, _k(3))), vpn)
-    k = b.select(way0, k, b.add(k, _k(3)))
-    denied = b.icmp_unsigned("!=", b.and_(sload(b.add(k, _k(2))), need), need)
-    bad = b.and_(paging, b.or_(b.not_(b.or_(way0, way1)), denied))
-    a20 = b.xor(sload(A20_CLEAR), _k(-1))
-    page = b.select(paging, sload(b.add(k, _k(1))), b.and_(b.and_(lin, a20), _k(~0xFFF)))
-    ph = b.or_(page, b.and_(lin, _k(0xFFF)))
-    end = b.add(ph, n)
-    bad = b.or_(bad, b.or_(b.icmp_unsigned(">", end, ramsize), meets(ph, end)))
-    top = b.add(page, _k(4096))
-    clean = b.and_(b.icmp_unsigned("<=", top, ramsize), b.not_(meets(page, top)))
-    b.ret(b.select(bad, _k(-1), b.or_(page, b.zext(clean, I64))))
-    return fn
