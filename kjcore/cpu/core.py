@@ -211,17 +211,23 @@ def run(s, ram, ram64, con, max_steps):
                 s[np.uint64(TRACE + ((n + toff) & (TRACE_N - 1)))] = eip + ldelta
                 n += 1
                 if nxt <= eip and nxt >= elo:
-                    # A taken backward branch: a loop head for the hot-loop tier.
+                    # A taken backward branch: a loop head for the translation tier.  A
+                    # compiled region that leaves by a backward branch in the window asks
+                    # again there (an outer loop's head: chaining).
                     k = loop_head(s, nxt + pdelta)
-                    if k > 0:
+                    while k > 0:
                         j = enter_loop(s, ram, k, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb,
                                        lr, max_steps - n, (n + toff) & (TRACE_N - 1),
                                        span - (nxt - elo))
+                        k = 0
                         if j > 0:
                             n += j
+                            head = nxt
                             nxt = s[EIP]
                             fl = s[EFLAGS]     # exact (lazy kind L_NONE)
-                    elif k == REQUEST:
+                            if nxt < head and nxt >= elo and n < max_steps:
+                                k = loop_head(s, nxt + pdelta)
+                    if k == REQUEST:
                         eip = nxt
                         status = ST_JIT_REQUEST
                         stop = True

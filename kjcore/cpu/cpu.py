@@ -10,8 +10,8 @@
 >>> cpu.run(100), cpu.eax, cpu.steps, cpu.debugcon
 (<Status.HLT: 2>, 43, 4, b'+')
 
-A hot register-only loop is compiled to host code after ``cpu.jit_threshold``
-trips round it (the hot-loop tier, ``loopjit``); results are the same:
+A hot loop is compiled to host code after ``cpu.jit_threshold`` trips round it
+(the translation tier, ``loopjit``); results are the same:
 
 >>> loop = bytes.fromhex("01 c8 31 c2 49 75 f9 f4")  # add eax,ecx; xor edx,eax; dec ecx; jnz; hlt
 >>> ram[0x2000:0x2000 + len(loop)] = np.frombuffer(loop, np.uint8)
@@ -475,8 +475,8 @@ class CPU(Tracing, HookMixin, MemoryViewMixin):
 
     @property
     def compiled_loops(self):
-        """(physical address, length in bytes) of the loops this CPU runs as
-        compiled code (the hot-loop tier; see ``kjcore.cpu.loopjit``)."""
+        """(physical address, length in bytes) of the regions this CPU runs as
+        compiled code (the translation tier; see ``kjcore.cpu.loopjit``)."""
         return loopjit.compiled(self._s)
 
     def __repr__(self):

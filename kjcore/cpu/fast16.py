@@ -18,7 +18,7 @@ ROM) without a 64 KiB wrap.  Anything else - another form, a fault to raise, a b
 past the CS limit, an instruction within 16 bytes of IP's 64 KiB wrap or of the code page's
 end - is left to the interpreter with nothing changed, so faults stay precise.  Code bytes
 are read from RAM for every instruction: a store into the code is seen by the next fetch.
-A taken backward branch asks the hot-loop tier (``hotloop.loop_head``) as ``loop16`` does.
+A taken backward branch asks the translation tier (``hotloop.loop_head``) as ``loop16`` does.
 """
 from .codestop import bp_hit
 from .fast16ops import (

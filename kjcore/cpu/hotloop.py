@@ -1,23 +1,23 @@
-"""The step loop's side of the hot-loop tier (``loopjit.py``).
+"""The step loop's side of the translation tier (``loopjit.py``).
 
 After every taken backward branch the fast path asks :func:`loop_head` about
 the target, inlined (most backward branches go to loops that are not
 compiled, and a call there cost the interpreter up to 30%).  It looks the
 target up in the CPU's hot-loop table (``state.JIT``, direct-mapped by
 physical address): a new loop head gets an entry, a counting one counts,
-and one that reaches ``s[JIT_HOT]`` asks Python to compile it (the run
-stops with ``ST_JIT_REQUEST``).  A compiled loop is entered through
+and one that reaches ``s[JIT_HOT]`` asks Python to compile the region there
+(the run stops with ``ST_JIT_REQUEST``).  A compiled region is entered through
 :func:`enter_loop` when it fits in the fast path's code window.  Nothing
-here runs with breakpoints set (the compiled loop does not check them) or
+here runs with breakpoints set (compiled code does not check them) or
 with ``s[NO_JIT]`` set.
 
 16-bit code (real mode, or a CS without the D bit) runs ``fast16.py``'s fast
 path, which asks :func:`loop_head` after its taken backward branches; the step
 loop asks :func:`loop16` after each decoded instruction that went backward.
 Its loop heads are keyed ``physical address | LOOP16`` (the same bytes decode
-differently in 32-bit code), and a loop is entered only when it ends below the
-64 KiB of the segment and inside its limit, so the compiled code never has to
-wrap IP.
+differently in 32-bit code), and a region is entered only when it ends below
+the 64 KiB of the segment and inside its limit, so the compiled code never has
+to wrap IP.
 """
 from llvmlite import ir
 from numba import types
@@ -52,18 +52,18 @@ LOOP16 = 1 << 40
 
 
 @intrinsic
-def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot):
-    """Call compiled loop code at address ``fn`` (see ``loopir.emit``)."""
+def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot, ramsize):
+    """Call compiled region code at address ``fn`` (see ``regionir.emit``)."""
     i64 = types.int64
 
     def codegen(context, builder, sig, args):
         sa = context.make_array(sig.args[1])(context, builder, args[1])
         ra = context.make_array(sig.args[2])(context, builder, args[2])
         t64 = ir.IntType(64)
-        fnty = ir.FunctionType(t64, [sa.data.type, ra.data.type] + [t64] * 6)
+        fnty = ir.FunctionType(t64, [sa.data.type, ra.data.type] + [t64] * 7)
         ptr = builder.inttoptr(args[0], fnty.as_pointer())
         return builder.call(ptr, [sa.data, ra.data] + list(args[3:]))
-    return i64(i64, s, ram, i64, i64, i64, i64, i64, i64), codegen
+    return i64(i64, s, ram, i64, i64, i64, i64, i64, i64, i64), codegen
 
 
 @inline_kernel
@@ -92,7 +92,7 @@ def loop_head(s, p):
 
 @kernel("i", "sriiiiiiiiiii")
 def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
-    """Run the compiled loop of table entry ``k`` at offset ``eip`` in CS
+    """Run the compiled region of table entry ``k`` at offset ``eip`` in CS
     (linear ``lin``, physical ``p``; ``room`` bytes of the code window from
     there); ``fl, la, lb, lr``: the fast path's lazy EFLAGS.
 
@@ -102,8 +102,8 @@ def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
     if s[k + 2] > room:
         return 0
     r = _call(s[k + 1], s, ram, p, eip, lin, flags_of(fl & M32, fl >> 32, la, lb, lr),
-              budget, tslot)
-    if r < 0:                                  # the loop's bytes changed: count afresh
+              budget, tslot, ram.shape[0])
+    if r < 0:                                  # the region's bytes changed: count afresh
         s[k] = 0
         return 0
     return r

@@ -15,14 +15,14 @@ field (``/r``).  Each row (:class:`Form`) says
 * ``lock``: LOCK is legal with a memory destination (else #UD);
 * ``fast``: the fast path's class of the first byte when it runs the form
   with register operands, ``fast_mem``: it also runs the memory form;
-* ``loop``: the hot-loop tier compiles it: ``"reg"`` with ModRM mod 3 only,
-  ``"mem"`` with a memory operand only (LEA), ``"any"`` (no ModRM).
+* ``loop``: the translation tier compiles it: ``"reg"`` with ModRM mod 3 only,
+  ``"mem"`` with a memory operand only (LEA), ``"any"`` with either (or no ModRM).
 
 Everything else is derived from the rows at import time: the compiled
 decoder's ``OP_FAMILY``/``OP_FLAGS`` (one entry per opcode: ModRM, immediate
 kind, the reg fields LOCK is legal with), the fast path's first-byte tables
 ``FAST_CLASS``, ``FAST_LENGTH`` (of the register form) and ``MEMFORM``, and the
-Python decoder :func:`decode_insn` that the hot-loop tier and the tests use
+Python decoder :func:`decode_insn` that the translation tier and the tests use
 for lengths and operands.  Numba freezes these arrays into the compiled code
 as constants: after editing a row, clear ``NUMBA_CACHE_DIR``.
 
@@ -95,17 +95,17 @@ def _forms():
             if name is not None:
                 rows.append(Form(op, r, name, family, True, imm(r) if callable(imm) else imm,
                                  r in lock, fast if r in fast_regs else None, r in fast_mem,
-                                 "reg" if r in loop else None))
+                                 "any" if r in loop else None))
 
     alu = ("ADD", "OR", "ADC", "SBB", "AND", "SUB", "XOR", "CMP")
     for i, n in enumerate(alu):
         b = 8 * i
         byte = None if n in ("ADC", "SBB") else "byte"
-        row([b], f"{n} Eb,Gb", F_ALU, True, lock=n != "CMP", fast=byte)
+        row([b], f"{n} Eb,Gb", F_ALU, True, lock=n != "CMP", fast=byte, loop="any")
         row([b + 1], f"{n} Ev,Gv", F_ALU, True, lock=n != "CMP", fast="alu",
-            fast_mem=n == "CMP", loop="reg")
-        row([b + 2], f"{n} Gb,Eb", F_ALU, True, fast=byte)
-        row([b + 3], f"{n} Gv,Ev", F_ALU, True, fast="alu", fast_mem=True, loop="reg")
+            fast_mem=n == "CMP", loop="any")
+        row([b + 2], f"{n} Gb,Eb", F_ALU, True, fast=byte, loop="any")
+        row([b + 3], f"{n} Gv,Ev", F_ALU, True, fast="alu", fast_mem=True, loop="any")
         row([b + 4], f"{n} AL,Ib", F_ALU, imm="b", loop="any")
         row([b + 5], f"{n} eAX,Iz", F_ALU, imm="z", fast="alui", loop="any")
     for op, n in ((0x06, "PUSH ES"), (0x07, "POP ES"), (0x0E, "PUSH CS"), (0x16, "PUSH SS"),
@@ -122,9 +122,9 @@ def _forms():
     row([0x62], "BOUND Gv,Ma", F_INT, True)
     row([0x63], "ARPL Ew,Gw", F_SYS, True)
     row([0x68], "PUSH Iz", F_STACK, imm="z")
-    row([0x69], "IMUL Gv,Ev,Iz", F_MULDIV, True, "z", fast="imul")
+    row([0x69], "IMUL Gv,Ev,Iz", F_MULDIV, True, "z", fast="imul", loop="any")
     row([0x6A], "PUSH Ib", F_STACK, imm="b")
-    row([0x6B], "IMUL Gv,Ev,Ib", F_MULDIV, True, "b", fast="imul")
+    row([0x6B], "IMUL Gv,Ev,Ib", F_MULDIV, True, "b", fast="imul", loop="any")
     for op, n in ((0x6C, "INSB"), (0x6D, "INS"), (0x6E, "OUTSB"), (0x6F, "OUTS")):
         row([op], n, F_STRING)
     row(range(0x70, 0x80), "Jcc Jb", F_JUMP, imm="b", fast="jcc", loop="any")
@@ -133,22 +133,24 @@ def _forms():
         i = {"b": "Ib", "z": "Iz"}[imm]
         fast = "grp1" if op in (0x81, 0x83) else None
         group(op, [f"{n} {w},{i}" for n in alu], F_ALU, imm, lock=range(7), fast=fast,
-              fast_mem=(7,) if op == 0x83 else (), loop=range(8) if fast else ())
-    row([0x84], "TEST Eb,Gb", F_ALU, True, fast="byte")
-    row([0x85], "TEST Ev,Gv", F_ALU, True, fast="test", fast_mem=True, loop="reg")
-    row([0x86], "XCHG Eb,Gb", F_MOV, True, lock=True)
+              fast_mem=(7,) if op == 0x83 else (), loop=range(8) if op != 0x82 else ())
+    row([0x84], "TEST Eb,Gb", F_ALU, True, fast="byte", loop="any")
+    row([0x85], "TEST Ev,Gv", F_ALU, True, fast="test", fast_mem=True, loop="any")
+    row([0x86], "XCHG Eb,Gb", F_MOV, True, lock=True, loop="reg")
     row([0x87], "XCHG Ev,Gv", F_MOV, True, lock=True, loop="reg")
-    row([0x88], "MOV Eb,Gb", F_MOV, True, fast="byte", fast_mem=True)
-    row([0x89], "MOV Ev,Gv", F_MOV, True, fast="movst", fast_mem=True, loop="reg")
-    row([0x8A], "MOV Gb,Eb", F_MOV, True, fast="byte", fast_mem=True)
-    row([0x8B], "MOV Gv,Ev", F_MOV, True, fast="movld", fast_mem=True, loop="reg")
+    row([0x88], "MOV Eb,Gb", F_MOV, True, fast="byte", fast_mem=True, loop="any")
+    row([0x89], "MOV Ev,Gv", F_MOV, True, fast="movst", fast_mem=True, loop="any")
+    row([0x8A], "MOV Gb,Eb", F_MOV, True, fast="byte", fast_mem=True, loop="any")
+    row([0x8B], "MOV Gv,Ev", F_MOV, True, fast="movld", fast_mem=True, loop="any")
     row([0x8C], "MOV Ev,Sw", F_MOV, True)
     row([0x8D], "LEA Gv,M", F_MOV, True, fast="lea", loop="mem")
     row([0x8E], "MOV Sw,Ew", F_MOV, True)
     row([0x8F], "POP Ev", F_STACK, True)
     row([0x90], "NOP", F_MOV, fast="nop", loop="any")
     row(range(0x91, 0x98), "XCHG eAX,r", F_MOV, loop="any")
-    for op, n in ((0x98, "CBW/CWDE"), (0x99, "CWD/CDQ"), (0x9E, "SAHF"), (0x9F, "LAHF")):
+    row([0x98], "CBW/CWDE", F_MOV, loop="any")
+    row([0x99], "CWD/CDQ", F_MOV, loop="any")
+    for op, n in ((0x9E, "SAHF"), (0x9F, "LAHF")):
         row([op], n, F_MOV)
     row([0x9A], "CALL Ap", F_FAR, imm="far")
     row([0x9B], "WAIT", F_FPU)
@@ -163,7 +165,7 @@ def _forms():
         row([op], n, F_STRING)
     row([0xA8], "TEST AL,Ib", F_ALU, imm="b", loop="any")
     row([0xA9], "TEST eAX,Iz", F_ALU, imm="z", fast="alui", loop="any")
-    row(range(0xB0, 0xB8), "MOV r8,Ib", F_MOV, imm="b")
+    row(range(0xB0, 0xB8), "MOV r8,Ib", F_MOV, imm="b", loop="any")
     row(range(0xB8, 0xC0), "MOV r,Iz", F_MOV, imm="z", fast="movi", loop="any")
     shifts = ("ROL", "ROR", "RCL", "RCR", "SHL", "SHR", "SAL", "SAR")
     by_const = (0, 1, 4, 5, 6, 7)                        # compiled: not RCL/RCR
@@ -173,8 +175,8 @@ def _forms():
     row([0xC3], "RET", F_JUMP, fast="callret")
     row([0xC4], "LES Gv,Mp", F_FAR, True)
     row([0xC5], "LDS Gv,Mp", F_FAR, True)
-    row([0xC6], "MOV Eb,Ib", F_MOV, True, "b")
-    row([0xC7], "MOV Ev,Iz", F_MOV, True, "z")
+    row([0xC6], "MOV Eb,Ib", F_MOV, True, "b", loop="any")
+    row([0xC7], "MOV Ev,Iz", F_MOV, True, "z", loop="any")
     row([0xC8], "ENTER Iw,Ib", F_STACK, imm="enter")
     row([0xC9], "LEAVE", F_STACK)
     row([0xCA], "RETF Iw", F_FAR, imm="w")
@@ -209,16 +211,16 @@ def _forms():
     row([0xF5], "CMC", F_FLAGS)
     grp3 = ("TEST", "TEST", "NOT", "NEG", "MUL", "IMUL", "DIV", "IDIV")   # /1: TEST alias
     group(0xF6, [f"{n} Eb" + (",Ib" if r < 2 else "") for r, n in enumerate(grp3)], F_GRP3,
-          lambda r: "b" if r < 2 else "", lock=(2, 3))
+          lambda r: "b" if r < 2 else "", lock=(2, 3), loop=range(4))
     group(0xF7, [f"{n} Ev" + (",Iz" if r < 2 else "") for r, n in enumerate(grp3)], F_GRP3,
           lambda r: "z" if r < 2 else "", lock=(2, 3), fast="f7", fast_regs=range(4),
           loop=range(4))
     for op, n in ((0xF8, "CLC"), (0xF9, "STC"), (0xFA, "CLI"), (0xFB, "STI"), (0xFC, "CLD"),
                   (0xFD, "STD")):
         row([op], n, F_FLAGS)
-    group(0xFE, ["INC Eb", "DEC Eb"], F_GRP5, lock=(0, 1))
+    group(0xFE, ["INC Eb", "DEC Eb"], F_GRP5, lock=(0, 1), loop=(0, 1))
     group(0xFF, ["INC Ev", "DEC Ev", "CALL Ev", "CALLF Mp", "JMP Ev", "JMPF Mp", "PUSH Ev"],
-          F_GRP5, lock=(0, 1))
+          F_GRP5, lock=(0, 1), loop=(0, 1))
 
     t = 0x100
     group(t + 0x00, ["SLDT Ew", "STR Ew", "LLDT Ew", "LTR Ew", "VERR Ew", "VERW Ew"], F_SYS)
@@ -233,9 +235,9 @@ def _forms():
     for op, n in ((0x20, "MOV Rd,Cd"), (0x21, "MOV Rd,Dd"), (0x22, "MOV Cd,Rd"),
                   (0x23, "MOV Dd,Rd")):
         row([t + op], n, F_SYS, "reg")
-    row(range(t + 0x40, t + 0x50), "CMOVcc Gv,Ev", F_COND, True)
+    row(range(t + 0x40, t + 0x50), "CMOVcc Gv,Ev", F_COND, True, loop="any")
     row(range(t + 0x80, t + 0x90), "Jcc Jz", F_JUMP, imm="z", fast="0f", loop="any")
-    row(range(t + 0x90, t + 0xA0), "SETcc Eb", F_COND, True)
+    row(range(t + 0x90, t + 0xA0), "SETcc Eb", F_COND, True, loop="any")
     for op, n in ((0xA0, "PUSH FS"), (0xA1, "POP FS"), (0xA8, "PUSH GS"), (0xA9, "POP GS")):
         row([t + op], n, F_STACK)
     row([t + 0xA3], "BT Ev,Gv", F_BITS, True)
@@ -244,22 +246,22 @@ def _forms():
     row([t + 0xAB], "BTS Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xAC], "SHRD Ev,Gv,Ib", F_SHIFT, True, "b")
     row([t + 0xAD], "SHRD Ev,Gv,CL", F_SHIFT, True)
-    row([t + 0xAF], "IMUL Gv,Ev", F_MULDIV, True, fast="0f")
+    row([t + 0xAF], "IMUL Gv,Ev", F_MULDIV, True, fast="0f", loop="any")
     row([t + 0xB0], "CMPXCHG Eb,Gb", F_ATOMIC, True, lock=True)
     row([t + 0xB1], "CMPXCHG Ev,Gv", F_ATOMIC, True, lock=True)
     row([t + 0xB2], "LSS Gv,Mp", F_FAR, True)
     row([t + 0xB3], "BTR Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xB4], "LFS Gv,Mp", F_FAR, True)
     row([t + 0xB5], "LGS Gv,Mp", F_FAR, True)
-    row([t + 0xB6], "MOVZX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True)
-    row([t + 0xB7], "MOVZX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True)
+    row([t + 0xB6], "MOVZX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True, loop="any")
+    row([t + 0xB7], "MOVZX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True, loop="any")
     group(t + 0xBA, [None, None, None, None, "BT Ev,Ib", "BTS Ev,Ib", "BTR Ev,Ib",
                      "BTC Ev,Ib"], F_BITS, "b", lock=(5, 6, 7))
     row([t + 0xBB], "BTC Ev,Gv", F_BITS, True, lock=True)
     row([t + 0xBC], "BSF Gv,Ev", F_BITS, True)
     row([t + 0xBD], "BSR Gv,Ev", F_BITS, True)
-    row([t + 0xBE], "MOVSX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True)
-    row([t + 0xBF], "MOVSX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True)
+    row([t + 0xBE], "MOVSX Gv,Eb", F_MOV, True, fast="0f", fast_mem=True, loop="any")
+    row([t + 0xBF], "MOVSX Gv,Ew", F_MOV, True, fast="0f", fast_mem=True, loop="any")
     row([t + 0xC0], "XADD Eb,Gb", F_ATOMIC, True, lock=True)
     row([t + 0xC1], "XADD Ev,Gv", F_ATOMIC, True, lock=True)
     group(t + 0xC7, [None, "CMPXCHG8B Mq"], F_ATOMIC, lock=(1,))
@@ -417,7 +419,7 @@ def decode_insn(code, o=0, code32=True):
     :class:`Insn`, or None if it has no row (#UD) or ``code`` ends first.
 
     The compiled decoder (``decode.decode``) reads the same rows through
-    ``OP_FAMILY``/``OP_FLAGS``; this one serves the hot-loop tier and tests.
+    ``OP_FAMILY``/``OP_FLAGS``; this one serves the translation tier and tests.
     """
     start = o
     dflt = 4 if code32 else 2
@@ -473,7 +475,7 @@ def decode_insn(code, o=0, code32=True):
 
 
 def loop_compilable(insn):
-    """The hot-loop tier compiles this decoded instruction: its row's ``loop``
+    """The translation tier compiles this decoded instruction: its row's ``loop``
     rule allows its ModRM form, and it has no prefix."""
     rule = insn.form.loop
     if insn.prefixes or rule is None:

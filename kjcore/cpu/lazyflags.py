@@ -4,7 +4,7 @@ last flag-writing operation, computed only when something reads them.
 The fast path (``fastpath.py``) records the operation kind (``L_*``), its
 operands and its 32-bit result instead of computing EFLAGS; ``flags_of``
 turns the record into EFLAGS when the step loop leaves the fast path (and
-the hot-loop tier's entry needs them exact), ``cond_lazy`` evaluates a Jcc
+the translation tier's entry needs them exact), ``cond_lazy`` evaluates a Jcc
 condition from the record, ``carry_now`` gives CF for INC/DEC (which keep
 it).
 """

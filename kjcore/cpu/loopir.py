@@ -1,22 +1,27 @@
-"""LLVM IR for a decoded hot loop (the hot-loop tier's code generator).
+"""LLVM IR for one decoded instruction of a compiled region (the translation tier).
 
-``emit`` turns the instruction tuples of ``loopjit.decode_loop`` into one
-function that runs whole iterations of the loop with the guest registers and
-flags in host registers and writes back what the interpreter would have
-left.  Each instruction follows the interpreter's flag rules
-(``fastpath.alu32`` and ``lazyflags.flags_of``, ``shift.shift_op``), with
-the same choices for undefined flags (docs/cpu.rst, Fidelity rules).
+``lower`` emits the IR of one instruction tuple of ``loopjit.decode_region`` on
+the guest registers and flags of ``regionir.emit``, with the interpreter's
+flag rules (``fastpath.alu32`` and ``lazyflags.flags_of``, ``shift.shift_op``,
+``muldiv``), the same choices for undefined flags (docs/cpu.rst, Fidelity
+rules).  Memory operands go through the region's ``access`` (an inlined TLB
+lookup with a side exit), so an instruction reads and checks all its memory
+before it changes any register or flag: a side exit leaves the state of the
+instruction's start.
 """
 from llvmlite import ir
 
-from .state import ARITH, EFLAGS, EIP, M32, TRACE, TRACE_N
+from .state import ARITH, M32
 
 I1, I8, I16, I32, I64 = (ir.IntType(k) for k in (1, 8, 16, 32, 64))
+TYPES = {8: I8, 16: I16, 32: I32}
 
 
-class _Flags:
+class Flags:
     """The arithmetic flags as IR values: CF/AF/ZF/SF/OF as i1, PF as the
     result's low byte (parity is computed only where it is read)."""
+
+    NAMES = ("cf", "af", "zf", "sf", "of", "pfb")
 
     def __init__(self, b, f):
         def bit(k):
@@ -42,7 +47,7 @@ class _Flags:
         return v
 
     def cond(self, b, cc):
-        """Jcc condition ``cc`` (0-15) as an i1."""
+        """Condition ``cc`` (0-15, as in Jcc) as an i1."""
         k = cc >> 1
         if k == 0:
             c = self.of
@@ -77,10 +82,10 @@ def _af(b, a, x, r):
                            _c(a.type, 0))
 
 
-def _alu(b, fl, aop, a, x):
+def alu(b, fl, aop, a, x):
     """The ALU operation ``aop`` (ADD OR ADC SBB AND SUB XOR CMP) on a, x (both i32, i16
     or i8): the result, with the flags set in ``fl`` as ``fastpath.alu32`` (and the
-    interpreter's ALU for 16-bit operands) sets them."""
+    interpreter's ALU for 8- and 16-bit operands) sets them."""
     ty = a.type
     if aop in (1, 4, 6):
         r = {1: b.or_, 4: b.and_, 6: b.xor}[aop](a, x)
@@ -116,7 +121,7 @@ def _bit(b, v, k):
     return b.trunc(b.lshr(v, _c32(k)), I1)
 
 
-def _shift(b, fl, op, a, count):
+def shift(b, fl, op, a, count):
     """ROL ROR SHL SHR SAR (``op`` as the ModRM reg field) of i32 ``a`` by a
     constant 1-31, with ``shift.shift_op``'s flag rules: rotates set only CF
     and OF; shifts set all arithmetic flags, AF cleared, and OF for counts
@@ -148,192 +153,156 @@ def _shift(b, fl, op, a, count):
     return r
 
 
-def _lower(b, fl, R, put, ins):
-    """IR for one decoded instruction: guest registers ``R`` (i32 values,
-    written through ``put(index, value)``) and flags ``fl``.  Returns the
-    branch-taken condition for the loop's branch, else None.  A 16-bit
-    operation works on the low halves and writes only them, an 8-bit one (AL) on the
-    low bytes."""
-    kind, w = ins[0], ins[2]
-    ty = {8: I8, 16: I16, 32: I32}[w]
+def _imul(b, fl, a, x):
+    """IMUL's low half of a * x (signed), with muldiv's flags: CF = OF = the product does
+    not fit, SF ZF PF of the low half, AF cleared."""
+    ty = a.type
+    full = b.mul(b.sext(a, I64), b.sext(x, I64))
+    lo = b.trunc(full, ty)
+    fl.cf = fl.of = b.icmp_unsigned("!=", full, b.sext(lo, I64))
+    fl.af = ir.Constant(I1, 0)
+    fl.result(b, lo)
+    return lo
 
-    def get(i):
-        return R[i] if w == 32 else b.trunc(R[i], ty)
 
-    def set_(i, v):
-        keep = _c32(~((1 << w) - 1))
-        put(i, v if w == 32 else b.or_(b.and_(R[i], keep), b.zext(v, I32)))
+class Operands:
+    """Reads and writes the operands of one instruction: ``("r", i)`` a register (with
+    8-bit operands AL CL DL BL AH CH DH BH), ``("m", base, index, scale, disp)`` memory
+    through the region's ``access``, ``("i", value)`` an immediate.
 
-    if kind == "alu":
-        _, _, _, aop, dst, src, imm = ins
-        r = _alu(b, fl, aop, get(dst), _c(ty, imm) if src < 0 else get(src))
-        if aop != 7:
-            set_(dst, r)
-    elif kind == "test":
-        _, _, _, a, src, imm = ins
-        _alu(b, fl, 4, get(a), _c(ty, imm) if src < 0 else get(src))
-    elif kind in ("inc", "dec"):                # flags as ADD/SUB 1, CF kept
-        r = ins[3]
-        a = get(r)
-        res = (b.add if kind == "inc" else b.sub)(a, _c(ty, 1))
-        fl.of = b.icmp_unsigned("==", res if kind == "inc" else a, _c(ty, 1 << (w - 1)))
-        fl.af = _af(b, a, _c(ty, 1), res)
-        fl.result(b, res)
-        set_(r, res)
-    elif kind == "shift":
-        _, _, _, op, r, count = ins
-        put(r, _shift(b, fl, op, R[r], count))
-    elif kind == "xchg":
-        _, _, _, x, y = ins
-        vx, vy = get(x), get(y)
-        set_(x, vy)
-        set_(y, vx)
-    elif kind == "not":
-        set_(ins[3], b.xor(get(ins[3]), _c(ty, M32)))
-    elif kind == "neg":                         # flags as 0 - r
-        set_(ins[3], _alu(b, fl, 5, _c(ty, 0), get(ins[3])))
-    elif kind == "mov":
-        _, _, _, dst, src, imm = ins
-        set_(dst, _c(ty, imm) if src < 0 else get(src))
-    elif kind == "lea":
-        _, _, _, dst, base, index, scale, disp = ins
+    ``regs`` is the region's register file (``get(i)`` an i32, ``put(i, v)``); a memory
+    operand is checked once (``fetch``) and then read and written through its pointer.
+    """
+
+    def __init__(self, b, regs, access):
+        self.b, self.regs, self.access = b, regs, access
+        self.ptr = {}
+
+    def ea(self, m):
+        """The effective address (i32) of memory operand ``m``."""
+        b = self.b
+        _, base, index, scale, disp = m
         v = _c32(disp)
         if base >= 0:
-            v = b.add(v, R[base])
+            v = b.add(v, self.regs.get(base))
         if index >= 0:
-            v = b.add(v, b.shl(R[index], _c32(scale)))
-        put(dst, v)
+            v = b.add(v, b.shl(self.regs.get(index), _c32(scale)))
+        return v
+
+    def fetch(self, op, w, write):
+        """Check a memory operand's access (a side exit if it cannot be made here)."""
+        if op[0] == "m":                        # DS or SS: both flat (regionir)
+            self.ptr[op] = self.access(self.ea(op), w // 8, write, TYPES[w])
+
+    def get(self, op, w):
+        b, ty = self.b, TYPES[w]
+        if op[0] == "i":
+            return _c(ty, op[1])
+        if op[0] == "m":
+            return b.load(self.ptr[op], align=1)
+        i = op[1]
+        if w == 32:
+            return self.regs.get(i)
+        if w == 8 and i >= 4:
+            return b.trunc(b.lshr(self.regs.get(i - 4), _c32(8)), I8)
+        return b.trunc(self.regs.get(i), ty)
+
+    def set(self, op, w, v):
+        b = self.b
+        if op[0] == "m":
+            b.store(v, self.ptr[op], align=1)
+            return
+        i = op[1]
+        if w == 32:
+            self.regs.put(i, v)
+        elif w == 8 and i >= 4:
+            r = self.regs.get(i - 4)
+            self.regs.put(i - 4, b.or_(b.and_(r, _c32(~0xFF00)),
+                                       b.shl(b.zext(v, I32), _c32(8))))
+        else:
+            r = self.regs.get(i)
+            self.regs.put(i, b.or_(b.and_(r, _c32(~((1 << w) - 1))), b.zext(v, I32)))
+
+
+def lower(b, fl, regs, access, ins):
+    """IR for one decoded instruction (``loopjit`` lists the tuples).  Returns the
+    branch-taken condition (an i1) of a branch, else None."""
+    kind, w = ins[0], ins[2]
+    ops = Operands(b, regs, access)
+    if kind == "alu":
+        _, _, _, aop, dst, src = ins
+        ops.fetch(dst, w, aop != 7)
+        ops.fetch(src, w, False)
+        r = alu(b, fl, aop, ops.get(dst, w), ops.get(src, w))
+        if aop != 7:
+            ops.set(dst, w, r)
+    elif kind == "test":
+        _, _, _, a, x = ins
+        ops.fetch(a, w, False)
+        ops.fetch(x, w, False)
+        alu(b, fl, 4, ops.get(a, w), ops.get(x, w))
+    elif kind in ("inc", "dec", "not", "neg"):
+        op = ins[3]
+        ops.fetch(op, w, True)
+        a = ops.get(op, w)
+        if kind == "not":
+            r = b.xor(a, _c(a.type, M32))
+        elif kind == "neg":                     # flags as 0 - r
+            r = alu(b, fl, 5, _c(a.type, 0), a)
+        else:                                   # flags as ADD/SUB 1, CF kept
+            r = (b.add if kind == "inc" else b.sub)(a, _c(a.type, 1))
+            fl.of = b.icmp_unsigned("==", r if kind == "inc" else a, _c(a.type, 1 << (w - 1)))
+            fl.af = _af(b, a, _c(a.type, 1), r)
+            fl.result(b, r)
+        ops.set(op, w, r)
+    elif kind == "mov":
+        _, _, _, dst, src = ins
+        ops.fetch(src, w, False)
+        ops.fetch(dst, w, True)
+        ops.set(dst, w, ops.get(src, w))
+    elif kind == "movx":                        # MOVZX / MOVSX
+        _, _, _, dst, src, sw, signed = ins
+        ops.fetch(src, sw, False)
+        v = ops.get(src, sw)
+        ops.set(("r", dst), w, (b.sext if signed else b.zext)(v, TYPES[w]))
+    elif kind == "lea":
+        _, _, _, dst, base, index, scale, disp = ins
+        regs.put(dst, ops.ea(("m", base, index, scale, disp)))
+    elif kind == "shift":
+        _, _, _, op, dst, count = ins
+        ops.fetch(dst, 32, True)
+        ops.set(dst, 32, shift(b, fl, op, ops.get(dst, 32), count))
+    elif kind == "imul":                        # ("imul", n, w, dst, src, imm or None)
+        _, _, _, dst, src, imm = ins
+        ops.fetch(src, w, False)
+        x = ops.get(src, w)
+        a = x if imm is not None else ops.get(("r", dst), w)
+        ops.set(("r", dst), w, _imul(b, fl, a, _c(a.type, imm) if imm is not None else x))
+    elif kind == "xchg":
+        _, _, _, x, y = ins
+        vx, vy = ops.get(x, w), ops.get(y, w)
+        ops.set(x, w, vy)
+        ops.set(y, w, vx)
+    elif kind == "cbw":                         # CBW / CWDE
+        half = ops.get(("r", 0), w // 2)
+        ops.set(("r", 0), w, b.sext(half, TYPES[w]))
+    elif kind == "cwd":                         # CWD / CDQ
+        ops.set(("r", 2), w, b.ashr(ops.get(("r", 0), w), _c(TYPES[w], w - 1)))
+    elif kind == "setcc":
+        _, _, _, cc, dst = ins
+        ops.fetch(dst, 8, True)
+        ops.set(dst, 8, b.zext(fl.cond(b, cc), I8))
+    elif kind == "cmov":                        # the source is read whatever the condition
+        _, _, _, cc, dst, src = ins
+        ops.fetch(src, w, False)
+        old = ops.get(("r", dst), w)
+        ops.set(("r", dst), w, b.select(fl.cond(b, cc), ops.get(src, w), old))
     elif kind == "jcc":
         return fl.cond(b, ins[3])
     elif kind == "jmp":
         return ir.Constant(I1, 1)
     elif kind == "loop":                        # CX or ECX - 1, no flags
-        c = b.sub(get(1), _c(ty, 1))
-        set_(1, c)
-        return b.icmp_unsigned("!=", c, _c(ty, 0))
+        c = b.sub(ops.get(("r", 1), w), _c(TYPES[w], 1))
+        ops.set(("r", 1), w, c)
+        return b.icmp_unsigned("!=", c, _c(TYPES[w], 0))
     return None
-
-
-def emit(insns, code, name):
-    """LLVM IR of the loop: ``i64 name(i64* s, i8* ram, i64 p, i64 eip, i64 lin,
-    i64 eflags, i64 budget, i64 tslot)``.
-
-    Returns the number of instructions executed (whole iterations within
-    ``budget``; 0 if not even one fits), or -1, having done nothing, if RAM at
-    ``p`` no longer holds ``code``.  Writes back the general registers, EIP,
-    EFLAGS and the trace ring from slot ``tslot`` on (linear addresses from
-    ``lin``, the loop head's).
-    """
-    blen = len(code)
-    mod = ir.Module(name=name)
-    fn = ir.Function(mod, ir.FunctionType(I64, [I64.as_pointer(), I8.as_pointer()] + [I64] * 6),
-                     name)
-    s, ram, p, eip, lin, f, budget, tslot = fn.args
-    entry = fn.append_basic_block("entry")
-    check = fn.append_basic_block("check")
-    run = fn.append_basic_block("run")
-    loop = fn.append_basic_block("loop")
-    done = fn.append_basic_block("done")
-    b = ir.IRBuilder(entry)
-    # Guest registers and flags live in allocas (entry block: SROA makes them SSA values).
-    regs = [b.alloca(I32, name=f"r{i}") for i in range(8)]
-    flag_vars = {k: b.alloca(I8 if k == "pfb" else I1, name=k)
-                 for k in ("cf", "af", "zf", "sf", "of", "pfb")}
-    it = b.alloca(I64, name="it")
-    taken_var = b.alloca(I1, name="taken")
-
-    def ret_const(v):
-        blk = fn.append_basic_block()
-        with b.goto_block(blk):
-            b.ret(ir.Constant(I64, v))
-        return blk
-
-    # The loop's bytes must still be in RAM at p: compare 8, 4, 2, 1 bytes at a time.
-    stale = ret_const(-1)
-    o = 0
-    same = ir.Constant(I1, 1)
-    while o < blen:
-        w = next(k for k in (8, 4, 2, 1) if k <= blen - o)
-        ty = ir.IntType(8 * w)
-        ptr = b.bitcast(b.gep(ram, [b.add(p, ir.Constant(I64, o))]), ty.as_pointer())
-        want = int.from_bytes(code[o:o + w], "little")
-        same = b.and_(same, b.icmp_unsigned("==", b.load(ptr, align=1), ir.Constant(ty, want)))
-        o += w
-    b.cbranch(same, check, stale)
-
-    b.position_at_end(check)
-    maxit = b.udiv(budget, ir.Constant(I64, len(insns)))
-    b.cbranch(b.icmp_signed(">", maxit, ir.Constant(I64, 0)), run, ret_const(0))
-
-    b.position_at_end(run)
-    for i in range(8):
-        b.store(b.trunc(b.load(b.gep(s, [ir.Constant(I64, i)])), I32), regs[i])
-    fl = _Flags(b, f)
-    for k, v in flag_vars.items():
-        b.store(getattr(fl, k), v)
-    b.store(ir.Constant(I64, 0), it)
-    b.branch(loop)
-
-    b.position_at_end(loop)
-    for k, v in flag_vars.items():
-        setattr(fl, k, b.load(v))
-    R = [b.load(r) for r in regs]
-    written = set()
-
-    def put(i, v):
-        R[i] = v
-        written.add(i)
-
-    for ins in insns:
-        taken = _lower(b, fl, R, put, ins)     # the last one is the branch back
-    for i in written:
-        b.store(R[i], regs[i])
-    for k, v in flag_vars.items():
-        b.store(getattr(fl, k), v)
-    b.store(taken, taken_var)
-    n = b.add(b.load(it), ir.Constant(I64, 1))
-    b.store(n, it)
-    b.cbranch(b.and_(taken, b.icmp_signed("<", n, maxit)), loop, done)
-
-    b.position_at_end(done)
-    for i in range(8):
-        b.store(b.zext(b.load(regs[i]), I64), b.gep(s, [ir.Constant(I64, i)]))
-    for k, v in flag_vars.items():
-        setattr(fl, k, b.load(v))
-    b.store(fl.eflags(b, f), b.gep(s, [ir.Constant(I64, EFLAGS)]))
-    nxt = b.select(b.load(taken_var), eip, b.add(eip, ir.Constant(I64, blen)))
-    b.store(nxt, b.gep(s, [ir.Constant(I64, EIP)]))
-    steps = b.mul(b.load(it), ir.Constant(I64, len(insns)))
-    _emit_trace(b, fn, s, steps, tslot, lin, insns)
-    b.ret(steps)
-    return mod
-
-
-def _emit_trace(b, fn, s, steps, tslot, lin, insns):
-    """Trace ring: the linear addresses of the last min(steps, TRACE_N) steps,
-    step j in slot (tslot + j) mod TRACE_N."""
-    offs, o = [], 0
-    for ins in insns:
-        offs.append(o)
-        o += ins[1]
-    table = ir.GlobalVariable(b.module, ir.ArrayType(I64, len(offs)), "offsets")
-    table.global_constant = True
-    table.linkage = "internal"
-    table.initializer = ir.Constant(ir.ArrayType(I64, len(offs)), offs)
-    n = ir.Constant(I64, len(offs))
-    first = b.select(b.icmp_signed(">", steps, ir.Constant(I64, TRACE_N)),
-                     b.sub(steps, ir.Constant(I64, TRACE_N)), ir.Constant(I64, 0))
-    head = b.block
-    body = fn.append_basic_block("trace")
-    tail = fn.append_basic_block("traced")
-    b.cbranch(b.icmp_signed("<", first, steps), body, tail)
-    b.position_at_end(body)
-    j = b.phi(I64)
-    j.add_incoming(first, head)
-    off = b.load(b.gep(table, [ir.Constant(I64, 0), b.urem(j, n)]))
-    slot = b.add(ir.Constant(I64, TRACE), b.and_(b.add(tslot, j), ir.Constant(I64, TRACE_N - 1)))
-    b.store(b.and_(b.add(lin, off), ir.Constant(I64, M32)), b.gep(s, [slot]))
-    j1 = b.add(j, ir.Constant(I64, 1))
-    j.add_incoming(j1, body)
-    b.cbranch(b.icmp_signed("<", j1, steps), body, tail)
-    b.position_at_end(tail)

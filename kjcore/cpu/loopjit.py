@@ -1,69 +1,97 @@
-"""Hot-loop tier: register-only loops compiled to host code with LLVM.
+"""Translation tier: hot regions of guest code compiled to host code with LLVM.
 
-A loop whose body is one straight run of register instructions ending in a
-branch back to its first byte (``L: add eax,ecx; xor edx,eax; dec ecx; jnz L``)
-is what an interpreter runs worst and what a compiler runs best.  When the
-step loop has seen such a loop head often enough (``hotloop.py`` counts
-backward branches), it stops with ``ST_JIT_REQUEST``; :func:`install`
-decodes the loop from RAM, emits LLVM IR for it with exact EFLAGS, and
-compiles it with the LLVM that Numba already loads (llvmlite).  The step
-loop then calls that code at the loop head: it runs whole iterations of the
-loop, keeps the guest registers and flags in host registers, and writes back
-what the interpreter would have left: the eight general registers, EIP,
-EFLAGS and the last ``TRACE_N`` entries of the trace ring.
+An interpreter pays for every instruction's decode and dispatch; a compiler
+pays once.  When the step loop has seen a loop head (the target of a taken
+backward branch, ``hotloop.py`` counts them) often enough, it stops with
+``ST_JIT_REQUEST``; :func:`install` decodes the *region* there
+(:func:`decode_region`: the basic blocks reachable forward from the head inside
+its code page, nested loops and forward branches included, up to the
+instructions the tier does not compile and the branches that leave), emits
+LLVM IR for it (``regionir.py``, ``loopir.py``) with exact EFLAGS, and
+compiles it with the LLVM that Numba already loads (llvmlite).  The step loop
+then calls that code whenever a backward branch reaches the head, and again
+when the code leaves by a backward branch to another compiled head (chaining).
 
-Fidelity: the compiled loop runs only instructions that cannot fault and
-touch no memory (the opcode table's ``loop`` column, ``isa.py``), each with
-the interpreter's flag rules (``loopir.py`` writes the IR), and stops at the
-step budget on an iteration boundary (the interpreter does the rest).
-The code checks the loop's bytes in RAM on every entry and refuses to run
-if they changed, so guest stores, DMA-like writes from Python and page swaps
-need no invalidation.  It does not depend on where the loop is: EIP, the
-linear address and the physical address come in as arguments.
+The compiled code keeps the guest registers and flags in host registers and
+goes to memory through the software TLB, inlined; whatever is not the plain
+case -- a TLB miss, a permission the entry lacks, a page-crossing or ROM
+access, a store into the region's own bytes, an instruction the tier does not
+compile, the end of the step budget -- is a side exit: the registers, EFLAGS
+and EIP of that instruction's start are written back and the interpreter
+goes on from there (faults are delivered by the interpreter, precisely).
+The code checks the region's bytes in RAM on every entry and refuses to run
+if they changed, so code written by the guest, by Python or by a page swap
+needs no other invalidation.  It does not depend on where the region is: EIP,
+the linear address and the physical address come in as arguments.
 
-Compiled code is kept per process, keyed by the loop's bytes, in one MCJIT
+Compiled code is kept per process, keyed by the region's bytes, in one MCJIT
 engine; a CPU's table holds only addresses of it (never saved with a
-machine).  When ``MAX_LOOPS`` loops are compiled, the engine and all its
+machine).  When ``MAX_LOOPS`` regions are compiled, the engine and all its
 code are dropped and ``generation`` counts up; ``CPU.run`` empties the
 table of a CPU from an older generation (:func:`forget`) before it runs.
 """
+from typing import NamedTuple
+
 import llvmlite.binding as llvm
 
+from . import regionrt
 from .hotloop import LOOP16
 from .isa import decode_insn, loop_compilable
-from .loopir import emit
+from .regionir import emit
 from .state import JIT, JIT_N, JIT_REQ, M32
 
-#: Backward branches to one loop head before it is compiled (LLVM takes a few
+#: Backward branches to one loop head before its region is compiled (LLVM takes a few
 #: milliseconds; the interpreter runs a few million instructions meanwhile).
 THRESHOLD = 4096
-#: Longest loop body compiled, in instructions.
-MAX_INSNS = 64
-#: Compiled loops kept at most.  Each costs about 45 KiB and two memory
+#: Most instructions decoded into one region.
+MAX_INSNS = 512
+#: Compiled regions kept at most.  Each costs about 45 KiB and two memory
 #: mappings (the kernel allows 65 530 per process; LLVM aborts the process
 #: when it cannot map more), so when this many are compiled the next one
 #: throws them all away first, as QEMU flushes its translation cache.
 MAX_LOOPS = 1024
 
 # Decoded instructions: (kind, length, width, fields...); width: the operand size in bits
-# (8, 16 or 32; LOOP: the address size, CX or ECX), a 16-bit result writes the low half
-# only, an 8-bit one (the AL forms 04-3C and A8) the low byte.
-#   ("alu", n, w, aop, dst, src, imm)   aop as in the 0x00-0x3F opcodes; src -1: imm
-#   ("test", n, w, a, src, imm)         src -1: imm
-#   ("inc"|"dec"|"not"|"neg", n, w, r)
-#   ("mov", n, w, dst, src, imm)        src -1: imm
-#   ("lea", n, 32, dst, base, index, scale, disp)   base/index -1: none (32-bit addressing)
-#   ("shift", n, 32, op, r, count)      C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
-#   ("xchg", n, w, a, b)
-#   ("nop", n, w)                       also a shift by 0 (changes nothing, not even flags)
+# (8, 16 or 32; LOOP: the address size, CX or ECX).  Operands: ("r", i) a register (8-bit:
+# AL CL DL BL AH CH DH BH), ("m", base, index, scale, disp) memory (32-bit addressing, DS or
+# SS by the base), ("i", value) an immediate.
+#   ("alu", n, w, aop, dst, src)        aop as in the 0x00-0x3F opcodes
+#   ("test", n, w, a, b)
+#   ("inc"|"dec"|"not"|"neg", n, w, op)
+#   ("mov", n, w, dst, src)
+#   ("movx", n, w, reg, src, src width, signed)     MOVZX / MOVSX
+#   ("lea", n, 32, reg, base, index, scale, disp)   base/index -1: none
+#   ("shift", n, 32, op, dst, count)    C1/D1 /op (ROL ROR SHL SHR SAR), count 1-31
+#   ("imul", n, w, reg, src, imm)       imm None: IMUL r, r/m
+#   ("xchg", n, w, a, b)                registers
+#   ("cbw"|"cwd"|"nop", n, w)
+#   ("setcc", n, 8, cc, dst) / ("cmov", n, w, cc, reg, src)
 #   ("jcc", n, w, cc, rel) / ("jmp", n, w, rel) / ("loop", n, w, rel)   rel: displacement
 #
 # In 16-bit code (``code16``: a CS without the D bit, real mode included) the default
 # operand and address sizes are 16 bits and 0x66 selects 32 (in 32-bit code it selects 16).
-# Compiled: any operand size for the ALU (eAX,Iz included), INC/DEC, NOT/NEG, TEST, MOV,
-# XCHG, and AL,Ib whatever the operand size; LEA and the
-# shifts with 32-bit operands and addresses; branches without a prefix.  The loop never
-# wraps its IP: ``hotloop`` enters it only when it ends below the 64 KiB of a 16-bit CS.
+# Memory operands are compiled in 32-bit code only; LEA and the shifts with 32-bit
+# operands and addresses; branches without a prefix.  A region in 16-bit code never wraps
+# its IP: ``hotloop`` enters it only when it ends below the 64 KiB of its CS.
+BRANCHES = ("jcc", "jmp", "loop")
+
+
+class Block(NamedTuple):
+    """A basic block: its offset in the region, its (offset, instruction) pairs, and the
+    offset after it when it does not end in a branch (a block there, or an exit)."""
+    start: int
+    insns: list
+    next: int
+
+
+class Region(NamedTuple):
+    """What :func:`decode_region` found: the blocks (the head's first), the bytes from the
+    head to the end of the last instruction, whether it is 16-bit code, and whether any
+    instruction has a memory operand."""
+    blocks: list
+    code: bytes
+    code16: bool
+    memory: bool
 
 
 def _signed(v, bits):
@@ -75,39 +103,63 @@ def _decode_one(code, o, code16=False):
 
     Which forms are compiled, and their lengths and operands, come from the
     opcode table (``isa.decode_insn``, the rows' ``loop`` column); this maps
-    a decoded form to what ``_lower`` needs.
+    a decoded form to what ``loopir.lower`` needs.
     """
     ins = decode_insn(code, o, code32=not code16)
     if ins is None or ins.prefixes not in (b"", b"\x66"):
         return None
     if not loop_compilable(ins._replace(prefixes=b"")):
         return None
-    op, n, reg, rm, imm = ins.form.op, ins.length, ins.reg, ins.rm, ins.imm
+    op, n, reg, imm = ins.form.op, ins.length, ins.reg, ins.imm
     w = 8 * ins.osz
+    if ins.mod == 3:
+        rm = ("r", ins.rm)
+    elif code16 or ins.asz != 4:
+        return None                                        # 16-bit addressing
+    else:
+        rm = ("m", ins.base, ins.index, ins.scale, ins.disp)
+    g = ("r", reg)
+    if op in BYTE_FORMS:
+        w = 8
     if op < 0x40 and op & 7 in (4, 5) or op in (0xA8, 0xA9):   # AL,Ib and eAX,Iz
-        w = w if op & 1 else 8
-        return ("test", n, w, 0, -1, imm) if op >= 0xA8 else ("alu", n, w, op >> 3, 0, -1, imm)
-    if op < 0x40:                                          # ALU Ev,Gv / Gv,Ev
-        dst, src = (reg, rm) if op & 2 else (rm, reg)
-        return ("alu", n, w, op >> 3, dst, src, 0)
-    if op in (0x81, 0x83):
-        return ("alu", n, w, reg, rm, -1, _signed(imm, 8) & M32 if op == 0x83 else imm)
+        x = ("i", imm)
+        return ("test", n, w, ("r", 0), x) if op >= 0xA8 else ("alu", n, w, op >> 3, ("r", 0), x)
+    if op < 0x40:                                          # ALU E,G / G,E
+        return ("alu", n, w, op >> 3) + ((g, rm) if op & 2 else (rm, g))
+    if op in (0x80, 0x81, 0x83):
+        return ("alu", n, w, reg, rm, ("i", _signed(imm, 8) & M32 if op == 0x83 else imm))
     if op < 0x50:
-        return ("inc" if op < 0x48 else "dec", n, w, op & 7)
-    if 0xB8 <= op < 0xC0:
-        return ("mov", n, w, op & 7, -1, imm)
-    if op in (0x89, 0x8B):
-        return ("mov", n, w, rm, reg, 0) if op == 0x89 else ("mov", n, w, reg, rm, 0)
-    if op == 0x85:
-        return ("test", n, w, rm, reg, 0)
-    if op == 0xF7:
-        return ("test", n, w, rm, -1, imm) if reg <= 1 else (("not", "neg")[reg - 2], n, w, rm)
+        return ("inc" if op < 0x48 else "dec", n, w, ("r", op & 7))
+    if op in (0x84, 0x85):
+        return ("test", n, w, rm, g)
+    if op in (0x86, 0x87):
+        return ("xchg", n, w, g, rm)
+    if 0x88 <= op <= 0x8B:
+        return ("mov", n, w) + ((g, rm) if op & 2 else (rm, g))
+    if op in (0xC6, 0xC7):
+        return ("mov", n, w, rm, ("i", imm))
+    if 0xB0 <= op < 0xC0:
+        return ("mov", n, w, ("r", op & 7), ("i", imm))
+    if op in (0xF6, 0xF7):
+        return ("test", n, w, rm, ("i", imm)) if reg <= 1 else (("not", "neg")[reg - 2], n, w, rm)
+    if op in (0xFE, 0xFF):
+        return (("inc", "dec")[reg], n, w, rm)
     if op == 0x90:
         return ("nop", n, w)
-    if op == 0x87:
-        return ("xchg", n, w, reg, rm)
     if 0x90 < op < 0x98:
-        return ("xchg", n, w, 0, op & 7)
+        return ("xchg", n, w, ("r", 0), ("r", op & 7))
+    if op in (0x98, 0x99):
+        return ("cbw" if op == 0x98 else "cwd", n, w)
+    if op in (0x69, 0x6B, 0x1AF):
+        if op == 0x1AF:
+            return ("imul", n, w, reg, rm, None)
+        return ("imul", n, w, reg, rm, _signed(imm, 8) & M32 if op == 0x6B else imm)
+    if op in (0x1B6, 0x1B7, 0x1BE, 0x1BF):
+        return ("movx", n, w, reg, rm, 8 if op & 1 == 0 else 16, op >= 0x1BE)
+    if 0x140 <= op < 0x150:
+        return ("cmov", n, w, op & 15, reg, rm)
+    if 0x190 <= op < 0x1A0:
+        return ("setcc", n, 8, op & 15, rm)
     if op in (0x8D, 0xC1, 0xD1):                           # 32-bit operands only
         if w != 32 or op == 0x8D and ins.asz != 4:
             return None
@@ -125,27 +177,68 @@ def _decode_one(code, o, code16=False):
     return ("loop", n, 8 * ins.asz, rel)                   # E2, the last loop form
 
 
-def decode_loop(code, code16=False):
-    """Decode a loop at the start of ``code`` (16-bit code with ``code16``): straight-line
-    instructions of the supported forms, the last a branch whose target is offset 0.
+#: Opcodes whose operands are bytes whatever the operand size.
+BYTE_FORMS = frozenset([8 * i + k for i in range(8) for k in (0, 2, 4)]
+                       + [0x80, 0x84, 0x86, 0x88, 0x8A, 0xA8, 0xC6, 0xF6, 0xFE]
+                       + list(range(0xB0, 0xB8)))
 
-    Returns (instructions, length in bytes) or None if ``code`` does not
-    start with such a loop.
-    """
-    out, o = [], 0
-    while len(out) < MAX_INSNS:
-        ins = _decode_one(code, o, code16)
-        if ins is None:
-            return None
-        out.append(ins)
-        o += ins[1]
-        if ins[0] in ("jcc", "jmp", "loop"):
-            return (out, o) if o + ins[-1] == 0 else None
-    return None
+
+def _explore(code, code16):
+    """Decode every instruction reachable from offset 0 without leaving ``code`` or going
+    below 0: (offset -> instruction, block leaders)."""
+    decoded, leaders, work = {}, {0}, [0]
+    while work and len(decoded) < MAX_INSNS:
+        o = work.pop()
+        if o in decoded:
+            leaders.add(o)
+            continue
+        while o not in decoded and len(decoded) < MAX_INSNS:
+            ins = _decode_one(code, o, code16)
+            if ins is None:
+                break
+            decoded[o] = ins
+            o += ins[1]
+            if ins[0] in BRANCHES:
+                target = o + ins[-1]
+                if 0 <= target < len(code):
+                    leaders.add(target)
+                    work.append(target)
+                if ins[0] != "jmp":
+                    leaders.add(o)
+                    work.append(o)
+                break
+        else:
+            if o in decoded:
+                leaders.add(o)                             # two paths join here
+    return decoded, leaders
+
+
+def decode_region(code, code16=False):
+    """The region at the start of ``code`` (the rest of its page), in 16-bit code with
+    ``code16``: a :class:`Region`, or None if no loop through offset 0 compiles."""
+    decoded, leaders = _explore(code, code16)
+    blocks, loops = [], False
+    for start in sorted(leaders):
+        if start not in decoded:
+            continue                                       # an exit: not compiled there
+        insns, o = [], start
+        while o in decoded and (o == start or o not in leaders):
+            ins = decoded[o]
+            insns.append((o, ins))
+            o += ins[1]
+            if ins[0] in BRANCHES:
+                loops |= o + ins[-1] == 0
+                break
+        blocks.append(Block(start, insns, o))
+    if not loops or not blocks or blocks[0].start != 0:
+        return None
+    end = max(o + ins[1] for o, ins in decoded.items())
+    memory = any(isinstance(x, tuple) and x[0] == "m" for ins in decoded.values() for x in ins)
+    return Region(blocks, bytes(code[:end]), code16, memory)
 
 
 class _Compiler:
-    """One MCJIT engine for the process; compiled loops by their bytes."""
+    """One MCJIT engine for the process; compiled regions by their bytes."""
 
     def __init__(self):
         llvm.initialize_native_target()
@@ -154,25 +247,33 @@ class _Compiler:
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self.code = {}
         # A short pipeline: the allocas become SSA values, the flags nobody
-        # reads inside the loop sink to its exit.  (The full -O2 pipeline
-        # gives the same loops and takes twice as long.)
+        # reads inside the region sink to its exits.  (The full -O2 pipeline
+        # makes the gcc programs 15-25 % faster and takes twice as long; code
+        # generation at -O0 takes half as long and runs two to three times slower.)
         self.pb = llvm.create_pass_builder(self.tm, llvm.create_pipeline_tuning_options(2))
         self.passes = llvm.create_new_function_pass_manager()
         for add in ("sroa", "instruction_combine", "simplify_cfg", "sinking",
                     "instruction_combine", "dead_code_elimination"):
             getattr(self.passes, f"add_{add}_pass")()
+        self.addresses = self._add(regionrt.module(), regionrt.TYPES)
 
-    def compile(self, insns, key):
-        """Address of the compiled loop ``insns`` (from :func:`decode_loop`);
-        ``key`` is (its bytes, whether it is 16-bit code)."""
+    def _add(self, module, names):
+        """Optimise and compile an IR module; the addresses of its functions ``names``."""
+        mod = llvm.parse_assembly(str(module))
+        mod.verify()
+        for fn in mod.functions:
+            if not fn.is_declaration:
+                self.passes.run(fn, self.pb)
+        self.engine.add_module(mod)
+        self.engine.finalize_object()
+        return {name: self.engine.get_function_address(name) for name in names}
+
+    def compile(self, region):
+        """Address of the compiled ``region`` (from :func:`decode_region`)."""
+        key = (region.code, region.code16)
         if key not in self.code:
-            name = f"loop{len(self.code)}"
-            mod = llvm.parse_assembly(str(emit(insns, key[0], name)))
-            mod.verify()
-            self.passes.run(mod.get_function(name), self.pb)
-            self.engine.add_module(mod)
-            self.engine.finalize_object()
-            self.code[key] = self.engine.get_function_address(name)
+            name = f"region{len(self.code)}"
+            self.code[key] = self._add(emit(region, name, self.addresses), [name])[name]
         return self.code[key]
 
 
@@ -187,7 +288,7 @@ def _table(s):
 
 
 def compiled(s):
-    """(physical address, length in bytes) of the loops a CPU runs compiled."""
+    """(physical address, length in bytes) of the regions a CPU runs compiled."""
     return sorted(((int(k) - 1) & ~LOOP16, int(n)) for k, fn, n, _ in _table(s)
                   if k and fn > 0)
 
@@ -198,9 +299,9 @@ def forget(s):
 
 
 def install(s, ram):
-    """Answer ``ST_JIT_REQUEST``: compile the loop at the requested loop head
-    and record the outcome in the CPU's hot-loop table (-1: not a compilable
-    loop; it is not asked for again while the entry stays).  If the code
+    """Answer ``ST_JIT_REQUEST``: compile the region at the requested loop head
+    and record the outcome in the CPU's hot-loop table (-1: no compilable
+    region; it is not asked for again while the entry stays).  If the code
     cache is full, this CPU's table is emptied first (the caller records the
     new ``generation`` for it)."""
     global _compiler, generation
@@ -208,18 +309,16 @@ def install(s, ram):
     key = int(s[k]) - 1
     p, code16 = key & ~LOOP16, bool(key & LOOP16)
     code = ram[p:min(ram.shape[0], (p | 0xFFF) + 1)].tobytes()
-    found = decode_loop(code, code16)
-    if found is None:
+    region = decode_region(code, code16)
+    if region is None:
         s[k + 1] = -1
         return
-    insns, blen = found
-    code = (code[:blen], code16)
     if _compiler is None:
         _compiler = _Compiler()
-    elif code not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
+    elif (region.code, code16) not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
         _compiler = _Compiler()                # the old engine and its code are freed
         generation += 1
         forget(s)
         s[k] = key + 1
-    s[k + 1] = _compiler.compile(insns, code)
-    s[k + 2] = blen
+    s[k + 1] = _compiler.compile(region)
+    s[k + 2] = len(region.code)

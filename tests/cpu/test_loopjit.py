@@ -276,30 +276,30 @@ def test_paging_trace_holds_linear_addresses():
     b"\x67\x01\xc8\x75\xfb",            # address-size prefix
     b"\x01\xc8\x66\x75\xfa",            # a branch with the operand-size prefix
     b"\x66\x8d\x00\x75\xfb",            # LEA with 16-bit operands
-    b"\x8b\x06\x75\xfc",                # memory operand
     b"\x01\xc8\x75\x00",                # branch that does not go back to the head
     b"\xd3\xe0\x75\xfc",                # shift by CL: not a compiled form
     b"\xd1\xd0\x75\xfc",                # RCL: not a compiled form
     b"\x01\xc8\xc3",                    # no branch back
-    b"\x01\xc8" * 80 + b"\xeb\x5e",     # longer than MAX_INSNS
+    b"\x01\xc8" * 520 + b"\xe9\xeb\xfb\xff\xff",   # longer than MAX_INSNS
+    b"\x66\x8b\x06\x75\xfb",            # memory operand, 16-bit addressing (code16 below)
 ])
 def test_decoder_refuses(code):
-    assert loopjit.decode_loop(code + bytes(16)) is None
+    assert loopjit.decode_region(code + bytes(16), code16=code[:1] == b"\x66") is None
 
 
 def test_decoder_needs_no_look_ahead():
     """Lengths come from the opcode table: a loop that ends where the bytes
     given end (the page end) is decoded; one cut inside an instruction is not."""
-    assert loopjit.decode_loop(b"\x01\xc8\x49\x75\xfb") is not None
-    assert loopjit.decode_loop(b"\x81\xc0\x01\x00") is None
+    assert loopjit.decode_region(b"\x01\xc8\x49\x75\xfb") is not None
+    assert loopjit.decode_region(b"\x81\xc0\x01\x00") is None
 
 
 def test_decoder_accepts_lea_forms():
-    found = loopjit.decode_loop(b"\x8d\x44\x88\x05" + b"\x8d\x04\x25\x10\x00\x00\x00"
-                                + b"\x8d\x80\x00\x01\x00\x00" + b"\xeb\xed" + bytes(8))
+    found = loopjit.decode_region(b"\x8d\x44\x88\x05" + b"\x8d\x04\x25\x10\x00\x00\x00"
+                                  + b"\x8d\x80\x00\x01\x00\x00" + b"\xeb\xed" + bytes(8))
     assert found is not None
-    insns, blen = found
-    assert blen == 19
+    assert len(found.code) == 19 and not found.memory
+    insns = [i for _, i in found.blocks[0].insns]
     assert insns[0][2:] == (32, 0, 0, 1, 2, 5)       # eax = eax + ecx*4 + 5
     assert insns[1][2:] == (32, 0, -1, -1, 0, 0x10)  # eax = 0x10 (no base, no index)
 
@@ -308,9 +308,11 @@ def test_decoder_accepts_accumulator_forms():
     """gcc's CRC-32 bit loop (and eax,imm32) and the AL,Ib forms, 8-bit with or without
     0x66."""
     crc = bytes.fromhex("89c183e001d1e9f7d8252083b8ed31c84a75ed")
-    insns, blen = loopjit.decode_loop(crc + bytes(8))
-    assert blen == 19 and insns[4] == ("alu", 5, 32, 4, 0, -1, 0xEDB88320)
-    insns, _ = loopjit.decode_loop(b"\x3c\x80\x66\x04\x7f\xa8\x01\x66\xa9\x34\x12\x75\xf3")
+    found = loopjit.decode_region(crc + b"\xf4" * 8)                 # HLT: an exit
+    insns = [i for _, i in found.blocks[0].insns]
+    assert len(found.code) == 19 and insns[4] == ("alu", 5, 32, 4, ("r", 0), ("i", 0xEDB88320))
+    found = loopjit.decode_region(b"\x3c\x80\x66\x04\x7f\xa8\x01\x66\xa9\x34\x12\x75\xf3")
+    insns = [i for _, i in found.blocks[0].insns]
     assert [i[:3] for i in insns[:4]] == [("alu", 2, 8), ("alu", 3, 8), ("test", 2, 8),
                                           ("test", 4, 16)]
 
@@ -431,12 +433,11 @@ def test_random_loops_against_unicorn(bits):
     checked = 0
     while checked < 150:
         code = random_loop(rng) if bits == 32 else random_loop16(rng)
-        found = loopjit.decode_loop(code + bytes(16), code16=bits == 16)
+        found = loopjit.decode_region(code + bytes(16), code16=bits == 16)
         if found is None:
             continue                # a form the tier refuses (a 16-bit shift)
-        insns, _ = found
-        offsets = np.cumsum([0] + [i[1] for i in insns])
-        if any(code[o] == 0xF7 and (code[o + 1] >> 3) & 7 == 1 for o in offsets[:-1]):
+        offsets, insns = zip(*found.blocks[0].insns)
+        if any(code[o] == 0xF7 and (code[o + 1] >> 3) & 7 == 1 for o in offsets):
             continue                # Unicorn refuses the F7 /1 alias of TEST (test_unicorn_bugs.py)
         at = CODE + rng.randrange(0, 4096 - len(code))
         regs = [rng.getrandbits(32) for _ in range(8)]

@@ -1,0 +1,316 @@
+"""LLVM IR of a compiled region: its blocks, memory accesses and side exits.
+
+``emit`` turns a decoded region (``loopjit.Region``) into one function
+
+    i64 region(i64* s, i8* ram, i64 p, i64 eip, i64 lin, i64 eflags, i64 budget,
+               i64 tslot, i64 ramsize)
+
+entered at the region's head (offset 0: EIP ``eip``, linear ``lin``, physical
+``p``).  It returns the steps executed (0: none), or -1, having done nothing,
+if RAM at ``p`` no longer holds the region's bytes.  On return the eight
+general registers, EIP and EFLAGS in ``s`` are what the interpreter would
+have left after those steps, and the trace ring holds one linear address per
+step from slot ``tslot`` on.  (The compiled code logs one entry per block it
+enters, its first step and the block; the trace ring's last ``TRACE_N``
+addresses are written from that log on the way out.)
+
+Each block starts by checking the step budget: a block that does not fit
+whole leaves by a *side exit* at its first instruction.  A side exit writes
+back the registers and flags as they are at the start of the instruction it
+leaves at, and sets EIP to it, so the interpreter continues exactly there.
+The other exits are the branches to code outside the region (EIP the
+target) and the instructions the tier does not compile.
+
+Memory operands (``access``) go through the software TLB inlined: the
+page boundary, the TLB entry and its permission bits
+(for the CPL at entry), RAM's size, the ROM range and the region's own bytes
+(a store into them) are checked, and any access that is not the plain case
+leaves by a side exit at its instruction: the interpreter makes it, walking
+the page tables, setting Accessed/Dirty bits, raising #PF or #GP precisely.
+A region with memory operands is entered only with flat DS and SS (base 0,
+limit 4 GiB - 1, writable expand-up data), or the function returns 0.
+"""
+from llvmlite import ir
+
+from . import regionrt
+from .loopir import I1, I8, I64, Flags, lower
+from .state import (
+    A_CODE,
+    A_E,
+    A_USABLE,
+    A_W,
+    EFLAGS,
+    EIP,
+    M32,
+    S_ATTR,
+    S_BASE,
+    S_LIMIT,
+    SEG,
+    TRACE_N,
+)
+
+CR0_PG = 1 << 31
+
+
+def _k(v):
+    return ir.Constant(I64, v)
+
+
+class _Regs:
+    """The guest's general registers in allocas (SROA makes them SSA values): every
+    write is stored at once, so a side exit anywhere finds them current."""
+
+    def __init__(self, b, slots):
+        self.b, self.slots = b, slots
+
+    def get(self, i):
+        return self.b.load(self.slots[i])
+
+    def put(self, i, v):
+        self.b.store(v, self.slots[i])
+
+
+class _Emitter:
+    def __init__(self, region, name, addresses):
+        self.region, self.addresses = region, addresses
+        self.mod = ir.Module(name=name)
+        args = [I64.as_pointer(), I8.as_pointer()] + [I64] * 7
+        self.fn = ir.Function(self.mod, ir.FunctionType(I64, args), name)
+        for a in self.fn.args[:2]:
+            a.add_attribute("noalias")
+        (self.s, self.ram, self.p, self.eip, self.lin, self.f, self.budget, self.tslot,
+         self.ramsize) = self.fn.args
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+
+    # -- helpers -------------------------------------------------------------
+    def sload(self, k):
+        return self.b.load(self.b.gep(self.s, [k if isinstance(k, ir.Value) else _k(k)]))
+
+    def sstore(self, k, v):
+        self.b.store(v, self.b.gep(self.s, [k if isinstance(k, ir.Value) else _k(k)]))
+
+    def ret_block(self, v):
+        blk = self.fn.append_basic_block()
+        with self.b.goto_block(blk):
+            self.b.ret(_k(v))
+        return blk
+
+    def new_block(self, name=""):
+        return self.fn.append_basic_block(name)
+
+    # -- the function ----------------------------------------------------------
+    def emit(self):
+        b, region = self.b, self.region
+        # Allocas in the entry block, where SROA turns them into SSA values.
+        self.regs = [b.alloca(ir.IntType(32), name=f"r{i}") for i in range(8)]
+        self.flag_slots = {k: b.alloca(I8 if k == "pfb" else I1, name=k) for k in Flags.NAMES}
+        self.steps = b.alloca(I64, name="steps")
+        self.xoff = b.alloca(I64, name="xoff")
+        self.log = b.alloca(I64, TRACE_N, name="log")
+        self.logged = b.alloca(I64, name="logged")
+        self.check_bytes()
+        self.check_segments()
+        for i in range(8):
+            b.store(b.trunc(self.sload(i), ir.IntType(32)), self.regs[i])
+        fl = Flags(b, self.f)
+        self.store_flags(fl)
+        b.store(_k(0), self.steps)
+        b.store(_k(0), self.logged)
+        self.done = self.new_block("done")
+        self.labels = {blk.start: self.new_block(f"b{blk.start}") for blk in region.blocks}
+        self.ids = {blk.start: i for i, blk in enumerate(region.blocks)}
+        b.branch(self.labels[0])
+        for blk in region.blocks:
+            self.emit_block(blk)
+        self.emit_done()
+        return self.mod
+
+    def check_bytes(self):
+        """Return -1 unless RAM at p holds the region's bytes (8, 4, 2, 1 at a time)."""
+        b, code = self.b, self.region.code
+        same = ir.Constant(I1, 1)
+        o = 0
+        while o < len(code):
+            w = next(k for k in (8, 4, 2, 1) if k <= len(code) - o)
+            ty = ir.IntType(8 * w)
+            ptr = b.bitcast(b.gep(self.ram, [b.add(self.p, _k(o))]), ty.as_pointer())
+            want = int.from_bytes(code[o:o + w], "little")
+            same = b.and_(same, b.icmp_unsigned("==", b.load(ptr, align=1), ir.Constant(ty, want)))
+            o += w
+        good = self.new_block("fresh")
+        b.cbranch(same, good, self.ret_block(-1))
+        b.position_at_end(good)
+
+    def check_segments(self):
+        """A region with memory operands is entered only with flat segments: DS and SS
+        usable, writable, expand-up data segments of base 0 and limit 4 GiB - 1, so an
+        offset is the linear address and only an access crossing the top page could
+        pass the limit (the page-crossing check sends it to the interpreter)."""
+        b = self.b
+        if not self.region.memory:
+            return
+        flat = ir.Constant(I1, 1)
+        for seg in (2, 3):
+            base = SEG + 4 * seg
+            kind = b.and_(self.sload(base + S_ATTR), _k(A_USABLE | A_CODE | A_E | A_W))
+            flat = b.and_(flat, b.icmp_unsigned("==", kind, _k(A_USABLE | A_W)))
+            flat = b.and_(flat, b.icmp_unsigned("==", self.sload(base + S_BASE), _k(0)))
+            flat = b.and_(flat, b.icmp_unsigned("==", self.sload(base + S_LIMIT), _k(M32)))
+        go = self.new_block("go")
+        b.cbranch(flat, go, self.ret_block(0))
+        b.position_at_end(go)
+
+    def store_flags(self, fl):
+        for k in Flags.NAMES:
+            self.b.store(getattr(fl, k), self.flag_slots[k])
+
+    def load_flags(self):
+        fl = Flags.__new__(Flags)
+        for k in Flags.NAMES:
+            setattr(fl, k, self.b.load(self.flag_slots[k]))
+        return fl
+
+    def side_exit(self, off, steps, fl):
+        """Leave at region offset ``off`` (an i64 Python int) after ``steps`` (an IR i64)."""
+        b = self.b
+        self.store_flags(fl)
+        b.store(steps, self.steps)
+        b.store(_k(off), self.xoff)
+        b.branch(self.done)
+
+    def goto(self, target, steps, fl):
+        """Continue at region offset ``target``: its block, or an exit there."""
+        if target in self.labels:
+            self.store_flags(fl)
+            self.b.store(steps, self.steps)
+            self.b.branch(self.labels[target])
+        else:
+            self.side_exit(target, steps, fl)
+
+    def emit_block(self, blk):
+        b = self.b
+        b.position_at_end(self.labels[blk.start])
+        fl = self.load_flags()
+        st0 = b.load(self.steps)
+        n = len(blk.insns)
+        body = self.new_block()
+        out = self.new_block()
+        b.cbranch(b.icmp_signed(">", b.add(st0, _k(n)), self.budget), out, body)
+        with b.goto_block(out):
+            self.side_exit(blk.start, st0, fl)
+        b.position_at_end(body)
+        regs = _Regs(b, self.regs)
+        nlog = b.load(self.logged)
+        b.store(b.or_(b.shl(st0, _k(16)), _k(self.ids[blk.start])),
+                b.gep(self.log, [b.and_(nlog, _k(TRACE_N - 1))]))
+        b.store(b.add(nlog, _k(1)), self.logged)
+        taken = None
+        for i, (off, ins) in enumerate(blk.insns):
+            self.cur = (off, b.add(st0, _k(i)), fl)
+            taken = lower(b, fl, regs, self.access, ins)
+        st = b.add(st0, _k(n))
+        last_off, last = blk.insns[-1] if blk.insns else (blk.start, None)
+        end = last_off + last[1] if last else blk.start
+        if taken is None:
+            self.goto(blk.next, st, fl)
+            return
+        target = end + last[-1]
+        yes, no = self.new_block(), self.new_block()
+        b.cbranch(taken, yes, no)
+        with b.goto_block(yes):
+            self.goto(target, st, fl)
+        b.position_at_end(no)
+        self.goto(end, st, fl)
+
+    def entry_alloca(self, ty, init):
+        """A variable of the whole call (an alloca at the top of the entry block, where
+        SROA promotes it), set to ``init`` there."""
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            var = self.b.alloca(ty)
+            self.b.store(ir.Constant(ty, init), var)
+        return var
+
+    def access(self, ea, n, write, ty):
+        """Pointer (``ty*``) to the ``n``-byte operand at DS/SS:ea, or a side exit at the
+        current instruction when the access is not the plain case.
+
+        Each operand remembers the last page it reached (``cvpn``, its physical base
+        ``cbase``) while every check passed for the whole page: the next access in that
+        page only checks the offset.  (Nothing changes the TLB while compiled code runs.)"""
+        b = self.b
+        off, here, fl = self.cur
+        fail = self.new_block("miss")
+        with b.goto_block(fail):
+            self.side_exit(off, here, fl)
+        cvpn, cbase = self.entry_alloca(I64, -1), self.entry_alloca(I64, 0)
+        lin = b.zext(ea, I64)                          # flat segments (load_memory_context)
+        low = b.and_(lin, _k(0xFFF))
+        bad = b.icmp_unsigned(">", low, _k(4096 - n))
+        vpn = b.lshr(lin, _k(12))
+        hit, walk, join = self.new_block(), self.new_block(), self.new_block()
+        b.cbranch(b.and_(b.not_(bad), b.icmp_unsigned("==", vpn, b.load(cvpn))), hit, walk)
+        b.position_at_end(hit)
+        ph_hit = b.or_(b.load(cbase), low)
+        b.branch(join)
+        b.position_at_end(walk)
+        walked, found = self.new_block(), self.new_block()
+        b.cbranch(bad, fail, walked)
+        b.position_at_end(walked)
+        r = b.call(self.runtime("walk"), [self.s, lin, _k(n), _k(int(write)), self.p,
+                                          _k(len(self.region.code)), self.ramsize])
+        b.cbranch(b.icmp_signed("<", r, _k(0)), fail, found)
+        b.position_at_end(found)
+        page = b.and_(r, _k(~1))
+        ph = b.or_(page, low)
+        b.store(b.select(b.trunc(r, I1), vpn, _k(-1)), cvpn)
+        b.store(page, cbase)
+        b.branch(join)
+        b.position_at_end(join)
+        phys = b.phi(I64)
+        phys.add_incoming(ph_hit, hit)
+        phys.add_incoming(ph, found)
+        return b.bitcast(b.gep(self.ram, [phys]), ty.as_pointer())
+
+    def emit_done(self):
+        b = self.b
+        b.position_at_end(self.done)
+        for i in range(8):
+            self.sstore(i, b.zext(b.load(self.regs[i]), I64))
+        fl = self.load_flags()
+        self.sstore(EFLAGS, fl.eflags(b, self.f))
+        mask = 0xFFFF if self.region.code16 else M32
+        self.sstore(EIP, b.and_(b.add(self.eip, b.load(self.xoff)), _k(mask)))
+        self.emit_trace()
+        b.ret(b.load(self.steps))
+
+    def emit_trace(self):
+        """Write the trace ring from the block log (``regionrt.trace``)."""
+        b = self.b
+        offs, first = [], []
+        for blk in self.region.blocks:
+            first.append(len(offs))
+            offs.extend(off for off, _ in blk.insns)
+        tables = []
+        for name, values in (("offsets", offs), ("first", first)):
+            ty = ir.ArrayType(I64, len(values))
+            g = ir.GlobalVariable(self.mod, ty, name)
+            g.global_constant = True
+            g.linkage = "internal"
+            g.initializer = ir.Constant(ty, values)
+            tables.append(b.gep(g, [_k(0), _k(0)]))
+        b.call(self.runtime("trace"), [self.s, b.gep(self.log, [_k(0)]), b.load(self.logged),
+                                       b.load(self.steps), self.tslot, self.lin] + tables)
+
+    def runtime(self, name):
+        """The shared function ``name`` of ``regionrt`` (compiled once: called by address)."""
+        ty = regionrt.TYPES[name]
+        return self.b.inttoptr(_k(self.addresses[name]), ty.as_pointer())
+
+
+def emit(region, name, addresses):
+    """The LLVM module of ``region`` (see the module docstring), its function ``name``;
+    ``addresses``: where the shared functions of ``regionrt`` were compiled."""
+    return _Emitter(region, name, addresses).emit()
+
