@@ -21,10 +21,9 @@ import random
 import numpy as np
 import pytest
 from cpu_world import HANDLERS, KSTACK, World
-from llvmlite import ir
 from region_gen import ARITH, CODE, DATA, program_from, random_program
 
-from kjcore.cpu import Status, loopir, loopjit, regionir
+from kjcore.cpu import Status, loopir, loopjit, regionrt
 from kjcore.cpu import state as S
 
 CASES = int(os.environ.get("KJCORE_REGION_CASES", "150"))
@@ -341,8 +340,7 @@ def _short_program():
                 return prog, steps
 
 
-@pytest.mark.parametrize("warm", [True, pytest.param(False, marks=pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="test_compile_request_on_the_last_step_of_a_budget"))])
+@pytest.mark.parametrize("warm", [True, False])
 def test_every_step_budget(warm):
     """A run cut after every possible number of steps, and resumed after the cut: the same
     state with the tier forced on as without (a compiled region stops exactly at the
@@ -427,9 +425,6 @@ def test_code_changed_from_python_between_runs():
     assert out[1].compiled
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="CPU.run returns ST_JIT_REQUEST (9, not a Status) when the compile "
-                          "request comes at the budget's last step: ValueError")
 def test_compile_request_on_the_last_step_of_a_budget():
     """The third trip round the loop is the 7th step: a run of 7 steps stops there."""
     cpu = world(program_from(bytes.fromhex("b805000000" "83c301" "48" "75fa" "f4")))
@@ -462,15 +457,7 @@ def test_planted_missing_tlb_check_is_caught(monkeypatch):
     """A code generator whose memory accesses skip the TLB lookup and its permission check
     (as with paging off; the world is identity-mapped, so only faults are missed): the
     fault suites report it."""
-    access = regionir._Emitter.access
-
-    def access_unchecked(self, *args):
-        paging, self.paging = self.paging, ir.Constant(ir.IntType(1), 0)
-        try:
-            return access(self, *args)
-        finally:
-            self.paging = paging
-    monkeypatch.setattr(regionir._Emitter, "access", access_unchecked)
+    monkeypatch.setattr(regionrt, "CR0_PG", 0)     # the shared walk sees paging off
     monkeypatch.setattr(loopjit, "_compiler", None)
     prog = loop_through_page(True, 1)
     diffs, on, off = three_ways(prog, unicorn=False, variant="absent", page=1)
