@@ -218,7 +218,7 @@ def run(s, ram, ram64, con, max_steps):
                     while k > 0:
                         j = enter_loop(s, ram, k, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb,
                                        lr, max_steps - n, (n + toff) & (TRACE_N - 1),
-                                       span - (nxt - elo))
+                                       span - (nxt - elo), nxt - elo)
                         k = 0
                         if j > 0:
                             n += j

@@ -90,16 +90,17 @@ def loop_head(s, p):
     return 0
 
 
-@kernel("i", "sriiiiiiiiiii")
-def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
+@kernel("i", "sriiiiiiiiiiii")
+def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room, back):
     """Run the compiled region of table entry ``k`` at offset ``eip`` in CS
-    (linear ``lin``, physical ``p``; ``room`` bytes of the code window from
-    there); ``fl, la, lb, lr``: the fast path's lazy EFLAGS.
+    (linear ``lin``, physical ``p``; the code window holds ``room`` bytes from
+    there and ``back`` bytes before it); ``fl, la, lb, lr``: the fast path's lazy
+    EFLAGS.
 
     Returns the instructions it ran (it has written the registers, EIP,
     EFLAGS and the trace ring; slot ``tslot`` is its first step's), or 0.
     """
-    if s[k + 2] > room:
+    if (s[k + 2] & 0xFFFF) > room or (s[k + 2] >> 16) > back:   # after | before << 16
         return 0
     r = _call(s[k + 1], s, ram, p, eip, lin, flags_of(fl & M32, fl >> 32, la, lb, lr),
               budget, tslot, ram.shape[0])
@@ -128,4 +129,4 @@ def loop16(s, ram, start, budget, tslot):
     if k == 0:
         return 0
     room = min(s[cs + S_LIMIT] + 1 - eip, 0xFFFF - eip)
-    return enter_loop(s, ram, k, p, eip, lin, s[EFLAGS], 0, 0, 0, budget, tslot, room)
+    return enter_loop(s, ram, k, p, eip, lin, s[EFLAGS], 0, 0, 0, budget, tslot, room, 0)
