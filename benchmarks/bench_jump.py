@@ -4,7 +4,8 @@ One 1 GiB machine per engine (same RAM contents: a first kernel below 4 MiB, ran
 above), a 16/64/256 MiB image whose entry page holds ``ret``.  Measured in the same run:
 
 * ``emulated``: ``m.kernel_kexec()`` with the whole relocation routine on kjcore's CPU;
-* ``native``: the same jump with the swap passes done by ``_swap.pyx``;
+* ``native``: the same jump with the swap passes done by ``_swap.pyx``; the two are timed
+  alternately (best of five each), so a change in the load of a shared machine reaches both;
 * ``memcpy bound``: two passes x three bulk ``np.copyto`` of the image size over contiguous,
   already-touched buffers (what bench_swap.py calls the bound of one pass, twice);
 * ``unicorn``: the same routine from the same RAM and registers (``prepare_call``) on
@@ -12,11 +13,12 @@ above), a 16/64/256 MiB image whose entry page holds ``ret``.  Measured in the s
   three runs within 20 s, one run when a run is long; a size is skipped (said so in the
   output) when its run would take, or takes, more than 60 s.
 
-Targets: emulated/native >= 0.5, emulated >= 50x Unicorn, round trip >= 0.5x the memcpy bound
-at 64 MiB.  ``test_peak_rss`` runs 20 round trips of a 256 MiB image in a fresh process and
-reports its peak RSS against ram_size + 300 MiB.  ``test_fixed_cost`` times ``reboot()`` of a
-one-page image on a 16 MiB machine (best of 5 x 2000 round trips, warm): the Python cost every
-jump pays whatever its size, target <= 100 us.
+Targets: emulated/native >= 0.8 for 16-256 MiB (SPEC §18; §13 asked 0.5), reported as
+``emulated_vs_native`` beside ``within_target``; emulated >= 50x Unicorn, round trip >= 0.5x
+the memcpy bound at 64 MiB.  ``test_peak_rss`` runs 20 round trips of a 256 MiB image in a
+fresh process and reports its peak RSS against ram_size + 300 MiB.  ``test_fixed_cost``
+times ``reboot()`` of a one-page image on a 16 MiB machine (best of 5 x 2000 round trips,
+warm): the Python cost every jump pays whatever its size, target <= 100 us.
 
 A plain ``ret`` leaves the image's ``start`` at the word after the swap page (SPEC §7.9), so
 every timed jump first puts ``start`` back at the entry.
@@ -28,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -44,6 +47,8 @@ ENTRY = 16 * MiB
 UNICORN_LIMIT_S = 60.0
 #: further Unicorn runs (best-of) are made while the total stays under this
 UNICORN_EXTRA_S = 20.0
+#: emulated round trip / native round trip (SPEC §18)
+EMULATED_VS_NATIVE_TARGET = 0.8
 
 
 def _fill_random(ram, seed=0):
@@ -80,6 +85,18 @@ def round_trip(m, pages):
         r = m.kernel_kexec()
         assert r.pages_swapped == pages, r
     return jump
+
+
+def best_of_alternating(first, second, repeat=5):
+    """Smallest wall times (seconds) of ``first`` and ``second``, called in turn ``repeat``
+    times: on a machine shared with other work both see the same spells of load."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, fn in enumerate((first, second)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def memcpy_bound(size):
@@ -137,13 +154,13 @@ def test_round_trip(benchmark, machines, unicorn_rate, size_mib):
     emu_jump()                                  # first jump of the size: page-ins, TLB, ...
     nat_jump()
     benchmark.pedantic(emu_jump, rounds=5, iterations=1)
-    emulated = best_of(emu_jump)
-    native = best_of(nat_jump)
+    emulated, native = best_of_alternating(emu_jump, nat_jump)
     bound = memcpy_bound(size)
     unicorn, note = unicorn_round_trip(emu, size, unicorn_rate)
     ratios = {"emulated_rt_s": 1 / emulated, "native_rt_s": 1 / native,
               "memcpy_bound_rt_s": 1 / bound,
               "emulated_vs_native": native / emulated,
+              "within_target": float(native / emulated >= EMULATED_VS_NATIVE_TARGET),
               "emulated_vs_memcpy": bound / emulated,
               "native_vs_memcpy": bound / native}
     if unicorn is not None:
