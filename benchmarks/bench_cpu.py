@@ -7,13 +7,13 @@ its figures in ``benchmark.extra_info`` as well.
 - ALU loop: instructions/s, kjcore vs Unicorn (target >= 10x, issue 12; SPEC 13 asks
   0.5x) and vs Unicorn with a per-instruction Python hook (target >= 100x, issue 12; SPEC 13
   asks 50x).  kjcore compiles this
-  loop (the hot-loop tier, ``kjcore.cpu.loopjit``); the same loop with the
+  loop (the translation tier, ``kjcore.cpu.loopjit``); the same loop with the
   tier off (``cpu.jit = False``: every instruction through the interpreter)
-  is reported beside it.  Also: a xorshift PRNG loop (shifts, compiled by the
-  tier), and a loop with memory operands, which the tier does not compile.
+  is reported beside it.  Also: a xorshift PRNG loop (shifts), and a loop with
+  memory operands, both compiled by the tier.
 - Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
   instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
-  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the hot-loop tier;
+  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the translation tier;
   more in bench_realmode.py).
 - gcc -O2 programs (``benchmarks/programs``: CRC-32 bitwise and table-driven, SHA-256,
   insertion sort, a word copy between buffers 1 MiB apart, recursion) with paging on: MIPS of
@@ -101,7 +101,7 @@ def _report(benchmark, **figures):
 
 
 def _tier_interpreter_unicorn(benchmark, code, steps):
-    """instructions/s of ``code`` with the hot-loop tier, without it, and on Unicorn."""
+    """instructions/s of ``code`` with the translation tier, without it, and on Unicorn."""
     ours, run = _mips(code, jit=True)
     interp, _ = _mips(code, jit=False)
     benchmark(run)

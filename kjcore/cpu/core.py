@@ -316,7 +316,7 @@ def run(s, ram, ram64, con, max_steps):
         if s[MH_HITS] > 0 or s[HOOK_VEC] > 0:   # a memory or interrupt hook fired
             status = ST_HOOK
             break
-        if went_back:                          # 16-bit code: the hot-loop tier (hotloop.py)
+        if went_back:                          # 16-bit code: the translation tier (hotloop.py)
             j = loop16(s, ram, start, max_steps - n, tp)
             if j == REQUEST:
                 status = ST_JIT_REQUEST

@@ -1,4 +1,4 @@
-"""The hot-loop tier (loopjit.py, hotloop.py) against the interpreter.
+"""The translation tier (loopjit.py, hotloop.py) against the interpreter.
 
 Every case runs twice, once with ``cpu.jit`` on (loops compiled after one or
 a few iterations) and once with it off, and the two runs must agree on the
