@@ -222,6 +222,9 @@ def run(s, ram, ram64, con, max_steps):
                         k = 0
                         if j > 0:
                             n += j
+                            # a REP MOVSD in the region: one trace entry, many steps
+                            toff -= s[D_DONE]
+                            s[TRACE_CNT] -= s[D_DONE]
                             head = nxt
                             nxt = s[EIP]
                             fl = s[EFLAGS]     # exact (lazy kind L_NONE)

@@ -109,8 +109,9 @@ def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room, back
     there and ``back`` bytes before it); ``fl, la, lb, lr``: the fast path's lazy
     EFLAGS.
 
-    Returns the instructions it ran (it has written the registers, EIP,
-    EFLAGS and the trace ring; slot ``tslot`` is its first step's), or 0.
+    Returns the steps it ran (it has written the registers, EIP, EFLAGS and
+    the trace ring, slot ``tslot`` its first instruction's, and in ``D_DONE``
+    the steps beyond one per trace entry: a REP MOVSD's elements), or 0.
     """
     after, before = s[k + 2] & 0xFFFF, s[k + 2] >> 16
     if after > room or before > back or _stops_in(s, lin - before, lin + after):

@@ -16,7 +16,8 @@ field (``/r``).  Each row (:class:`Form`) says
 * ``fast``: the fast path's class of the first byte when it runs the form
   with register operands, ``fast_mem``: it also runs the memory form;
 * ``loop``: the translation tier compiles it: ``"reg"`` with ModRM mod 3 only,
-  ``"mem"`` with a memory operand only (LEA), ``"any"`` with either (or no ModRM).
+  ``"mem"`` with a memory operand only (LEA), ``"any"`` with either (or no ModRM),
+  ``"rep"`` with the REP prefix only (REP MOVSD).
 
 Everything else is derived from the rows at import time: the compiled
 decoder's ``OP_FAMILY``/``OP_FLAGS`` (one entry per opcode: ModRM, immediate
@@ -60,7 +61,7 @@ FAST_CLASSES = ("none", "alu", "inc", "dec", "stack", "jcc", "0f", "movi", "grp1
  K_LEA, K_F7, K_NOP, K_JMP8, K_LOOP, K_JMP32, K_CALLRET, K_ALUI, K_SHIFT, K_IMUL,
  K_BYTE) = range(len(FAST_CLASSES))
 
-LOOP_RULES = ("reg", "mem", "any")
+LOOP_RULES = ("reg", "mem", "any", "rep")
 PREFIXES = frozenset((0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0x66, 0x67, 0xF0, 0xF2, 0xF3))
 
 
@@ -162,7 +163,7 @@ def _forms():
     for op, n in ((0xA4, "MOVSB"), (0xA5, "MOVS"), (0xA6, "CMPSB"), (0xA7, "CMPS"),
                   (0xAA, "STOSB"), (0xAB, "STOS"), (0xAC, "LODSB"), (0xAD, "LODS"),
                   (0xAE, "SCASB"), (0xAF, "SCAS")):
-        row([op], n, F_STRING)
+        row([op], n, F_STRING, loop="rep" if op == 0xA5 else None)
     row([0xA8], "TEST AL,Ib", F_ALU, imm="b", loop="any")
     row([0xA9], "TEST eAX,Iz", F_ALU, imm="z", fast="alui", loop="any")
     row(range(0xB0, 0xB8), "MOV r8,Ib", F_MOV, imm="b", loop="any")

@@ -68,6 +68,7 @@ MAX_LOOPS = 1024
 #   ("setcc", n, 8, cc, dst) / ("cmov", n, w, cc, reg, src)
 #   ("jcc", n, w, cc, rel) / ("jmp", n, w, rel) / ("loop", n, w, rel)   rel: displacement
 #   ("push"|"pop", n, 32, reg) / ("call", n, 32, rel) / ("ret", n, 32)    32-bit code only
+#   ("movs", n, 32)                     REP MOVSD (F3 A5), a block of its own
 #
 # In 16-bit code (``code16``: a CS without the D bit, real mode included) the default
 # operand and address sizes are 16 bits and 0x66 selects 32 (in 32-bit code it selects 16).
@@ -91,14 +92,15 @@ class Region(NamedTuple):
     """What :func:`decode_region` found, offsets relative to the head: the blocks, the
     bytes from the first instruction to the end of the last and the offset they start at
     (0 or below), whether it is 16-bit code, whether any instruction reaches memory and
-    whether any uses the stack, and the return sites of its CALLs (where a RET may land
-    in the region)."""
+    whether any uses the stack or ES (REP MOVSD), and the return sites of its CALLs
+    (where a RET may land in the region)."""
     blocks: list
     code: bytes
     start: int
     code16: bool
     memory: bool
     stack: bool
+    strings: bool
     returns: frozenset
 
 
@@ -114,6 +116,9 @@ def _decode_one(code, o, code16=False):
     a decoded form to what ``loopir.lower`` needs.
     """
     ins = decode_insn(code, o, code32=not code16)
+    if ins is not None and ins.form.loop == "rep":          # REP MOVSD, 32-bit code only
+        ok = ins.prefixes == b"\xf3" and not code16 and ins.osz == ins.asz == 4
+        return ("movs", ins.length, 32) if ok else None
     if ins is None or ins.prefixes not in (b"", b"\x66"):
         return None
     if not loop_compilable(ins._replace(prefixes=b"")):
@@ -215,6 +220,8 @@ def _explore(code, head, code16):
             if ins is None:
                 break
             decoded[o] = ins
+            if ins[0] == "movs":                           # a block of its own
+                leaders.update((o, o + ins[1]))
             o += ins[1]
             if ins[0] in BRANCHES:
                 if ins[0] == "ret":
@@ -248,6 +255,8 @@ def decode_region(code, head=0, code16=False):
             ins = decoded[o]
             insns.append((o - head, ins))
             o += ins[1]
+            if ins[0] == "movs":
+                break
             if ins[0] in BRANCHES:
                 loops |= ins[0] != "ret" and o + ins[-1] == head
                 break
@@ -259,8 +268,8 @@ def decode_region(code, head=0, code16=False):
     kinds = {ins[0] for ins in decoded.values()}
     memory = bool(kinds & STACK) or any(
         isinstance(x, tuple) and x[0] == "m" for ins in decoded.values() for x in ins)
-    return Region(blocks, bytes(code[lo:hi]), lo - head, code16, memory, bool(kinds & STACK),
-                  frozenset(r - head for r in returns))
+    return Region(blocks, bytes(code[lo:hi]), lo - head, code16, memory or "movs" in kinds,
+                  bool(kinds & STACK), "movs" in kinds, frozenset(r - head for r in returns))
 
 
 class _Compiler:

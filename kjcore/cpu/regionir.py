@@ -40,6 +40,8 @@ from .state import (
     A_E,
     A_USABLE,
     A_W,
+    D_DONE,
+    DF,
     EFLAGS,
     EIP,
     M32,
@@ -49,8 +51,6 @@ from .state import (
     SEG,
     TRACE_N,
 )
-
-CR0_PG = 1 << 31
 
 
 def _k(v):
@@ -110,6 +110,7 @@ class _Emitter:
         self.xoff = b.alloca(I64, name="xoff")
         self.log = b.alloca(I64, TRACE_N, name="log")
         self.logged = b.alloca(I64, name="logged")
+        self.extra = b.alloca(I64, name="extra")      # steps beyond one trace entry (REP)
         self.check_bytes()
         self.check_segments()
         for i in range(8):
@@ -118,6 +119,7 @@ class _Emitter:
         self.store_flags(fl)
         b.store(_k(0), self.steps)
         b.store(_k(0), self.logged)
+        b.store(_k(0), self.extra)
         self.done = self.new_block("done")
         self.labels = {blk.start: self.new_block(f"b{blk.start}") for blk in region.blocks}
         self.ids = {blk.start: i for i, blk in enumerate(region.blocks)}
@@ -157,7 +159,7 @@ class _Emitter:
         if self.region.stack:                          # PUSH, POP, CALL, RET: a 32-bit stack
             ss = self.sload(SEG + 4 * 2 + S_ATTR)
             flat = b.icmp_unsigned("!=", b.and_(ss, _k(A_DB)), _k(0))
-        for seg in (2, 3):
+        for seg in (0, 2, 3) if self.region.strings else (2, 3):     # ES, SS, DS
             base = SEG + 4 * seg
             kind = b.and_(self.sload(base + S_ATTR), _k(A_USABLE | A_CODE | A_E | A_W))
             flat = b.and_(flat, b.icmp_unsigned("==", kind, _k(A_USABLE | A_W)))
@@ -209,9 +211,14 @@ class _Emitter:
         b.position_at_end(body)
         regs = _Regs(b, self.regs)
         nlog = b.load(self.logged)
-        b.store(b.or_(b.shl(st0, _k(16)), _k(self.ids[blk.start])),
+        traced = b.sub(st0, b.load(self.extra))      # trace entries so far
+        b.store(b.or_(b.shl(traced, _k(16)), _k(self.ids[blk.start])),
                 b.gep(self.log, [b.and_(nlog, _k(TRACE_N - 1))]))
         b.store(b.add(nlog, _k(1)), self.logged)
+        if blk.insns[0][1][0] == "movs":
+            self.cur = (blk.start, st0, fl)
+            self.goto(blk.next, self.rep_movs(regs, st0), fl)
+            return
         taken = None
         for i, (off, ins) in enumerate(blk.insns):
             self.cur = (off, b.add(st0, _k(i)), fl)
@@ -238,6 +245,61 @@ class _Emitter:
             self.goto(target, st, fl)
         b.position_at_end(no)
         self.goto(end, st, fl)
+
+    def rep_movs(self, regs, st0):
+        """REP MOVSD (DS:ESI to ES:EDI): the steps after it.  ECX = 0 is one step that
+        does nothing; otherwise ECX elements, each a step, copied at once when the plain
+        case holds: DF clear, the budget has room for them all, the source and the
+        destination each inside one page, both pages granted (``walk``) and apart.
+        Anything else leaves by a side exit: the interpreter copies element by element.
+        The whole string is one trace entry (``extra`` counts the other steps)."""
+        b, i32 = self.b, ir.IntType(32)
+        off, here, fl = self.cur
+        fail = self.new_block("miss")
+        with b.goto_block(fail):
+            self.side_exit(off, here, fl)
+        count = b.zext(regs.get(1), I64)
+        size = b.shl(count, _k(2))
+        esi, edi = b.zext(regs.get(6), I64), b.zext(regs.get(7), I64)
+        bad = b.icmp_unsigned("!=", b.and_(self.f, _k(DF)), _k(0))
+        bad = b.or_(bad, b.icmp_signed(">", b.add(st0, count), self.budget))
+        for lin in (esi, edi):
+            bad = b.or_(bad, b.icmp_unsigned(">", b.add(b.and_(lin, _k(0xFFF)), size),
+                                             _k(4096)))
+        copy, walked, join = (self.new_block() for _ in range(3))
+        head, one = b.block, b.add(st0, _k(1))
+        b.cbranch(b.icmp_unsigned("==", count, _k(0)), join, walked)
+        b.position_at_end(walked)
+        phys = []
+        for lin, write in ((esi, 0), (edi, 1)):
+            nxt = self.new_block()
+            b.cbranch(bad, fail, nxt)
+            b.position_at_end(nxt)
+            r = b.call(self.runtime("walk"), [self.s, lin, size, _k(write), self.code_at,
+                                              _k(len(self.region.code)), self.ramsize])
+            bad = b.icmp_signed("<", r, _k(0))
+            phys.append(b.or_(b.and_(r, _k(~0xFFF)), b.and_(lin, _k(0xFFF))))
+        src, dst = phys
+        apart = b.or_(b.icmp_unsigned("<=", b.add(src, size), dst),
+                      b.icmp_unsigned("<=", b.add(dst, size), src))
+        b.cbranch(b.or_(bad, b.not_(apart)), fail, copy)
+        b.position_at_end(copy)
+        memcpy = b.module.declare_intrinsic("llvm.memcpy", [I8.as_pointer(), I8.as_pointer(),
+                                                            I64])
+        b.call(memcpy, [b.gep(self.ram, [dst]), b.gep(self.ram, [src]), size,
+                        ir.Constant(I1, 0)])
+        size32 = b.trunc(size, i32)
+        regs.put(6, b.add(regs.get(6), size32))
+        regs.put(7, b.add(regs.get(7), size32))
+        regs.put(1, ir.Constant(i32, 0))
+        b.store(b.add(b.load(self.extra), b.sub(count, _k(1))), self.extra)
+        all_ = b.add(st0, count)
+        b.branch(join)
+        b.position_at_end(join)
+        steps = b.phi(I64)
+        steps.add_incoming(one, head)
+        steps.add_incoming(all_, copy)
+        return steps
 
     def call_ret(self, regs, off, ins):
         """CALL rel32 (push the return address; the block then branches to the target) or
@@ -329,6 +391,7 @@ class _Emitter:
         self.sstore(EFLAGS, fl.eflags(b, self.f))
         mask = 0xFFFF if self.region.code16 else M32
         self.sstore(EIP, b.and_(b.add(self.eip, b.load(self.xoff)), _k(mask)))
+        self.sstore(D_DONE, b.load(self.extra))
         self.emit_trace()
         b.ret(b.load(self.steps))
 
@@ -347,8 +410,9 @@ class _Emitter:
             g.linkage = "internal"
             g.initializer = ir.Constant(ty, values)
             tables.append(b.gep(g, [_k(0), _k(0)]))
+        traced = b.sub(b.load(self.steps), b.load(self.extra))
         b.call(self.runtime("trace"), [self.s, b.gep(self.log, [_k(0)]), b.load(self.logged),
-                                       b.load(self.steps), self.tslot, self.lin] + tables)
+                                       traced, self.tslot, self.lin] + tables)
 
     def runtime(self, name):
         """The shared function ``name`` of ``regionrt`` (compiled once: called by address)."""
