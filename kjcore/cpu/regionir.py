@@ -121,9 +121,13 @@ class _Emitter:
         b.store(_k(0), self.logged)
         b.store(_k(0), self.extra)
         self.done = self.new_block("done")
+        # Each block has two labels: one that logs it for the trace, and its body, where it
+        # branches to itself (a run of one block is one log entry).
         self.labels = {blk.start: self.new_block(f"b{blk.start}") for blk in region.blocks}
+        self.bodies = {blk.start: self.new_block(f"body{blk.start}") for blk in region.blocks}
         self.ids = {blk.start: i for i, blk in enumerate(region.blocks)}
-        b.branch(self.labels[0])
+        self.sizes = {blk.start: len(blk.insns) for blk in region.blocks}
+        self.goto(0, _k(0), fl)
         for blk in region.blocks:
             self.emit_block(blk)
         self.emit_done()
@@ -188,36 +192,40 @@ class _Emitter:
         b.store(off if isinstance(off, ir.Value) else _k(off), self.xoff)
         b.branch(self.done)
 
-    def goto(self, target, steps, fl):
-        """Continue at region offset ``target``: its block, or an exit there."""
-        if target in self.labels:
-            self.store_flags(fl)
-            self.b.store(steps, self.steps)
-            self.b.branch(self.labels[target])
-        else:
+    def goto(self, target, steps, fl, here=None):
+        """Continue at region offset ``target`` after ``steps``: its block if the step
+        budget has room for the whole block (from block ``here``: to its body, not its
+        log), else an exit there."""
+        b = self.b
+        if target not in self.labels:
             self.side_exit(target, steps, fl)
+            return
+        self.store_flags(fl)
+        b.store(steps, self.steps)
+        out = self.new_block()
+        fits = b.icmp_signed("<=", b.add(steps, _k(self.sizes[target])), self.budget)
+        b.cbranch(fits, self.bodies[target] if target == here else self.labels[target], out)
+        b.position_at_end(out)
+        b.store(_k(target), self.xoff)
+        b.branch(self.done)
 
     def emit_block(self, blk):
         b = self.b
         b.position_at_end(self.labels[blk.start])
-        fl = self.load_flags()
-        st0 = b.load(self.steps)
-        n = len(blk.insns)
-        body = self.new_block()
-        out = self.new_block()
-        b.cbranch(b.icmp_signed(">", b.add(st0, _k(n)), self.budget), out, body)
-        with b.goto_block(out):
-            self.side_exit(blk.start, st0, fl)
-        b.position_at_end(body)
-        regs = _Regs(b, self.regs)
         nlog = b.load(self.logged)
-        traced = b.sub(st0, b.load(self.extra))      # trace entries so far
+        traced = b.sub(b.load(self.steps), b.load(self.extra))     # trace entries so far
         b.store(b.or_(b.shl(traced, _k(16)), _k(self.ids[blk.start])),
                 b.gep(self.log, [b.and_(nlog, _k(TRACE_N - 1))]))
         b.store(b.add(nlog, _k(1)), self.logged)
+        b.branch(self.bodies[blk.start])
+        b.position_at_end(self.bodies[blk.start])
+        fl = self.load_flags()
+        st0 = b.load(self.steps)
+        n = len(blk.insns)
+        regs = _Regs(b, self.regs)
         if blk.insns[0][1][0] == "movs":
             self.cur = (blk.start, st0, fl)
-            self.goto(blk.next, self.rep_movs(regs, st0), fl)
+            self.goto(blk.next, self.rep_movs(regs, st0), fl, blk.start)
             return
         taken = None
         for i, (off, ins) in enumerate(blk.insns):
@@ -233,18 +241,18 @@ class _Emitter:
             self.dispatch(taken, st, fl)
             return
         if taken is None:
-            self.goto(blk.next, st, fl)
+            self.goto(blk.next, st, fl, blk.start)
             return
         target = end + last[-1]
         if last[0] in ("jmp", "call"):
-            self.goto(target, st, fl)
+            self.goto(target, st, fl, blk.start)
             return
         yes, no = self.new_block(), self.new_block()
         b.cbranch(taken, yes, no)
         with b.goto_block(yes):
-            self.goto(target, st, fl)
+            self.goto(target, st, fl, blk.start)
         b.position_at_end(no)
-        self.goto(end, st, fl)
+        self.goto(end, st, fl, blk.start)
 
     def rep_movs(self, regs, st0):
         """REP MOVSD (DS:ESI to ES:EDI): the steps after it.  ECX = 0 is one step that
@@ -402,6 +410,7 @@ class _Emitter:
         for blk in self.region.blocks:
             first.append(len(offs))
             offs.extend(off for off, _ in blk.insns)
+        first.append(len(offs))
         tables = []
         for name, values in (("offsets", offs), ("first", first)):
             ty = ir.ArrayType(I64, len(values))

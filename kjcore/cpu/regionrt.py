@@ -73,11 +73,12 @@ def _trace(mod):
     """``void trace(i64* s, i64* log, i64 logged, i64 steps, i64 tslot, i64 lin,
     i64* offsets, i64* first)``.
 
-    Write the trace ring's entries of a region's last min(steps, TRACE_N) steps, step i
-    in slot (tslot + i) mod TRACE_N, from its block log: ``logged`` entries (the newest
-    TRACE_N kept, entry j at j mod TRACE_N), each ``first step << 16 | block``; block
-    ``k``'s instructions are at region offsets ``offsets[first[k]:]``, ``lin`` is the
-    region's linear address.
+    Write the trace ring's last min(steps, TRACE_N) entries of a region, entry i in slot
+    (tslot + i) mod TRACE_N, from its block log: ``logged`` entries (the newest TRACE_N
+    kept, entry j at j mod TRACE_N), each ``first entry << 16 | block``, a run of that
+    block (once, or many times over when it branches to itself) up to the next entry;
+    block ``k``'s instructions are at region offsets ``offsets[first[k]:first[k + 1]]``,
+    ``lin`` is the region's linear address.
     """
     fn = ir.Function(mod, TYPES["trace"], "trace")
     s, log, logged, steps, tslot, lin, offsets, first = fn.args
@@ -94,14 +95,16 @@ def _trace(mod):
     b.position_at_end(block)
     e = b.load(b.gep(log, [b.and_(b.load(j), _k(TRACE_N - 1))]))
     st = b.ashr(e, _k(16))
-    base = b.sub(b.load(b.gep(first, [b.and_(e, _k(0xFFFF))])), st)
+    blk = b.and_(e, _k(0xFFFF))
+    base = b.load(b.gep(first, [blk]))
+    size = b.sub(b.load(b.gep(first, [b.add(blk, _k(1))])), base)
     b.store(b.select(b.icmp_signed(">", st, lo), st, lo), i)
     b.branch(step)
     b.position_at_end(step)                    # its steps from max(st, lo) to end - 1
     b.cbranch(b.icmp_signed("<", b.load(i), b.load(end)), stepped, nxt)
     b.position_at_end(stepped)
     k = b.load(i)
-    off = b.load(b.gep(offsets, [b.add(base, k)]))
+    off = b.load(b.gep(offsets, [b.add(base, b.urem(b.sub(k, st), size))]))
     slot = b.add(_k(TRACE), b.and_(b.add(tslot, k), _k(TRACE_N - 1)))
     b.store(b.and_(b.add(lin, off), _k(M32)), b.gep(s, [slot]))
     b.store(b.add(k, _k(1)), i)
