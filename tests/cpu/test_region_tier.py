@@ -21,10 +21,9 @@ import random
 import numpy as np
 import pytest
 from cpu_world import HANDLERS, KSTACK, World
-from llvmlite import ir
 from region_gen import ARITH, CODE, DATA, program_from, random_program
 
-from kjcore.cpu import Status, loopir, loopjit, regionir
+from kjcore.cpu import Status, loopir, loopjit, regionrt
 from kjcore.cpu import state as S
 
 CASES = int(os.environ.get("KJCORE_REGION_CASES", "150"))
@@ -460,18 +459,10 @@ def test_planted_wrong_flag_is_caught(monkeypatch):
 
 def test_planted_missing_tlb_check_is_caught(monkeypatch):
     """A code generator whose memory accesses skip the TLB lookup and its permission check
-    (as with paging off; the world is identity-mapped, so only faults are missed): the
-    fault suites report it."""
-    access = regionir._Emitter.access
-
-    def access_unchecked(self, *args):
-        paging, self.paging = self.paging, ir.Constant(ir.IntType(1), 0)
-        try:
-            return access(self, *args)
-        finally:
-            self.paging = paging
-    monkeypatch.setattr(regionir._Emitter, "access", access_unchecked)
-    monkeypatch.setattr(loopjit, "_compiler", None)
+    (the shared walk, ``regionrt``, built as if paging were off; the world is
+    identity-mapped, so only faults are missed): the fault suites report it."""
+    monkeypatch.setattr(regionrt, "CR0_PG", 0)
+    monkeypatch.setattr(loopjit, "_compiler", None)       # compile afresh, with the bug
     prog = loop_through_page(True, 1)
     diffs, on, off = three_ways(prog, unicorn=False, variant="absent", page=1)
     assert int(off.state["eip"]) == PF_HANDLER_HLT and int(on.state["eip"]) == prog.hlt + 1
