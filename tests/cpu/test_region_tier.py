@@ -216,7 +216,8 @@ def three_ways(prog, unicorn=True, variant=None, page=0, late=None):
 
 def suite(seed, count, variant=None, unicorn=True, stop_at_first=False, late=False):
     """Random programs ``count`` from ``seed`` three ways: (failures as (program,
-    differences), programs whose loop ran compiled, programs that ended in a fault).
+    differences), programs whose loop ran compiled, programs that ended in a fault (#PF,
+    #GP or #SS before the HLT) or a bus error).
     ``late``: the variant's page is taken away after a random number (1-300) of steps."""
     rng, when = random.Random(seed), random.Random(seed + 1)
     fails, compiled, faulted = [], 0, 0
@@ -226,7 +227,8 @@ def suite(seed, count, variant=None, unicorn=True, stop_at_first=False, late=Fal
         at = when.randrange(1, 300) if late else None
         diffs, on, off = three_ways(prog, unicorn and not late, variant, page, at)
         compiled += bool(on.compiled) and prog.mem_insns > 0
-        faulted += off.status != Status.HLT or int(off.state["eip"]) != prog.hlt + 1
+        vec, eip = int(off.state["fault_vec"]), int(off.state["fault_eip"])
+        faulted += off.status == Status.BUS_ERROR or vec in (12, 13, 14) and eip != prog.hlt
         if diffs:
             fails.append((prog, diffs))
             if stop_at_first:
