@@ -4,15 +4,16 @@ Run with ``pytest benchmarks/bench_cpu.py --benchmark-enable -s`` (benchmarks
 are disabled by default; ``-s`` shows the ratio lines).  Every test records
 its figures in ``benchmark.extra_info`` as well.
 
-- ALU loop: instructions/s, kjcore vs Unicorn (target >= 0.5x) and vs Unicorn
-  with a per-instruction Python hook (target >= 50x).  kjcore compiles this
-  loop (the hot-loop tier, ``kjcore.cpu.loopjit``); the same loop with the
+- ALU loop: instructions/s, kjcore vs Unicorn (target >= 10x, issue 12; SPEC 13 asks
+  0.5x) and vs Unicorn with a per-instruction Python hook (target >= 100x, issue 12; SPEC 13
+  asks 50x).  kjcore compiles this
+  loop (the translation tier, ``kjcore.cpu.loopjit``); the same loop with the
   tier off (``cpu.jit = False``: every instruction through the interpreter)
-  is reported beside it.  Also: a xorshift PRNG loop (shifts, compiled by the
-  tier), and a loop with memory operands, which the tier does not compile.
+  is reported beside it.  Also: a xorshift PRNG loop (shifts), and a loop with
+  memory operands, both compiled by the tier.
 - Real mode: the ALU and memory loops as 16-bit code (0x66 for the 32-bit registers, the same
   instruction counts) vs Unicorn in UC_MODE_16, and as a fraction of the protected-mode figure
-  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the hot-loop tier;
+  (SPEC 14.1; 16-bit code runs in the interpreter, its register-only loops in the translation tier;
   more in bench_realmode.py).
 - gcc -O2 programs (``benchmarks/programs``: CRC-32 bitwise and table-driven, SHA-256,
   insertion sort, a word copy between buffers 1 MiB apart, recursion) with paging on: MIPS of
@@ -58,7 +59,8 @@ def mem_loop(n):
 
 
 def _mips(code, jit, esi=0x8000):
-    """kjcore's instructions/s on ``code`` (second run: the first compiles)."""
+    """kjcore's instructions/s on ``code`` (the best of five runs after the first, which
+    compiles)."""
     ram = np.zeros(1 << 20, np.uint8)
     ram[0x1000:0x1000 + len(code)] = np.frombuffer(code, np.uint8)
     cpu = CPU(ram)
@@ -69,9 +71,14 @@ def _mips(code, jit, esi=0x8000):
         cpu.esi = esi
         assert cpu.run(10 ** 9) == Status.HLT
     run()
+    best = min(_timed(run) for _ in range(5))
+    return cpu.steps / best, run
+
+
+def _timed(fn):
     t = time.perf_counter()
-    run()
-    return cpu.steps / (time.perf_counter() - t), run
+    fn()
+    return time.perf_counter() - t
 
 
 def _unicorn_mips(code, steps, esi=0x8000):
@@ -80,10 +87,11 @@ def _unicorn_mips(code, steps, esi=0x8000):
     uc.mem_write(0x1000, code)
     uc.reg_write(X.UC_X86_REG_ESI, esi)
     uc.emu_start(0x1000, 0x1000 + len(code) - 1)
-    uc.reg_write(X.UC_X86_REG_ESI, esi)
-    t = time.perf_counter()
-    uc.emu_start(0x1000, 0x1000 + len(code) - 1)
-    return steps / (time.perf_counter() - t)
+
+    def run():
+        uc.reg_write(X.UC_X86_REG_ESI, esi)
+        uc.emu_start(0x1000, 0x1000 + len(code) - 1)
+    return steps / min(_timed(run) for _ in range(3))
 
 
 def _report(benchmark, **figures):
@@ -93,7 +101,7 @@ def _report(benchmark, **figures):
 
 
 def _tier_interpreter_unicorn(benchmark, code, steps):
-    """instructions/s of ``code`` with the hot-loop tier, without it, and on Unicorn."""
+    """instructions/s of ``code`` with the translation tier, without it, and on Unicorn."""
     ours, run = _mips(code, jit=True)
     interp, _ = _mips(code, jit=False)
     benchmark(run)
@@ -134,7 +142,7 @@ def test_xorshift_loop(benchmark):
 
 
 def test_memory_operand_loop(benchmark):
-    """A loop the hot-loop tier does not compile: loads, a store, a memory compare."""
+    """A loop with loads, a store and a memory compare (compiled by the translation tier)."""
     n = 1_000_000
     code = mem_loop(n)
     ours, run = _mips(code, jit=True)
@@ -145,14 +153,17 @@ def test_memory_operand_loop(benchmark):
 
 
 def test_gcc_programs(benchmark):
-    """Each gcc program on kjcore and on Unicorn (second runs: the first compile or translate)."""
+    """Each gcc program on kjcore and on Unicorn: the best of three runs after the first,
+    which compiles or translates (reported as ``<name>_first_s``: the tier's compile
+    time is in it, and Unicorn's translation in its own)."""
     figures = {}
     ratios = []
     cpu = None
     for name, count in gcc_programs.PROGRAMS.items():
-        cpu, _ = gcc_programs.on_kjcore(name, count, cpu)
-        cpu, ours = gcc_programs.on_kjcore(name, count, cpu)
-        theirs = min(gcc_programs.on_unicorn(name, count)[1] for _ in range(2))
+        cpu, first = gcc_programs.on_kjcore(name, count, cpu)
+        ours = min(gcc_programs.on_kjcore(name, count, cpu)[1] for _ in range(3))
+        theirs = min(gcc_programs.on_unicorn(name, count)[1] for _ in range(3))
+        figures[f"{name}_first_s"] = first
         figures[f"{name}_mips"] = cpu.steps / ours / 1e6
         figures[f"{name}_unicorn_mips"] = cpu.steps / theirs / 1e6
         figures[f"{name}_ratio"] = theirs / ours

@@ -2,7 +2,7 @@
 
 Run with ``pytest benchmarks/bench_hooks.py --benchmark-enable -s``.
 
-- No hook set: the ALU loop (fast path and hot-loop tier) and a loop with memory operands run
+- No hook set: the ALU loop (fast path and translation tier) and a loop with memory operands run
   at the speed they have without the hooks machinery; a hook added and deleted again leaves
   them there (``no_hook_*`` figures, ns per instruction).
 - A code hook on every instruction (a Python callback that counts): ns per hooked instruction,

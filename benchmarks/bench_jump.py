@@ -4,7 +4,8 @@ One 1 GiB machine per engine (same RAM contents: a first kernel below 4 MiB, ran
 above), a 16/64/256 MiB image whose entry page holds ``ret``.  Measured in the same run:
 
 * ``emulated``: ``m.kernel_kexec()`` with the whole relocation routine on kjcore's CPU;
-* ``native``: the same jump with the swap passes done by ``_swap.pyx``;
+* ``native``: the same jump with the swap passes done by ``_swap.pyx``; the two are timed
+  alternately (best of five each), so a change in the load of a shared machine reaches both;
 * ``memcpy bound``: two passes x three bulk ``np.copyto`` of the image size over contiguous,
   already-touched buffers (what bench_swap.py calls the bound of one pass, twice);
 * ``unicorn``: the same routine from the same RAM and registers (``prepare_call``) on
@@ -12,11 +13,12 @@ above), a 16/64/256 MiB image whose entry page holds ``ret``.  Measured in the s
   three runs within 20 s, one run when a run is long; a size is skipped (said so in the
   output) when its run would take, or takes, more than 60 s.
 
-Targets: emulated/native >= 0.5, emulated >= 50x Unicorn, round trip >= 0.5x the memcpy bound
-at 64 MiB.  ``test_peak_rss`` runs 20 round trips of a 256 MiB image in a fresh process and
-reports its peak RSS against ram_size + 300 MiB.  ``test_fixed_cost`` times ``reboot()`` of a
-one-page image on a 16 MiB machine (best of 5 x 2000 round trips, warm): the Python cost every
-jump pays whatever its size, target <= 100 us.
+Targets: emulated/native >= 0.8 for 16-256 MiB (SPEC §18; §13 asked 0.5), reported as
+``emulated_vs_native`` beside ``within_target``; emulated >= 50x Unicorn, round trip >= 0.5x
+the memcpy bound at 64 MiB.  ``test_peak_rss`` runs 20 round trips of a 256 MiB image in a
+fresh process and reports its peak RSS against ram_size + 300 MiB.  ``test_fixed_cost``
+times ``reboot()`` of a one-page image on a 16 MiB machine (best of 5 x 2000 round trips,
+warm): the Python cost every jump pays whatever its size, target <= 100 us.
 
 A plain ``ret`` leaves the image's ``start`` at the word after the swap page (SPEC §7.9), so
 every timed jump first puts ``start`` back at the entry.
@@ -28,13 +30,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from _timing import best_of, report
 
 import kjcore
-from kjcore import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE, Segment
+from kjcore import KEXEC_PRESERVE_CONTEXT, PAGE_SIZE, Segment, relocate
 
 MiB = 1 << 20
 RAM_SIZE = 1024 * MiB
@@ -44,6 +47,8 @@ ENTRY = 16 * MiB
 UNICORN_LIMIT_S = 60.0
 #: further Unicorn runs (best-of) are made while the total stays under this
 UNICORN_EXTRA_S = 20.0
+#: emulated round trip / native round trip (SPEC §18)
+EMULATED_VS_NATIVE_TARGET = 0.8
 
 
 def _fill_random(ram, seed=0):
@@ -80,6 +85,18 @@ def round_trip(m, pages):
         r = m.kernel_kexec()
         assert r.pages_swapped == pages, r
     return jump
+
+
+def best_of_alternating(first, second, repeat=5):
+    """Smallest wall times (seconds) of ``first`` and ``second``, called in turn ``repeat``
+    times: on a machine shared with other work both see the same spells of load."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeat):
+        for i, fn in enumerate((first, second)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
 
 
 def memcpy_bound(size):
@@ -137,19 +154,77 @@ def test_round_trip(benchmark, machines, unicorn_rate, size_mib):
     emu_jump()                                  # first jump of the size: page-ins, TLB, ...
     nat_jump()
     benchmark.pedantic(emu_jump, rounds=5, iterations=1)
-    emulated = best_of(emu_jump)
-    native = best_of(nat_jump)
+    emulated, native = best_of_alternating(emu_jump, nat_jump)
     bound = memcpy_bound(size)
     unicorn, note = unicorn_round_trip(emu, size, unicorn_rate)
     ratios = {"emulated_rt_s": 1 / emulated, "native_rt_s": 1 / native,
               "memcpy_bound_rt_s": 1 / bound,
               "emulated_vs_native": native / emulated,
+              "within_target": float(native / emulated >= EMULATED_VS_NATIVE_TARGET),
               "emulated_vs_memcpy": bound / emulated,
               "native_vs_memcpy": bound / native}
     if unicorn is not None:
         ratios.update(unicorn_rt_s=1 / unicorn, emulated_vs_unicorn=unicorn / emulated)
     benchmark.extra_info["unicorn"] = note
     report(benchmark, f"round trip {size_mib} MiB ({note})", **ratios)
+
+
+# ------------------------------------------------------------------- the swap loop, cache-hot
+#: source pages of the cache-hot list: its 3 x 1 MiB of pages stay in the host's caches
+HOT_PAGES = 256
+HOT_CODE, HOT_STUB, HOT_STACK = 0x10000, 0x1000, 0x8000
+HOT_LIST, HOT_SWAP, HOT_DEST, HOT_SOURCE = 0x100000, 0x101000, 0x400000, 0x800000
+
+
+def hot_swap_loop(pages=HOT_PAGES):
+    """The routine's ``swap_pages`` on a bare CPU (flat 32-bit, paging off) over a list of
+    ``pages`` SOURCE words: ``(run the pass on the CPU, run it natively, list head)``.
+
+    The stub at HOT_STUB is ``push swap; push head; call swap_pages; hlt``; a breakpoint
+    elsewhere is set as in a jump (the step loop then runs as it does there).
+    """
+    from kjcore.cpu import CPU, Status
+    from kjcore.swap import swap_pass
+    ram = np.zeros(16 * MiB, np.uint8)
+    ram[HOT_DEST:] = np.random.default_rng(0).integers(0, 256, len(ram) - HOT_DEST, np.uint8)
+    ram[HOT_CODE:HOT_CODE + len(relocate.ROUTINE)] = np.frombuffer(relocate.ROUTINE, np.uint8)
+    words = [HOT_DEST | 1] + [(HOT_SOURCE + i * PAGE_SIZE) | 8 for i in range(pages)] + [4]
+    ram[HOT_LIST:HOT_LIST + 4 * len(words)] = np.array(words, "<u4").view(np.uint8)
+    head = HOT_LIST | 2
+    call = HOT_CODE + relocate.SYMBOLS["swap_pages"] - (HOT_STUB + 15)
+    stub = (b"\x68" + HOT_SWAP.to_bytes(4, "little") + b"\x68" + head.to_bytes(4, "little")
+            + b"\xe8" + (call % (1 << 32)).to_bytes(4, "little") + b"\xf4")
+    ram[HOT_STUB:HOT_STUB + len(stub)] = np.frombuffer(stub, np.uint8)
+    cpu = CPU(ram)
+    cpu.breakpoints = {HOT_STACK}
+
+    def emulated():
+        cpu.eip, cpu.esp = HOT_STUB, HOT_STACK
+        assert cpu.run(10 ** 9) == Status.HLT
+        return cpu.steps
+
+    def native():
+        swap_pass(ram, head, HOT_SWAP, "native")
+    return emulated, native, head
+
+
+def test_swap_loop_hot(benchmark):
+    """ns per page of the swap loop on the CPU and natively, copies in the host's caches.
+
+    With the copies cheap, what is left is the step loop's cost of the 23 guest instructions a
+    page costs (20 plain ones and three ``rep movsl``): the part of the emulated round trip
+    that the memory bandwidth does not set.  The step count is the routine's (SPEC 12.13).
+    """
+    emulated, native, head = hot_swap_loop()
+    stub_steps = 4                                  # push, push, call, hlt
+    words = {"destination": 1, "indirection": 1, "source": HOT_PAGES, "done": 1}
+    assert emulated() == stub_steps + relocate.swap_pages_steps(HOT_PAGES + 2, words)
+    native()
+    benchmark.pedantic(emulated, rounds=5, iterations=1)
+    emu, nat = best_of_alternating(emulated, native, repeat=15)
+    report(benchmark, f"swap loop, {HOT_PAGES} pages in cache",
+           emulated_ns_per_page=emu / HOT_PAGES * 1e9, native_ns_per_page=nat / HOT_PAGES * 1e9,
+           step_loop_ns_per_page=(emu - nat) / HOT_PAGES * 1e9, emulated_vs_native=nat / emu)
 
 
 # ------------------------------------------------------------------------------ peak RSS

@@ -4,7 +4,7 @@ Run with ``pytest benchmarks/bench_realmode.py --benchmark-enable -s`` (benchmar
 disabled by default; ``-s`` shows the figures, also kept in ``benchmark.extra_info``).
 
 - ALU loop as real-mode code, with 16-bit operands (``add ax,cx``) and with 32-bit operands
-  (0x66): kjcore (the hot-loop tier compiles 16-bit code, ``kjcore.cpu.hotloop.loop16``), kjcore
+  (0x66): kjcore (the translation tier compiles 16-bit code, ``kjcore.cpu.hotloop.loop16``), kjcore
   with the tier off, Unicorn in ``UC_MODE_16``, and the same loop as 32-bit protected-mode code
   on kjcore: the goal is real mode >= 0.5 x protected mode.
 - Memory loop as real-mode code (``[si]`` operands; the tier does not compile memory forms),

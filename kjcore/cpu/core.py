@@ -218,7 +218,7 @@ def run(s, ram, ram64, con, max_steps):
                     while k > 0:
                         j = enter_loop(s, ram, k, nxt + pdelta, nxt, nxt + ldelta, fl, la, lb,
                                        lr, max_steps - n, (n + toff) & (TRACE_N - 1),
-                                       span - (nxt - elo))
+                                       span - (nxt - elo), nxt - elo)
                         k = 0
                         if j > 0:
                             n += j
@@ -316,7 +316,7 @@ def run(s, ram, ram64, con, max_steps):
         if s[MH_HITS] > 0 or s[HOOK_VEC] > 0:   # a memory or interrupt hook fired
             status = ST_HOOK
             break
-        if went_back:                          # 16-bit code: the hot-loop tier (hotloop.py)
+        if went_back:                          # 16-bit code: the translation tier (hotloop.py)
             j = loop16(s, ram, start, max_steps - n, tp)
             if j == REQUEST:
                 status = ST_JIT_REQUEST

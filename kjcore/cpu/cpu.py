@@ -388,21 +388,25 @@ class CPU(Tracing, HookMixin, MemoryViewMixin):
                 if st == S.ST_BREAK:
                     st = self._code_stop(breakpoints=True)
                     if st is None:
+                        st = S.ST_STEP_LIMIT   # what the run ends with if the budget is spent
                         continue
                     break
                 if st == S.ST_HOOK:
                     st = self._hook_stop()
                     if st is None:
+                        st = S.ST_STEP_LIMIT
                         continue
                     break
                 if st == S.ST_STEP_LIMIT:
                     self._adapt_slice(budget, elapsed)
                     continue
                 if st == ST_CON_FULL:
+                    st = S.ST_STEP_LIMIT
                     continue
                 if st == S.ST_JIT_REQUEST:
                     loopjit.install(s, self.ram)
                     self._jit_generation = loopjit.generation
+                    st = S.ST_STEP_LIMIT
                     continue
                 if st == S.ST_IO:
                     port, size, out, value = self.io_request

@@ -115,7 +115,7 @@ def run16(s, ram, budget, tslot, stop_first):
                 if k > 0 and n < budget:
                     room = min(climit + 1 - nxt, 0xFFFF - nxt)
                     j = enter_loop(s, ram, k, p, nxt, tlin, f | (lop << 32), la, lb, lr,
-                                   budget - n, (tslot + n) & (TRACE_N - 1), room)
+                                   budget - n, (tslot + n) & (TRACE_N - 1), room, 0)
                     if j > 0:
                         n += j
                         nxt = s[EIP]

@@ -7,9 +7,10 @@ target up in the CPU's hot-loop table (``state.JIT``, direct-mapped by
 physical address): a new loop head gets an entry, a counting one counts,
 and one that reaches ``s[JIT_HOT]`` asks Python to compile the region there
 (the run stops with ``ST_JIT_REQUEST``).  A compiled region is entered through
-:func:`enter_loop` when it fits in the fast path's code window.  Nothing
-here runs with breakpoints set (compiled code does not check them) or
-with ``s[NO_JIT]`` set.
+:func:`enter_loop` when it fits in the fast path's code window and no code
+stop (breakpoint, code hook) lies inside it: compiled code does not check them,
+and every way out leads back to a loop that does.  Nothing here runs with
+``s[NO_JIT]`` set.
 
 16-bit code (real mode, or a CS without the D bit) runs ``fast16.py``'s fast
 path, which asks :func:`loop_head` after its taken backward branches; the step
@@ -27,6 +28,7 @@ from .jit import inline_kernel, kernel
 from .lazyflags import flags_of
 from .state import (
     A_DB,
+    BP,
     CS,
     D_FPAGE,
     D_FPHYS,
@@ -67,10 +69,20 @@ def _call(typingctx, fn, s, ram, p, eip, lin, f, budget, tslot, ramsize):
 
 
 @inline_kernel
+def _stops_in(s, lo, hi):
+    """Whether a code stop (breakpoint, code hook) meets linear [lo, hi): compiled code
+    checks none, so a region runs only where no stop can be reached inside it."""
+    for i in range(s[NBP]):
+        if s[BP + 2 * i] < hi and s[BP + 2 * i + 1] >= lo:
+            return True
+    return False
+
+
+@inline_kernel
 def loop_head(s, p):
     """A taken backward branch to physical address ``p``: the offset in ``s``
     of its table entry if the loop there is compiled, REQUEST, or 0."""
-    if s[NBP] > 0 or s[NO_JIT] != 0:
+    if s[NO_JIT] != 0:
         return 0
     k = JIT + 4 * ((p ^ (p >> 8) ^ (p >> 16)) & (JIT_N - 1))
     if s[k] != p + 1:
@@ -90,16 +102,18 @@ def loop_head(s, p):
     return 0
 
 
-@kernel("i", "sriiiiiiiiiii")
-def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room):
+@kernel("i", "sriiiiiiiiiiii")
+def enter_loop(s, ram, k, p, eip, lin, fl, la, lb, lr, budget, tslot, room, back):
     """Run the compiled region of table entry ``k`` at offset ``eip`` in CS
-    (linear ``lin``, physical ``p``; ``room`` bytes of the code window from
-    there); ``fl, la, lb, lr``: the fast path's lazy EFLAGS.
+    (linear ``lin``, physical ``p``; the code window holds ``room`` bytes from
+    there and ``back`` bytes before it); ``fl, la, lb, lr``: the fast path's lazy
+    EFLAGS.
 
     Returns the instructions it ran (it has written the registers, EIP,
     EFLAGS and the trace ring; slot ``tslot`` is its first step's), or 0.
     """
-    if s[k + 2] > room:
+    after, before = s[k + 2] & 0xFFFF, s[k + 2] >> 16
+    if after > room or before > back or _stops_in(s, lin - before, lin + after):
         return 0
     r = _call(s[k + 1], s, ram, p, eip, lin, flags_of(fl & M32, fl >> 32, la, lb, lr),
               budget, tslot, ram.shape[0])
@@ -128,4 +142,4 @@ def loop16(s, ram, start, budget, tslot):
     if k == 0:
         return 0
     room = min(s[cs + S_LIMIT] + 1 - eip, 0xFFFF - eip)
-    return enter_loop(s, ram, k, p, eip, lin, s[EFLAGS], 0, 0, 0, budget, tslot, room)
+    return enter_loop(s, ram, k, p, eip, lin, s[EFLAGS], 0, 0, 0, budget, tslot, room, 0)

@@ -115,8 +115,8 @@ def _forms():
         row([op], n, F_BCD)
     row(range(0x40, 0x48), "INC r", F_INCDEC, fast="inc", loop="any")
     row(range(0x48, 0x50), "DEC r", F_INCDEC, fast="dec", loop="any")
-    row(range(0x50, 0x58), "PUSH r", F_STACK, fast="stack")
-    row(range(0x58, 0x60), "POP r", F_STACK, fast="stack")
+    row(range(0x50, 0x58), "PUSH r", F_STACK, fast="stack", loop="any")
+    row(range(0x58, 0x60), "POP r", F_STACK, fast="stack", loop="any")
     row([0x60], "PUSHA", F_STACK)
     row([0x61], "POPA", F_STACK)
     row([0x62], "BOUND Gv,Ma", F_INT, True)
@@ -172,7 +172,7 @@ def _forms():
     group(0xC0, [f"{n} Eb,Ib" for n in shifts], F_SHIFT, "b")
     group(0xC1, [f"{n} Ev,Ib" for n in shifts], F_SHIFT, "b", fast="shift", loop=by_const)
     row([0xC2], "RET Iw", F_JUMP, imm="w")
-    row([0xC3], "RET", F_JUMP, fast="callret")
+    row([0xC3], "RET", F_JUMP, fast="callret", loop="any")
     row([0xC4], "LES Gv,Mp", F_FAR, True)
     row([0xC5], "LDS Gv,Mp", F_FAR, True)
     row([0xC6], "MOV Eb,Ib", F_MOV, True, "b", loop="any")
@@ -200,7 +200,7 @@ def _forms():
     for op, n in ((0xE4, "IN AL,Ib"), (0xE5, "IN eAX,Ib"), (0xE6, "OUT Ib,AL"),
                   (0xE7, "OUT Ib,eAX")):
         row([op], n, F_IO, imm="b")
-    row([0xE8], "CALL Jz", F_JUMP, imm="z", fast="callret")
+    row([0xE8], "CALL Jz", F_JUMP, imm="z", fast="callret", loop="any")
     row([0xE9], "JMP Jz", F_JUMP, imm="z", fast="jmp32", loop="any")
     row([0xEA], "JMP Ap", F_FAR, imm="far")
     row([0xEB], "JMP Jb", F_JUMP, imm="b", fast="jmp8", loop="any")

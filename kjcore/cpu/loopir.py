@@ -297,6 +297,16 @@ def lower(b, fl, regs, access, ins):
         ops.fetch(src, w, False)
         old = ops.get(("r", dst), w)
         ops.set(("r", dst), w, b.select(fl.cond(b, cc), ops.get(src, w), old))
+    elif kind == "push":                        # 32-bit: the register's value before ESP moves
+        v = ops.get(ins[3], 32)
+        esp = b.sub(regs.get(4), _c32(4))
+        b.store(v, access(esp, 4, True, I32), align=1)
+        regs.put(4, esp)
+    elif kind == "pop":                         # ESP moves first: POP ESP loads ESP
+        esp = regs.get(4)
+        v = b.load(access(esp, 4, False, I32), align=1)
+        regs.put(4, b.add(esp, _c32(4)))
+        ops.set(ins[3], 32, v)
     elif kind == "jcc":
         return fl.cond(b, ins[3])
     elif kind == "jmp":

@@ -67,13 +67,16 @@ MAX_LOOPS = 1024
 #   ("cbw"|"cwd"|"nop", n, w)
 #   ("setcc", n, 8, cc, dst) / ("cmov", n, w, cc, reg, src)
 #   ("jcc", n, w, cc, rel) / ("jmp", n, w, rel) / ("loop", n, w, rel)   rel: displacement
+#   ("push"|"pop", n, 32, reg) / ("call", n, 32, rel) / ("ret", n, 32)    32-bit code only
 #
 # In 16-bit code (``code16``: a CS without the D bit, real mode included) the default
 # operand and address sizes are 16 bits and 0x66 selects 32 (in 32-bit code it selects 16).
 # Memory operands are compiled in 32-bit code only; LEA and the shifts with 32-bit
 # operands and addresses; branches without a prefix.  A region in 16-bit code never wraps
 # its IP: ``hotloop`` enters it only when it ends below the 64 KiB of its CS.
-BRANCHES = ("jcc", "jmp", "loop")
+BRANCHES = ("jcc", "jmp", "loop", "call", "ret")
+#: Instructions that push or pop (the stack must be 32-bit and flat).
+STACK = {"push", "pop", "call", "ret"}
 
 
 class Block(NamedTuple):
@@ -85,13 +88,18 @@ class Block(NamedTuple):
 
 
 class Region(NamedTuple):
-    """What :func:`decode_region` found: the blocks (the head's first), the bytes from the
-    head to the end of the last instruction, whether it is 16-bit code, and whether any
-    instruction has a memory operand."""
+    """What :func:`decode_region` found, offsets relative to the head: the blocks, the
+    bytes from the first instruction to the end of the last and the offset they start at
+    (0 or below), whether it is 16-bit code, whether any instruction reaches memory and
+    whether any uses the stack, and the return sites of its CALLs (where a RET may land
+    in the region)."""
     blocks: list
     code: bytes
+    start: int
     code16: bool
     memory: bool
+    stack: bool
+    returns: frozenset
 
 
 def _signed(v, bits):
@@ -144,6 +152,14 @@ def _decode_one(code, o, code16=False):
         return ("test", n, w, rm, ("i", imm)) if reg <= 1 else (("not", "neg")[reg - 2], n, w, rm)
     if op in (0xFE, 0xFF):
         return (("inc", "dec")[reg], n, w, rm)
+    if 0x50 <= op < 0x60 or op in (0xC3, 0xE8):
+        if code16 or ins.prefixes:
+            return None                                    # 32-bit stack operations only
+        if op == 0xC3:
+            return ("ret", n, w)
+        if op == 0xE8:
+            return ("call", n, w, _signed(imm, 32))
+        return ("push" if op < 0x58 else "pop", n, w, ("r", op & 7))
     if op == 0x90:
         return ("nop", n, w)
     if 0x90 < op < 0x98:
@@ -183,10 +199,12 @@ BYTE_FORMS = frozenset([8 * i + k for i in range(8) for k in (0, 2, 4)]
                        + list(range(0xB0, 0xB8)))
 
 
-def _explore(code, code16):
-    """Decode every instruction reachable from offset 0 without leaving ``code`` or going
-    below 0: (offset -> instruction, block leaders)."""
-    decoded, leaders, work = {}, {0}, [0]
+def _explore(code, head, code16):
+    """Decode every instruction reachable from ``code[head]`` without leaving ``code``
+    (its page; 16-bit code: nor going below the head): (index -> instruction, block
+    leaders, return sites: the instructions after the CALLs)."""
+    low = head if code16 else 0
+    decoded, leaders, returns, work = {}, {head}, set(), [head]
     while work and len(decoded) < MAX_INSNS:
         o = work.pop()
         if o in decoded:
@@ -199,10 +217,14 @@ def _explore(code, code16):
             decoded[o] = ins
             o += ins[1]
             if ins[0] in BRANCHES:
+                if ins[0] == "ret":
+                    break                                  # where to: known at run time
                 target = o + ins[-1]
-                if 0 <= target < len(code):
+                if low <= target < len(code):
                     leaders.add(target)
                     work.append(target)
+                if ins[0] == "call":
+                    returns.add(o)
                 if ins[0] != "jmp":
                     leaders.add(o)
                     work.append(o)
@@ -210,13 +232,13 @@ def _explore(code, code16):
         else:
             if o in decoded:
                 leaders.add(o)                             # two paths join here
-    return decoded, leaders
+    return decoded, leaders, returns
 
 
-def decode_region(code, code16=False):
-    """The region at the start of ``code`` (the rest of its page), in 16-bit code with
-    ``code16``: a :class:`Region`, or None if no loop through offset 0 compiles."""
-    decoded, leaders = _explore(code, code16)
+def decode_region(code, head=0, code16=False):
+    """The region at ``code[head]`` (``code``: its page; in 16-bit code with ``code16``):
+    a :class:`Region`, or None if no loop through the head compiles."""
+    decoded, leaders, returns = _explore(code, head, code16)
     blocks, loops = [], False
     for start in sorted(leaders):
         if start not in decoded:
@@ -224,17 +246,21 @@ def decode_region(code, code16=False):
         insns, o = [], start
         while o in decoded and (o == start or o not in leaders):
             ins = decoded[o]
-            insns.append((o, ins))
+            insns.append((o - head, ins))
             o += ins[1]
             if ins[0] in BRANCHES:
-                loops |= o + ins[-1] == 0
+                loops |= ins[0] != "ret" and o + ins[-1] == head
                 break
-        blocks.append(Block(start, insns, o))
-    if not loops or not blocks or blocks[0].start != 0:
+        blocks.append(Block(start - head, insns, o - head))
+    if not loops or head not in decoded:
         return None
-    end = max(o + ins[1] for o, ins in decoded.items())
-    memory = any(isinstance(x, tuple) and x[0] == "m" for ins in decoded.values() for x in ins)
-    return Region(blocks, bytes(code[:end]), code16, memory)
+    lo = min(decoded)
+    hi = max(o + ins[1] for o, ins in decoded.items())
+    kinds = {ins[0] for ins in decoded.values()}
+    memory = bool(kinds & STACK) or any(
+        isinstance(x, tuple) and x[0] == "m" for ins in decoded.values() for x in ins)
+    return Region(blocks, bytes(code[lo:hi]), lo - head, code16, memory, bool(kinds & STACK),
+                  frozenset(r - head for r in returns))
 
 
 class _Compiler:
@@ -270,11 +296,16 @@ class _Compiler:
 
     def compile(self, region):
         """Address of the compiled ``region`` (from :func:`decode_region`)."""
-        key = (region.code, region.code16)
+        key = _key(region)
         if key not in self.code:
             name = f"region{len(self.code)}"
             self.code[key] = self._add(emit(region, name, self.addresses), [name])[name]
         return self.code[key]
+
+
+def _key(region):
+    """What compiled code is shared by: the bytes, where the head is in them, 16-bit."""
+    return region.code, region.start, region.code16
 
 
 _compiler = None
@@ -289,8 +320,8 @@ def _table(s):
 
 def compiled(s):
     """(physical address, length in bytes) of the regions a CPU runs compiled."""
-    return sorted(((int(k) - 1) & ~LOOP16, int(n)) for k, fn, n, _ in _table(s)
-                  if k and fn > 0)
+    return sorted((((int(k) - 1) & ~LOOP16) - (int(n) >> 16), (int(n) & 0xFFFF) + (int(n) >> 16))
+                  for k, fn, n, _ in _table(s) if k and fn > 0)
 
 
 def forget(s):
@@ -308,17 +339,18 @@ def install(s, ram):
     k = int(s[JIT_REQ])
     key = int(s[k]) - 1
     p, code16 = key & ~LOOP16, bool(key & LOOP16)
-    code = ram[p:min(ram.shape[0], (p | 0xFFF) + 1)].tobytes()
-    region = decode_region(code, code16)
+    page = p & ~0xFFF
+    region = decode_region(ram[page:min(ram.shape[0], page + 4096)].tobytes(), p - page,
+                           code16)
     if region is None:
         s[k + 1] = -1
         return
     if _compiler is None:
         _compiler = _Compiler()
-    elif (region.code, code16) not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
+    elif _key(region) not in _compiler.code and len(_compiler.code) >= MAX_LOOPS:
         _compiler = _Compiler()                # the old engine and its code are freed
         generation += 1
         forget(s)
         s[k] = key + 1
     s[k + 1] = _compiler.compile(region)
-    s[k + 2] = len(region.code)
+    s[k + 2] = (len(region.code) + region.start) | -region.start << 16   # after | before << 16

@@ -36,6 +36,7 @@ from . import regionrt
 from .loopir import I1, I8, I64, Flags, lower
 from .state import (
     A_CODE,
+    A_DB,
     A_E,
     A_USABLE,
     A_W,
@@ -127,14 +128,16 @@ class _Emitter:
         return self.mod
 
     def check_bytes(self):
-        """Return -1 unless RAM at p holds the region's bytes (8, 4, 2, 1 at a time)."""
+        """Return -1 unless RAM holds the region's bytes (from ``p + start``; 8, 4, 2, 1
+        at a time)."""
         b, code = self.b, self.region.code
         same = ir.Constant(I1, 1)
         o = 0
+        self.code_at = b.add(self.p, _k(self.region.start))
         while o < len(code):
             w = next(k for k in (8, 4, 2, 1) if k <= len(code) - o)
             ty = ir.IntType(8 * w)
-            ptr = b.bitcast(b.gep(self.ram, [b.add(self.p, _k(o))]), ty.as_pointer())
+            ptr = b.bitcast(b.gep(self.ram, [b.add(self.code_at, _k(o))]), ty.as_pointer())
             want = int.from_bytes(code[o:o + w], "little")
             same = b.and_(same, b.icmp_unsigned("==", b.load(ptr, align=1), ir.Constant(ty, want)))
             o += w
@@ -151,6 +154,9 @@ class _Emitter:
         if not self.region.memory:
             return
         flat = ir.Constant(I1, 1)
+        if self.region.stack:                          # PUSH, POP, CALL, RET: a 32-bit stack
+            ss = self.sload(SEG + 4 * 2 + S_ATTR)
+            flat = b.icmp_unsigned("!=", b.and_(ss, _k(A_DB)), _k(0))
         for seg in (2, 3):
             base = SEG + 4 * seg
             kind = b.and_(self.sload(base + S_ATTR), _k(A_USABLE | A_CODE | A_E | A_W))
@@ -172,11 +178,12 @@ class _Emitter:
         return fl
 
     def side_exit(self, off, steps, fl):
-        """Leave at region offset ``off`` (an i64 Python int) after ``steps`` (an IR i64)."""
+        """Leave at region offset ``off`` (a Python int, or an IR i64: a RET's target)
+        after ``steps`` (an IR i64)."""
         b = self.b
         self.store_flags(fl)
         b.store(steps, self.steps)
-        b.store(_k(off), self.xoff)
+        b.store(off if isinstance(off, ir.Value) else _k(off), self.xoff)
         b.branch(self.done)
 
     def goto(self, target, steps, fl):
@@ -208,20 +215,60 @@ class _Emitter:
         taken = None
         for i, (off, ins) in enumerate(blk.insns):
             self.cur = (off, b.add(st0, _k(i)), fl)
-            taken = lower(b, fl, regs, self.access, ins)
+            if ins[0] in ("call", "ret"):
+                taken = self.call_ret(regs, off, ins)
+            else:
+                taken = lower(b, fl, regs, self.access, ins)
         st = b.add(st0, _k(n))
-        last_off, last = blk.insns[-1] if blk.insns else (blk.start, None)
-        end = last_off + last[1] if last else blk.start
+        last_off, last = blk.insns[-1]
+        end = last_off + last[1]
+        if last[0] == "ret":
+            self.dispatch(taken, st, fl)
+            return
         if taken is None:
             self.goto(blk.next, st, fl)
             return
         target = end + last[-1]
+        if last[0] in ("jmp", "call"):
+            self.goto(target, st, fl)
+            return
         yes, no = self.new_block(), self.new_block()
         b.cbranch(taken, yes, no)
         with b.goto_block(yes):
             self.goto(target, st, fl)
         b.position_at_end(no)
         self.goto(end, st, fl)
+
+    def call_ret(self, regs, off, ins):
+        """CALL rel32 (push the return address; the block then branches to the target) or
+        RET (pop: the target address, an i32, is returned for :meth:`dispatch`)."""
+        b, i32 = self.b, ir.IntType(32)
+        esp = regs.get(4)
+        if ins[0] == "call":
+            esp = b.sub(esp, ir.Constant(i32, 4))
+            ptr = self.access(esp, 4, True, i32)
+            b.store(b.trunc(b.add(self.eip, _k(off + ins[1])), i32), ptr, align=1)
+            regs.put(4, esp)
+            return ir.Constant(I1, 1)
+        target = b.load(self.access(esp, 4, False, i32), align=1)
+        regs.put(4, b.add(esp, ir.Constant(i32, 4)))
+        return target
+
+    def dispatch(self, target, steps, fl):
+        """After a RET: to the block of the return site it reached, if the region has it,
+        else out with EIP the popped address."""
+        b = self.b
+        rel = b.and_(b.sub(b.zext(target, I64), self.eip), _k(M32))  # offset from the head
+        out = self.new_block()
+        sites = sorted(r for r in self.region.returns if r in self.labels)
+        switch = b.switch(rel, out)
+        for r in sites:
+            case = self.new_block()
+            switch.add_case(_k(r & M32), case)
+            with b.goto_block(case):
+                self.goto(r, steps, fl)
+        b.position_at_end(out)
+        self.side_exit(rel, steps, fl)
 
     def entry_alloca(self, ty, init):
         """A variable of the whole call (an alloca at the top of the entry block, where
@@ -258,7 +305,7 @@ class _Emitter:
         walked, found = self.new_block(), self.new_block()
         b.cbranch(bad, fail, walked)
         b.position_at_end(walked)
-        r = b.call(self.runtime("walk"), [self.s, lin, _k(n), _k(int(write)), self.p,
+        r = b.call(self.runtime("walk"), [self.s, lin, _k(n), _k(int(write)), self.code_at,
                                           _k(len(self.region.code)), self.ramsize])
         b.cbranch(b.icmp_signed("<", r, _k(0)), fail, found)
         b.position_at_end(found)

@@ -55,7 +55,7 @@ def fuzz(seed, streams, steps=64):
             ram[:] = np.frombuffer(rng.randbytes(RAM), np.uint8)
         cpu.reset_flat()
         cpu.strict_bus = rng.random() < 0.2
-        cpu.jit_threshold = 1 if rng.random() < 0.5 else 4096   # hot-loop tier on garbage too
+        cpu.jit_threshold = 1 if rng.random() < 0.5 else 4096   # translation tier on garbage too
         random_state(cpu, rng)
         at = rng.randrange(0, RAM - 16)
         ram[at:at + 16] = np.frombuffer(rng.randbytes(16), np.uint8)

@@ -1,4 +1,4 @@
-"""The hot-loop tier (loopjit.py, hotloop.py) against the interpreter.
+"""The translation tier (loopjit.py, hotloop.py) against the interpreter.
 
 Every case runs twice, once with ``cpu.jit`` on (loops compiled after one or
 a few iterations) and once with it off, and the two runs must agree on the
@@ -248,6 +248,17 @@ def test_breakpoint_in_a_compiled_loop():
         cpu.breakpoints.add(CODE + 7)                   # the DEC
     cpu = run_both(setup, 10 ** 7, runs=3)
     assert cpu.eip == CODE + 7
+
+
+def test_breakpoints_outside_a_region():
+    """A stop elsewhere (far away, and on the HLT the loop falls through to) leaves the
+    region compiled and entered; the run stops exactly on the HLT's breakpoint."""
+    def setup(cpu):
+        _alu_setup(cpu)
+        cpu.breakpoints.add(CODE + 0x800)
+        cpu.breakpoints.add(CODE + len(ALU_LOOP) - 1)
+    cpu = run_both(setup, 10 ** 7)
+    assert cpu.compiled_loops and cpu.eip == CODE + len(ALU_LOOP) - 1
 
 
 def test_paging_trace_holds_linear_addresses():

@@ -169,7 +169,7 @@ def test_a20_masks_paged_and_fast_path_addresses():
 
 @pytest.mark.parametrize("d_bit", [0, S.A_DB])
 def test_fast_path_and_hot_loops_in_real_mode(d_bit):
-    """Real-mode code runs the same with the fast path and the hot-loop tier as without: with
+    """Real-mode code runs the same with the fast path and the translation tier as without: with
     a 16-bit CS the 16-bit fast path (fast16.py) runs it and the tier compiles
     the loop as 16-bit code; a 32-bit CS kept from protected mode (its D bit survives
     real-mode loads) runs both at its real-mode base."""

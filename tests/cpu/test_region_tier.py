@@ -342,8 +342,7 @@ def _short_program():
                 return prog, steps
 
 
-@pytest.mark.parametrize("warm", [True, pytest.param(False, marks=pytest.mark.xfail(
-    strict=True, raises=ValueError, reason="test_compile_request_on_the_last_step_of_a_budget"))])
+@pytest.mark.parametrize("warm", [True, False])
 def test_every_step_budget(warm):
     """A run cut after every possible number of steps, and resumed after the cut: the same
     state with the tier forced on as without (a compiled region stops exactly at the
@@ -430,9 +429,6 @@ def test_code_changed_from_python_between_runs():
     assert out[1].compiled
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="CPU.run returns ST_JIT_REQUEST (9, not a Status) when the compile "
-                          "request comes at the budget's last step: ValueError")
 def test_compile_request_on_the_last_step_of_a_budget():
     """The third trip round the loop is the 7th step: a run of 7 steps stops there."""
     cpu = world(program_from(bytes.fromhex("b805000000" "83c301" "48" "75fa" "f4")))
