@@ -248,8 +248,8 @@ def test_random_regions_three_ways():
 
 @pytest.mark.slow
 def test_random_regions_long():
-    """``pytest -m slow -k regions_long``: 2000 other programs (``KJCORE_REGION_CASES=1000``
-    for 8000), and 600 with each variant."""
+    """``pytest -m slow -k regions_long``: 2000 other programs, and 600 with each variant
+    (scaled by ``KJCORE_REGION_CASES`` / 150)."""
     pytest.importorskip("unicorn")
     fails, compiled, _ = suite(SEED + 1, 2000 * CASES // 150)
     assert not fails, fails[:3]
