@@ -69,8 +69,9 @@ def _imm(rng, size):
 class _Gen:
     """The choices for one program (registers, ranges) and its instruction stream."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, rewrite):
         self.rng = rng
+        self.rewrite = rewrite
         r = rng
         self.C = r.choice((ECX, ECX, EBP, ESI, EDI))
         self.B = r.choice([x for x in (EBX, ESI, EDI, EBP) if x != self.C])
@@ -117,6 +118,8 @@ class _Gen:
         that stays inside the data area for the whole run."""
         r = self.rng
         lo_d, hi_d = DATA, DATA + self.data_size - size
+        if self.rewrite is not None and r.random() < 0.4:     # [disp32] in the loop
+            return bytes([0x05]) + (self.rewrite + 10 + r.randrange(96)).to_bytes(4, "little")
         form = r.randrange(6)
         scale = r.randrange(4)
         if form <= 2:                                     # [B + disp]
@@ -416,9 +419,11 @@ def _assemble(items, at):
             return bytes(out), labels
 
 
-def random_program(rng, at=None):
-    """A random region program (see the module docstring); ``rng``: a random.Random."""
-    g = _Gen(rng)
+def random_program(rng, at=None, rewrite=False):
+    """A random region program (see the module docstring); ``rng``: a random.Random.
+    ``at``: where it starts; with ``rewrite`` (``at`` in the first page of the data area)
+    40 % of its memory operands address the first 96 bytes of its loop."""
+    g = _Gen(rng, at if rewrite else None)
     r = rng
     exit_label = "exit"
     items = g.out
