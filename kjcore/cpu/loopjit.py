@@ -187,7 +187,11 @@ def _decode_one(code, o, code16=False):
         if op == 0x8D:
             return ("lea", n, w, reg, ins.base, ins.index, ins.scale, ins.disp)
         count = imm & 31 if op == 0xC1 else 1
-        return ("shift", n, w, reg, rm, count) if count else ("nop", n, w)
+        if count:
+            return ("shift", n, w, reg, rm, count)
+        # a shift by 0 changes nothing, but of a memory operand it still reads it (and may
+        # fault, or set the Accessed bit): the interpreter's
+        return ("nop", n, w) if rm[0] == "r" else None
     if ins.prefixes:
         return None                                        # a branch with 0x66
     rel = _signed(imm, 8 if op in (0xEB, 0xE2) or op < 0x80 else w)

@@ -17,6 +17,8 @@ the stack below ``KSTACK``, the program's data at ``DATA``.
 """
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -498,10 +500,9 @@ def test_planted_missing_tlb_check_is_caught(monkeypatch):
 def test_region_that_aborted_llvm():
     """Found by the long random run (seed 13, program 760), reduced: LLVM aborted the
     process compiling it (a RegisterCoalescer assertion, "Instruction is reading
-    nonexistent value") until the step budget moved onto the edges between blocks; the
-    compile runs in a child process, as such an abort kills the process that makes it."""
-    import subprocess
-    import sys
+    nonexistent value", in code generation after SROA and SimplifyCFG) until the step
+    budget moved onto the edges between blocks; the compile runs in a child process, as
+    such an abort kills the process that makes it."""
     code = ("66850d9e240100"                    # L: test [0x1249e], cx
             "0fbe847764f8ffff"                  # movsx eax, byte [edi+esi*2-0x79c]
             "7e03" "49" "75fd"                  # jle M; K: dec ecx; jnz K
@@ -515,3 +516,18 @@ def test_region_that_aborted_llvm():
     done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                           env=os.environ, timeout=300)
     assert done.returncode == 0, done.stderr[-300:]
+
+
+@pytest.mark.parametrize("variant", [None, "absent"])
+def test_memory_shift_by_zero_in_a_region(variant):
+    """``shl dword [esi], 0`` first runs in the fifth iteration, compiled: the interpreter
+    reads its operand (the page walk sets the PTE's Accessed bit, or raises #PF for a page
+    not present), so the region must too, or leave it to the interpreter.  (Found by the
+    long random run, seed 13, program 246.)"""
+    code = ("b905000000" "be00000100"           # mov ecx, 5; mov esi, DATA
+            "83f901" "7503"                     # L: cmp ecx, 1; jne M
+            "c12600"                            # shl dword [esi], 0
+            "e2f6" "f4")                        # M: loop L; hlt
+    diffs, on, off = three_ways(program_from(bytes.fromhex(code)), False, variant)
+    assert on.compiled
+    assert not diffs, diffs
