@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from . import loopjit, portstring, warmup
+from . import lazy, loopjit, portstring, warmup
 from . import state as S
 from .core import run as _run
 from .hooks import HookMixin
@@ -403,6 +403,9 @@ class CPU(Tracing, HookMixin, MemoryViewMixin):
                 if st == S.ST_JIT_REQUEST:
                     loopjit.install(s, self.ram)
                     self._jit_generation = loopjit.generation
+                    continue
+                if st == S.ST_COMPILE_REQUEST:  # resumes where its code stop was handled
+                    lazy.install(s)
                     continue
                 if st == S.ST_IO:
                     port, size, out, value = self.io_request

@@ -1,15 +1,17 @@
 """Cold start: compile the CPU's kernels callees-first, on two cores.
 
 A warm process loads the step loop from Numba's cache in a fraction of a second.  A cold one
-(empty cache) compiles about 120 kernels.  Left to itself, Numba compiles them from the top:
-typing ``core.run`` compiles ``dispatch`` inside it, which compiles every family inside
-that, and so on down; that nesting alone made the cold start ~1.5x slower than compiling
-the same kernels bottom-up, where each compile finds its callees ready.  So:
+(empty cache) compiles the kernels ``core.run`` reaches and the instruction families every
+jump uses (``lazy.EVERY_JUMP``; the other families and the 16-bit fast path are compiled
+when the guest first needs them, :mod:`.lazy`).  Left to itself, Numba compiles them from
+the top: typing a kernel compiles its callees inside it, and so on down; that nesting alone
+made the cold start ~1.5x slower than compiling the same kernels bottom-up, where each
+compile finds its callees ready.  So:
 
 * when the first :class:`~kjcore.cpu.CPU` of a cold process is built, :func:`start` launches
   a helper process (``KJCORE_COMPILE_HELPER=0`` turns it off) on the same Numba cache.  It
-  compiles the kernels the step loop reaches, callees first, while this process goes on
-  building the machine and loading the image (which compile kernels of their own);
+  compiles those kernels, callees first, while this process goes on building the machine
+  and loading the image (which compile kernels of their own);
 * before the first run, :func:`finish` joins in with the same walk, waits for the helper,
   and lets ``core.run`` compile; its callees load from the cache (or are already loaded).
 
@@ -38,7 +40,7 @@ import time
 from numba.core.dispatcher import Dispatcher
 
 from .. import progress
-from . import core
+from . import core, lazy
 
 #: seconds the walk waits for the helper's kernels before compiling them itself
 HELPER_TIMEOUT = 600
@@ -48,8 +50,9 @@ _warm = False           # core.run is known to be compiled or cached
 
 
 def kernels():
-    """The kernels ``core.run`` reaches, callees before callers (``run`` last), and for each
-    the set of kernels it calls.
+    """The kernels ``core.run`` reaches and the lazily compiled ones every jump uses
+    (``lazy.EVERY_JUMP``), callees before callers (``run`` last), and for each the set of
+    kernels it calls.
 
     Found by following each kernel's global names; kernels without a declared signature
     (``jit.inline_kernel`` ones are compiled inside their callers) are walked through: their
@@ -70,6 +73,8 @@ def kernels():
         if hasattr(disp, "kernel_signature"):
             order.append(disp)
         return calls[disp]
+    for slot in lazy.EVERY_JUMP:
+        visit(lazy.KERNELS[slot])
     visit(core.run)
     return order, {k: calls[k] for k in order}
 
@@ -108,7 +113,7 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
     claims are ours.
     """
     order, calls = kernels()
-    order = order[:-1]
+    order = order[:-1]                  # core.run: compiled when called
     if claims is None:
         for k in order:
             k.compile(k.kernel_signature.args)    # keyed like a caller's cache lookup
