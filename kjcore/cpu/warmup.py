@@ -12,8 +12,8 @@ compile finds its callees ready.  So:
   a helper process (``KJCORE_COMPILE_HELPER=0`` turns it off) on the same Numba cache.  It
   compiles those kernels, callees first, while this process goes on building the machine
   and loading the image (which compile kernels of their own);
-* before the first run, :func:`finish` joins in with the same walk, waits for the helper,
-  and lets ``core.run`` compile; its callees load from the cache (or are already loaded).
+* before the first run, :func:`finish` joins in with the same walk and waits for the
+  helper; what the helper compiled, ``core.run`` included, loads from the cache.
 
 The two processes schedule the kernels like a parallel ``make``: a kernel is ready once all
 the kernels it calls are done (a done-file), and is claimed with an exclusive-create file
@@ -104,7 +104,8 @@ def _claim(path):
 
 
 def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
-    """Compile every kernel of :func:`kernels` but ``run``, callees first.
+    """Compile every kernel of :func:`kernels`, callees first (``run`` too: in the helper it
+    overlaps the families this process compiles).
 
     With a claim directory shared with another process, only ready kernels nobody has
     claimed are compiled here, and the walk returns when everything left is claimed by the
@@ -113,7 +114,6 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
     claims are ours.
     """
     order, calls = kernels()
-    order = order[:-1]                  # core.run: compiled when called
     if claims is None:
         for k in order:
             k.compile(k.kernel_signature.args)    # keyed like a caller's cache lookup
