@@ -14,6 +14,11 @@ EIP is advanced past the instruction before the handler runs (branches
 overwrite it); if the handler leaves an exception pending, EIP goes back
 to the instruction for faults, stays past it for traps (INT n, INT3,
 INTO), and the exception is delivered through the IDT.
+
+The decoder, the family handlers, exception delivery and the 16-bit fast
+path are called through ``lazy.py``'s table of entry points; while an entry
+is empty the run ends with ``ST_COMPILE_REQUEST`` before anything is done
+(Python compiles the kernel and runs again from there).
 """
 import numpy as np
 

@@ -54,29 +54,34 @@ def kernels():
     (``lazy.EVERY_JUMP``), callees before callers (``run`` last), and for each the set of
     kernels it calls.
 
-    Found by following each kernel's global names; kernels without a declared signature
-    (``jit.inline_kernel`` ones are compiled inside their callers) are walked through: their
-    callees count as their callers' callees.
+    Found by following each kernel's global names.  ``jit.inline_kernel`` ones are listed
+    too: compiled ahead with the argument types their parameter names give
+    (:func:`walk_args`), they are ready when their callers are typed, instead of being
+    compiled inside them (the fast path's are compiled inside ``core.run``, last and alone).
     """
     order, calls = [], {}
 
     def visit(disp):
         if disp in calls:
-            return calls[disp]
+            return
         calls[disp] = set()
         fn = disp.py_func
         for name in fn.__code__.co_names:
             obj = fn.__globals__.get(name)
-            if isinstance(obj, Dispatcher) and obj is not disp:
-                below = visit(obj)
-                calls[disp] |= {obj} if hasattr(obj, "kernel_signature") else below
-        if hasattr(disp, "kernel_signature"):
-            order.append(disp)
-        return calls[disp]
+            if isinstance(obj, Dispatcher) and obj is not disp and walk_args(obj) is not None:
+                visit(obj)
+                calls[disp].add(obj)
+        order.append(disp)
     for slot in lazy.EVERY_JUMP:
         visit(lazy.KERNELS[slot])
     visit(core.run)
     return order, {k: calls[k] for k in order}
+
+
+def walk_args(disp):
+    """The argument types the walk compiles ``disp`` for (None: not one of ours)."""
+    sig = getattr(disp, "kernel_signature", None)
+    return sig.args if sig is not None else getattr(disp, "inline_args", None)
 
 
 def _cached(disp):
@@ -116,7 +121,7 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
     order, calls = kernels()
     if claims is None:
         for k in order:
-            k.compile(k.kernel_signature.args)    # keyed like a caller's cache lookup
+            k.compile(walk_args(k))             # keyed like a caller's cache lookup
         return
 
     def path(k, suffix=""):
@@ -132,7 +137,7 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
             return
         for k in todo:
             if all(done(c) for c in calls[k]) and (_claim(path(k)) or not alive):
-                k.compile(k.kernel_signature.args)
+                k.compile(walk_args(k))
                 open(path(k, ".done"), "w").close()
                 break
         else:
@@ -183,7 +188,9 @@ def start():
         _warm = True
         return
     helper = os.environ.get("KJCORE_COMPILE_HELPER", "1") != "0"
-    progress.compile_notice(25 if helper else 40)   # measured: ~21 s / ~36 s (docs/cpu.rst)
+    # ~21 s / ~36 s measured on a quiet machine before lazy.py, less the ~25 % of the CPU
+    # seconds lazy.py saved (docs/cpu.rst, Start-up)
+    progress.compile_notice(20 if helper else 30)
     if not helper:
         return
     claims = tempfile.mkdtemp(prefix=f"kjcore-compile-{os.getpid()}-")
