@@ -1,4 +1,5 @@
-"""Cold and warm start to the first completed jump (SPEC §13: cold <= 30 s, warm <= 1 s).
+"""Cold and warm start to the first completed jump (SPEC §18: cold <= 15 s and ``import kjcore``
+<= 0.5 s; §13: warm <= 1 s).
 
 Each figure comes from a fresh interpreter (``python -c``) with its own ``NUMBA_CACHE_DIR``:
 *cold* starts from an empty cache directory (every kernel the first jump needs is compiled),
@@ -13,6 +14,7 @@ or as a script: ``python benchmarks/bench_startup.py [--warm-runs N] [--engine n
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -21,7 +23,8 @@ import time
 import pytest
 from _timing import report
 
-COLD_TARGET_S = 30.0
+COLD_TARGET_S = 15.0
+IMPORT_TARGET_S = 0.5
 WARM_TARGET_S = 1.0
 
 _CHILD = r"""
@@ -47,12 +50,17 @@ print(json.dumps({"import": t1 - t0, "machine_load": t2 - t1, "first_jump": t3 -
 def start(cache_dir, engine="emulated"):
     """Run the child once with ``NUMBA_CACHE_DIR=cache_dir``; its timings (seconds)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", _CHILD, engine], check=True,
                          capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["process"] = wall
+    # CPU seconds of the child and its compile helper: what the other work sharing the cores
+    # does not change much, unlike the wall time
+    res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return res
 
 
@@ -64,9 +72,11 @@ def best(runs):
 def describe(name, res, target):
     return (f"{name}: process {res['process']:.3f} s (target <= {target:g} s: "
             f"{'met' if res['process'] <= target else 'MISSED'}) = import {res['import']:.3f} s"
+            f" ({'met' if res['import'] <= IMPORT_TARGET_S else 'MISSED'} <= {IMPORT_TARGET_S:g})"
             f" + machine/load {res['machine_load']:.3f} s + first jump {res['first_jump']:.3f} s"
             f" ({res['first_jump_cpu']:.3f} s CPU)"
-            f" (+ interpreter {res['process'] - res['in_process']:.3f} s)")
+            f" (+ interpreter {res['process'] - res['in_process']:.3f} s);"
+            f" {res['cpu']:.1f} CPU s in all, load average {os.getloadavg()[0]:.2f}")
 
 
 @pytest.fixture(scope="module")

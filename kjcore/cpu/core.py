@@ -14,52 +14,33 @@ EIP is advanced past the instruction before the handler runs (branches
 overwrite it); if the handler leaves an exception pending, EIP goes back
 to the instruction for faults, stays past it for traps (INT n, INT3,
 INTO), and the exception is delivered through the IDT.
+
+The decoder, the family handlers, exception delivery and the 16-bit fast
+path are called through ``lazy.py``'s table of entry points; while an entry
+is empty the run ends with ``ST_COMPILE_REQUEST`` before anything is done
+(Python compiles the kernel and runs again from there).
 """
 import numpy as np
 
-from .alu import op_alu, op_grp3, op_incdec
-from .atomic import op_atomic
-from .bcd import op_bcd
-from .bits import op_bits
 from .codestop import bp_hit
-from .cond import op_cond
-from .far import op_far
-from .fast16 import run16
 from .fastpath import fast_exec, flags_of
-from .flagops import op_flags
-from .fpu import op_fpu
 from .hotloop import REQUEST, enter_loop, loop16, loop_head
-from .interrupts import op_int, raise_exception
-from .io import op_io
-from .isa import (
-    F_ALU,
-    F_ATOMIC,
-    F_BCD,
-    F_BITS,
-    F_COND,
-    F_FAR,
-    F_FLAGS,
-    F_FPU,
-    F_GRP3,
-    F_GRP5,
-    F_INCDEC,
-    F_INT,
-    F_IO,
-    F_JUMP,
-    F_MOV,
-    F_MULDIV,
-    F_SHIFT,
-    F_STACK,
-    F_STRING,
-    F_SYS,
-)
+from .isa import F_IO, F_STRING, F_UD
 from .jit import kernel
-from .jump import op_grp5, op_jump
+from .lazy import (
+    DECODE,
+    NFAM,
+    RAISE,
+    RUN16,
+    call_decode,
+    call_raise,
+    call_run16,
+    call_sr,
+    call_src,
+    call_srqc,
+    entry,
+)
 from .memory import exc
-from .mov import op_mov
-from .muldiv import op_muldiv
-from .shift import op_shift
-from .stack import op_stack
 from .state import (
     A_DB,
     BUS_ADDR,
@@ -81,6 +62,7 @@ from .state import (
     FT_ON,
     HOOK_INT,
     HOOK_VEC,
+    JIT_REQ,
     LAST_VEC,
     M32,
     MH_HITS,
@@ -91,6 +73,7 @@ from .state import (
     SEG,
     ST_BREAK,
     ST_BUS_ERROR,
+    ST_COMPILE_REQUEST,
     ST_HLT,
     ST_HOOK,
     ST_JIT_REQUEST,
@@ -107,55 +90,24 @@ from .state import (
     TSC,
     UD_,
 )
-from .string import op_string
-from .system import op_sys
-from .trace import decode_traced
 
 
 @kernel("i", "srqci")
 def dispatch(s, ram, ram64, con, fam):
-    if fam == F_MOV:
-        return op_mov(s, ram)
-    if fam == F_ALU:
-        return op_alu(s, ram)
-    if fam == F_JUMP:
-        return op_jump(s, ram)
-    if fam == F_STACK:
-        return op_stack(s, ram)
-    if fam == F_INCDEC:
-        return op_incdec(s, ram)
-    if fam == F_GRP5:
-        return op_grp5(s, ram)
+    """Run family ``fam``'s handler through its entry in the table of lazy.py;
+    ``ST_COMPILE_REQUEST``, the instruction not begun, while the handler is not compiled."""
+    if fam <= F_UD or fam >= NFAM:
+        exc(s, UD_, -1)
+        return 0
+    fn = entry(fam)
+    if fn == 0:
+        s[JIT_REQ] = fam
+        return ST_COMPILE_REQUEST
     if fam == F_STRING:
-        return op_string(s, ram, ram64, con)
-    if fam == F_SHIFT:
-        return op_shift(s, ram)
-    if fam == F_GRP3:
-        return op_grp3(s, ram)
-    if fam == F_MULDIV:
-        return op_muldiv(s, ram)
-    if fam == F_COND:
-        return op_cond(s, ram)
-    if fam == F_BITS:
-        return op_bits(s, ram)
-    if fam == F_ATOMIC:
-        return op_atomic(s, ram)
-    if fam == F_FLAGS:
-        return op_flags(s, ram)
-    if fam == F_SYS:
-        return op_sys(s, ram)
-    if fam == F_FAR:
-        return op_far(s, ram)
-    if fam == F_INT:
-        return op_int(s, ram)
+        return call_srqc(fn, s, ram, ram64, con)
     if fam == F_IO:
-        return op_io(s, ram, con)
-    if fam == F_BCD:
-        return op_bcd(s, ram)
-    if fam == F_FPU:
-        return op_fpu(s, ram)
-    exc(s, UD_, -1)
-    return 0
+        return call_src(fn, s, ram, con)
+    return call_sr(fn, s, ram)
 
 
 @kernel("i", "srqci", entry=True)
@@ -163,6 +115,11 @@ def run(s, ram, ram64, con, max_steps):
     n = 0
     status = ST_STEP_LIMIT
     s[BUS_ADDR] = -1
+    for k in (DECODE, RAISE):          # every run may need them: compiled before any step
+        if entry(k) == 0:
+            s[JIT_REQ] = k
+            s[STEPS] = 0
+            return ST_COMPILE_REQUEST
     cs_base = SEG + 4 * CS + S_BASE
     nbp = s[NBP]
     tp = s[TRACE_POS] & (TRACE_N - 1)   # trace ring position, kept in a register
@@ -175,6 +132,7 @@ def run(s, ram, ram64, con, max_steps):
     nofast = s[NO_FAST] | s[FT_ON] | s[MH_N]   # the full trace and memory hooks need every
     #                                            instruction decoded, every access checked
     stop = False
+    request = -1                       # a lazy.py slot to compile before going on
     while n < max_steps:
         start = s[EIP]
         f = s[EFLAGS]
@@ -243,22 +201,30 @@ def run(s, ram, ram64, con, max_steps):
                 break
             start = eip
         elif tf == 0 and nofast == 0 and (s[cs_base + 2] & A_DB) == 0:
-            j, st16 = run16(s, ram, max_steps - n, tp, n > 0)   # 16-bit code: fast16.py
-            n += j
-            tp = (tp + j) & (TRACE_N - 1)
-            if st16 != ST_OK or n >= max_steps:
-                status = st16 if st16 != ST_OK else status
-                break
-            start = s[EIP]
+            fn16 = entry(RUN16)                # 16-bit code: fast16.py, compiled on first use
+            if fn16 == 0:
+                request = RUN16
+            else:
+                j, st16 = call_run16(fn16, s, ram, max_steps - n, tp, n > 0)
+                n += j
+                tp = (tp + j) & (TRACE_N - 1)
+                if st16 != ST_OK or n >= max_steps:
+                    status = st16 if st16 != ST_OK else status
+                    break
+                start = s[EIP]
         if nbp > 0 and n > 0 and bp_hit(s, (s[cs_base] + start) & M32):
             status = ST_BREAK
+            break
+        if request >= 0:                       # after the code stop, before the instruction
+            s[JIT_REQ] = request
+            status = ST_COMPILE_REQUEST
             break
         s[D_EXC] = -1
         s[D_START] = start
         s[STEPS] = n                           # RDTSC reads TSC + STEPS
         s[D_BUDGET] = max_steps - n if s[MH_N] == 0 else 1   # hooks: one REP element a step
         s[D_DONE] = 0
-        fam = decode_traced(s, ram, start)
+        fam = call_decode(entry(DECODE), s, ram, start)
         st = ST_OK
         if fam >= 0:
             s[EIP] = s[D_NEXT]
@@ -296,7 +262,7 @@ def run(s, ram, ram64, con, max_steps):
             s[D_SOFT] = 0
             if not soft:
                 s[EIP] = start
-            r = raise_exception(s, ram, vec, s[D_ERR], soft)
+            r = call_raise(entry(RAISE), s, ram, vec, s[D_ERR], soft)
             if r != ST_OK:
                 if r == ST_TRIPLE_FAULT:
                     s[EIP] = s[D_START]
@@ -307,7 +273,7 @@ def run(s, ram, ram64, con, max_steps):
         elif tf:
             # Single-step trap after the instruction (DR6.BS).
             s[DR0 + 6] |= 0x4000
-            r = raise_exception(s, ram, DB_, -1, False)
+            r = call_raise(entry(RAISE), s, ram, DB_, -1, False)
             if r != ST_OK:
                 status = r
                 break

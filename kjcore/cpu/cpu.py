@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from . import loopjit, portstring, warmup
+from . import lazy, loopjit, portstring, warmup
 from . import state as S
 from .core import run as _run
 from .hooks import HookMixin
@@ -407,6 +407,9 @@ class CPU(Tracing, HookMixin, MemoryViewMixin):
                     loopjit.install(s, self.ram)
                     self._jit_generation = loopjit.generation
                     st = S.ST_STEP_LIMIT
+                    continue
+                if st == S.ST_COMPILE_REQUEST:  # resumes where its code stop was handled
+                    lazy.install(s)
                     continue
                 if st == S.ST_IO:
                     port, size, out, value = self.io_request

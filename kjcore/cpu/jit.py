@@ -66,13 +66,26 @@ def kernel(ret, args, entry=False):
     return wrap
 
 
+#: the argument type of an inline kernel's parameter by its name (any other: int64)
+_PARAM = {"s": _ARG["s"], "ram": _ARG["r"], "ram64": _ARG["q"], "con": _ARG["c"],
+          "write": _ARG["b"], "ok": _ARG["b"]}
+
+
 def inline_kernel(fn):
     """Compiled once and inlined into its callers by LLVM (``alwaysinline``).
 
     For the hot helpers of the step loop.  Numba's own IR-level inlining
     (``inline="always"``) re-types and re-lowers the body at every call
     site, which cost seconds of cold compile; LLVM's inliner costs little.
+
+    ``inline_args``: the argument types its callers are expected to pass, from the
+    parameter names (``s``, ``ram``, ``ram64``, ``con``: the arrays; ``write``, ``ok``:
+    bool; any other: int64), so the cold start can compile it ahead of its callers
+    (``warmup.py``; a test checks that the callers find that compilation rather than
+    making another).
     """
     disp = _unliteral_call_template(njit(cache=True, _nrt=False, forceinline=True,
                                          no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn))
+    names = fn.__code__.co_varnames[:fn.__code__.co_argcount]
+    disp.inline_args = tuple(_PARAM.get(n, types.int64) for n in names)
     return disp

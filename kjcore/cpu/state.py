@@ -90,7 +90,8 @@ D_SOFT = 119        # exception is a software interrupt / trap (push next EIP)
 D_BASE = 120        # base register of the ModRM address (-1 if none)
 NO_FAST = 121       # nonzero: run skips the fast path (tests compare both paths)
 NO_JIT = 122        # nonzero: run does not enter or request compiled hot loops (loopjit.py)
-JIT_REQ = 123       # ST_JIT_REQUEST: offset in s of the hot-loop table entry to compile
+JIT_REQ = 123       # ST_JIT_REQUEST: offset in s of the hot-loop table entry to compile;
+                    # ST_COMPILE_REQUEST: the lazy.py slot to compile
 JIT_HOT = 124       # backward branches to a loop head before it is compiled
 D_BUDGET = 125      # steps the instruction being executed may take (a REP string: one per element)
 D_DONE = 126        # string elements the instruction completed (charged as steps by the run loop)
@@ -202,6 +203,8 @@ ST_TIMEOUT = 10     # never returned by compiled code: CPU.run's wall-clock dead
 ST_IDLE = 11        # never returned by compiled code: a port handler waits for input
 ST_HOOK = 12        # internal: a memory or interrupt hook fired; Python calls it and resumes
 ST_STOPPED = 13     # never returned by compiled code: a hook or CPU.stop() ended the run
+ST_COMPILE_REQUEST = 14  # internal: Python compiles the kernel s[JIT_REQ] names (lazy.py) and
+                         # resumes at the instruction, not begun
 
 # Names.  Each is defined here once; the state record, CPU.load, machine_kexec and the first
 # kernel's register dict all use these.

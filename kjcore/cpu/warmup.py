@@ -1,17 +1,19 @@
 """Cold start: compile the CPU's kernels callees-first, on two cores.
 
 A warm process loads the step loop from Numba's cache in a fraction of a second.  A cold one
-(empty cache) compiles about 120 kernels.  Left to itself, Numba compiles them from the top:
-typing ``core.run`` compiles ``dispatch`` inside it, which compiles every family inside
-that, and so on down; that nesting alone made the cold start ~1.5x slower than compiling
-the same kernels bottom-up, where each compile finds its callees ready.  So:
+(empty cache) compiles the kernels ``core.run`` reaches and the instruction families every
+jump uses (``lazy.EVERY_JUMP``; the other families and the 16-bit fast path are compiled
+when the guest first needs them, :mod:`.lazy`).  Left to itself, Numba compiles them from
+the top: typing a kernel compiles its callees inside it, and so on down; that nesting alone
+made the cold start ~1.5x slower than compiling the same kernels bottom-up, where each
+compile finds its callees ready.  So:
 
 * when the first :class:`~kjcore.cpu.CPU` of a cold process is built, :func:`start` launches
   a helper process (``KJCORE_COMPILE_HELPER=0`` turns it off) on the same Numba cache.  It
-  compiles the kernels the step loop reaches, callees first, while this process goes on
-  building the machine and loading the image (which compile kernels of their own);
-* before the first run, :func:`finish` joins in with the same walk, waits for the helper,
-  and lets ``core.run`` compile; its callees load from the cache (or are already loaded).
+  compiles those kernels, callees first, while this process goes on building the machine
+  and loading the image (which compile kernels of their own);
+* before the first run, :func:`finish` joins in with the same walk and waits for the
+  helper; what the helper compiled, ``core.run`` included, loads from the cache.
 
 The two processes schedule the kernels like a parallel ``make``: a kernel is ready once all
 the kernels it calls are done (a done-file), and is claimed with an exclusive-create file
@@ -38,7 +40,7 @@ import time
 from numba.core.dispatcher import Dispatcher
 
 from .. import progress
-from . import core
+from . import core, lazy
 
 #: seconds the walk waits for the helper's kernels before compiling them itself
 HELPER_TIMEOUT = 600
@@ -48,30 +50,38 @@ _warm = False           # core.run is known to be compiled or cached
 
 
 def kernels():
-    """The kernels ``core.run`` reaches, callees before callers (``run`` last), and for each
-    the set of kernels it calls.
+    """The kernels ``core.run`` reaches and the lazily compiled ones every jump uses
+    (``lazy.EVERY_JUMP``), callees before callers (``run`` last), and for each the set of
+    kernels it calls.
 
-    Found by following each kernel's global names; kernels without a declared signature
-    (``jit.inline_kernel`` ones are compiled inside their callers) are walked through: their
-    callees count as their callers' callees.
+    Found by following each kernel's global names.  ``jit.inline_kernel`` ones are listed
+    too: compiled ahead with the argument types their parameter names give
+    (:func:`walk_args`), they are ready when their callers are typed, instead of being
+    compiled inside them (the fast path's are compiled inside ``core.run``, last and alone).
     """
     order, calls = [], {}
 
     def visit(disp):
         if disp in calls:
-            return calls[disp]
+            return
         calls[disp] = set()
         fn = disp.py_func
         for name in fn.__code__.co_names:
             obj = fn.__globals__.get(name)
-            if isinstance(obj, Dispatcher) and obj is not disp:
-                below = visit(obj)
-                calls[disp] |= {obj} if hasattr(obj, "kernel_signature") else below
-        if hasattr(disp, "kernel_signature"):
-            order.append(disp)
-        return calls[disp]
+            if isinstance(obj, Dispatcher) and obj is not disp and walk_args(obj) is not None:
+                visit(obj)
+                calls[disp].add(obj)
+        order.append(disp)
+    for slot in lazy.EVERY_JUMP:
+        visit(lazy.KERNELS[slot])
     visit(core.run)
     return order, {k: calls[k] for k in order}
+
+
+def walk_args(disp):
+    """The argument types the walk compiles ``disp`` for (None: not one of ours)."""
+    sig = getattr(disp, "kernel_signature", None)
+    return sig.args if sig is not None else getattr(disp, "inline_args", None)
 
 
 def _cached(disp):
@@ -99,7 +109,8 @@ def _claim(path):
 
 
 def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
-    """Compile every kernel of :func:`kernels` but ``run``, callees first.
+    """Compile every kernel of :func:`kernels`, callees first (``run`` too: in the helper it
+    overlaps the families this process compiles).
 
     With a claim directory shared with another process, only ready kernels nobody has
     claimed are compiled here, and the walk returns when everything left is claimed by the
@@ -108,10 +119,9 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
     claims are ours.
     """
     order, calls = kernels()
-    order = order[:-1]
     if claims is None:
         for k in order:
-            k.compile(k.kernel_signature.args)    # keyed like a caller's cache lookup
+            k.compile(walk_args(k))             # keyed like a caller's cache lookup
         return
 
     def path(k, suffix=""):
@@ -127,7 +137,7 @@ def compile_walk(claims=None, other_alive=lambda: False, deadline=None):
             return
         for k in todo:
             if all(done(c) for c in calls[k]) and (_claim(path(k)) or not alive):
-                k.compile(k.kernel_signature.args)
+                k.compile(walk_args(k))
                 open(path(k, ".done"), "w").close()
                 break
         else:
@@ -178,7 +188,9 @@ def start():
         _warm = True
         return
     helper = os.environ.get("KJCORE_COMPILE_HELPER", "1") != "0"
-    progress.compile_notice(25 if helper else 40)   # measured: ~21 s / ~36 s (docs/cpu.rst)
+    # ~21 s / ~36 s measured on a quiet machine before lazy.py, less the ~25 % of the CPU
+    # seconds lazy.py saved (docs/cpu.rst, Start-up)
+    progress.compile_notice(20 if helper else 30)
     if not helper:
         return
     claims = tempfile.mkdtemp(prefix=f"kjcore-compile-{os.getpid()}-")
