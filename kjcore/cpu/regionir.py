@@ -127,6 +127,7 @@ class _Emitter:
         self.bodies = {blk.start: self.new_block(f"body{blk.start}") for blk in region.blocks}
         self.ids = {blk.start: i for i, blk in enumerate(region.blocks)}
         self.sizes = {blk.start: len(blk.insns) for blk in region.blocks}
+        self.leave = None
         self.goto(0, _k(0), fl)
         for blk in region.blocks:
             self.emit_block(blk)
@@ -195,22 +196,34 @@ class _Emitter:
     def goto(self, target, steps, fl, here=None):
         """Continue at region offset ``target`` after ``steps``: its block if the step
         budget has room for the whole block (from block ``here``: to its body, not its
-        log), else an exit there."""
+        log), else an exit there; an IR i64 ``target`` (a RET's) is always an exit."""
         b = self.b
-        if target not in self.labels:
-            self.side_exit(target, steps, fl)
-            return
         self.store_flags(fl)
         b.store(steps, self.steps)
-        out = self.new_block()
-        fits = b.icmp_signed("<=", b.add(steps, _k(self.sizes[target])), self.budget)
-        b.cbranch(fits, self.bodies[target] if target == here else self.labels[target], out)
-        b.position_at_end(out)
-        b.store(_k(target), self.xoff)
-        b.branch(self.done)
+        if target in self.labels:
+            out = self.new_block()
+            fits = b.icmp_signed("<=", b.add(steps, _k(self.sizes[target])), self.budget)
+            b.cbranch(fits, self.bodies[target] if target == here else self.labels[target], out)
+            b.position_at_end(out)
+        self.leave_at(target if isinstance(target, ir.Value) else _k(target))
+
+    def leave_at(self, off):
+        """Exit at region offset ``off`` (an IR i64) from the end of the current block: all
+        the block's ways out meet in one block, so the flags its instructions computed
+        are used in that one place (LLVM sinks what only the exit needs out of a loop)."""
+        b = self.b
+        if self.leave is None:
+            self.leave = self.new_block("leave")
+            with b.goto_block(self.leave):
+                self.leave_off = b.phi(I64)
+                b.store(self.leave_off, self.xoff)
+                b.branch(self.done)
+        self.leave_off.add_incoming(off, b.block)
+        b.branch(self.leave)
 
     def emit_block(self, blk):
         b = self.b
+        self.leave = None
         b.position_at_end(self.labels[blk.start])
         nlog = b.load(self.logged)
         traced = b.sub(b.load(self.steps), b.load(self.extra))     # trace entries so far
@@ -338,7 +351,7 @@ class _Emitter:
             with b.goto_block(case):
                 self.goto(r, steps, fl)
         b.position_at_end(out)
-        self.side_exit(rel, steps, fl)
+        self.goto(rel, steps, fl)
 
     def entry_alloca(self, ty, init):
         """A variable of the whole call (an alloca at the top of the entry block, where
