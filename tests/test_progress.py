@@ -48,7 +48,7 @@ def test_large_saves_and_verifying_opens_show_a_bar(tmp_path, monkeypatch, capsy
     assert "verify RAM: 100%" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("helper, seconds", [("0", 40), ("1", 25)])
+@pytest.mark.parametrize("helper, seconds", [("0", 30), ("1", 20)])
 def test_cold_start_says_it_compiles(monkeypatch, capsys, helper, seconds):
     monkeypatch.delenv(progress.ENV, raising=False)
     monkeypatch.setattr(warmup, "_warm", False)
