@@ -459,3 +459,41 @@ def program_from(code, regs=None, eflags=0x2, at=CODE, data=b"", data_size=0x100
     data = data + bytes(data_size - len(data))
     return Program(code, at, at, at + len(code) - 1, regs, eflags, data, data_size, 0)
 
+
+def loop_through_page(store, width=4, n=64):
+    """A loop that walks ESI over the data area 4 bytes per iteration, loading (or
+    storing, with ``store``) ``width`` bytes at [esi+2] (page-crossing at the boundary),
+    summing into EAX; ESI starts 128 bytes before the second data page."""
+    pre = {1: b"", 2: b"\x66", 4: b""}[width]
+    op = (0x88 if width == 1 else 0x89) if store else (0x8A if width == 1 else 0x8B)
+    access = pre + bytes([op, 0x56, 0x02])                      # mov [esi+2],dl / dl,[esi+2]
+    body = (access + b"\x01\xd0"                                # add eax, edx
+            + b"\x0f\xb6\x5e\x01" + b"\x83\xc6\x04")            # movzx ebx,[esi+1]; add esi,4
+    code = (b"\xb9" + n.to_bytes(4, "little") + b"\xbe" + (DATA + 0xF80).to_bytes(4, "little")
+            + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4")
+    regs = [0, 0, 0x11223344, 0, 0, 0, 0, 0]
+    return program_from(code, regs, data=bytes(range(256)) * 16, data_size=0x2000)
+
+
+def patching_loop(store, later=True):
+    """``mov ecx, 40; xor ebx, ebx; L: [store before]; add ebx, imm; [store after];
+    dec ecx; jnz L; hlt`` where the store (bytes given with a 0 placeholder for the
+    address, patched here) writes into the ADD's immediate: before the ADD (``later``) it
+    changes the instruction about to run, after it the next iteration's."""
+    add = b"\x81\xc3\x01\x00\x00\x00"                           # add ebx, imm32
+    pre = b"\xb9\x28\x00\x00\x00\x31\xdb"
+    at_add = CODE + len(pre) + (len(store) if later else 0)
+    st = store.replace(b"\0\0\0\0", (at_add + 2).to_bytes(4, "little"))
+    body = st + add if later else add + st
+    code = pre + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4"
+    return program_from(code, [0x1234567, 0, 0, 0, 0, 0, 0, 0])
+
+
+PATCHES = {
+    "mov byte": b"\x88\x0d\0\0\0\0",                           # mov [imm], cl
+    "mov dword": b"\x89\x0d\0\0\0\0",                          # mov [imm], ecx
+    "mov word": b"\x66\x89\x0d\0\0\0\0",                       # mov [imm], cx
+    "add byte": b"\x80\x05\0\0\0\0\x03",                       # add byte [imm], 3
+    "xor dword": b"\x31\x05\0\0\0\0",                          # xor [imm], eax
+    "mov imm": b"\xc7\x05\0\0\0\0\x05\x00\x00\x00",            # mov dword [imm], 5
+}

@@ -1,9 +1,9 @@
 """The translation tier (regions with memory operands) forced on for every loop head.
 
 Every random region program (region_gen.py) runs three ways from the same start state:
-kjcore with the tier off, kjcore with ``jit_threshold = 1`` (each loop head compiled at its
-first backward branch), and Unicorn.  The two kjcore runs must agree on everything (status,
-steps, the whole state record, the trace ring, all of RAM); Unicorn on the general
+kjcore with the tier off, kjcore with ``jit_threshold = 1`` (a loop head compiled the
+second time a branch goes back to it), and Unicorn.  The kjcore runs must agree on all
+(status, steps, the state record, the trace ring, all of RAM); Unicorn on the general
 registers, EIP, the arithmetic flags and memory.  World variants (a data page not present,
 read-only under CR0.WP, supervisor-only at CPL 3, beyond RAM, in the ROM range, DS with a
 base or a short limit) make the tier's side exits and refusals happen partway through the
@@ -23,7 +23,16 @@ import sys
 import numpy as np
 import pytest
 from cpu_world import HANDLERS, KSTACK, World
-from region_gen import ARITH, CODE, DATA, program_from, random_program
+from region_gen import (
+    ARITH,
+    CODE,
+    DATA,
+    PATCHES,
+    loop_through_page,
+    patching_loop,
+    program_from,
+    random_program,
+)
 
 from kjcore.cpu import Status, loopir, loopjit, regionrt
 from kjcore.cpu import state as S
@@ -305,21 +314,6 @@ def test_random_regions_rewrite_their_code():
     assert rewritten > CASES // 12 and compiled > CASES // 12
 
 
-def loop_through_page(store, width=4, n=64):
-    """A loop that walks ESI over the data area 4 bytes per iteration, loading (or
-    storing, with ``store``) ``width`` bytes at [esi+2] (page-crossing at the boundary),
-    summing into EAX; ESI starts 128 bytes before the second data page."""
-    pre = {1: b"", 2: b"\x66", 4: b""}[width]
-    op = (0x88 if width == 1 else 0x89) if store else (0x8A if width == 1 else 0x8B)
-    access = pre + bytes([op, 0x56, 0x02])                      # mov [esi+2],dl / dl,[esi+2]
-    body = (access + b"\x01\xd0"                                # add eax, edx
-            + b"\x0f\xb6\x5e\x01" + b"\x83\xc6\x04")            # movzx ebx,[esi+1]; add esi,4
-    code = (b"\xb9" + n.to_bytes(4, "little") + b"\xbe" + (DATA + 0xF80).to_bytes(4, "little")
-            + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4")
-    regs = [0, 0, 0x11223344, 0, 0, 0, 0, 0]
-    return program_from(code, regs, data=bytes(range(256)) * 16, data_size=0x2000)
-
-
 @pytest.mark.parametrize("store", [False, True])
 @pytest.mark.parametrize("width", [1, 2, 4])
 @pytest.mark.parametrize("variant", ["absent", "readonly", "user"])
@@ -394,36 +388,12 @@ def test_random_step_budgets():
 
 
 # ---------------------------------------------------------------- code that changes
-def _patching_loop(store, later=True):
-    """``mov ecx, 40; xor ebx, ebx; L: [store before]; add ebx, imm; [store after];
-    dec ecx; jnz L; hlt`` where the store (bytes given with a 0 placeholder for the
-    address, patched here) writes into the ADD's immediate: before the ADD (``later``) it
-    changes the instruction about to run, after it the next iteration's."""
-    add = b"\x81\xc3\x01\x00\x00\x00"                           # add ebx, imm32
-    pre = b"\xb9\x28\x00\x00\x00\x31\xdb"
-    at_add = CODE + len(pre) + (len(store) if later else 0)
-    st = store.replace(b"\0\0\0\0", (at_add + 2).to_bytes(4, "little"))
-    body = st + add if later else add + st
-    code = pre + body + b"\x49" + bytes([0x75, (-(len(body) + 3)) & 0xFF]) + b"\xf4"
-    return program_from(code, [0x1234567, 0, 0, 0, 0, 0, 0, 0])
-
-
-PATCHES = {
-    "mov byte": b"\x88\x0d\0\0\0\0",                           # mov [imm], cl
-    "mov dword": b"\x89\x0d\0\0\0\0",                          # mov [imm], ecx
-    "mov word": b"\x66\x89\x0d\0\0\0\0",                       # mov [imm], cx
-    "add byte": b"\x80\x05\0\0\0\0\x03",                       # add byte [imm], 3
-    "xor dword": b"\x31\x05\0\0\0\0",                          # xor [imm], eax
-    "mov imm": b"\xc7\x05\0\0\0\0\x05\x00\x00\x00",            # mov dword [imm], 5
-}
-
-
 @pytest.mark.parametrize("later", [True, False])
 @pytest.mark.parametrize("patch", sorted(PATCHES))
 def test_region_patches_its_own_code(patch, later):
     """A store into the region's own bytes leaves the compiled code for the interpreter
     (a side exit), and the next iteration runs the new bytes, as the interpreter does."""
-    prog = _patching_loop(PATCHES[patch], later)
+    prog = patching_loop(PATCHES[patch], later)
     diffs, on, off = three_ways(prog, unicorn=False)
     assert not diffs, diffs
     assert off.status == Status.HLT and int(off.state["eip"]) == prog.hlt + 1
@@ -498,11 +468,9 @@ def test_planted_missing_tlb_check_is_caught(monkeypatch):
 
 # ---------------------------------------------------------------- tier bugs found
 def test_region_that_aborted_llvm():
-    """Found by the long random run (seed 13, program 760), reduced: LLVM aborted the
-    process compiling it (a RegisterCoalescer assertion, "Instruction is reading
-    nonexistent value", in code generation after SROA and SimplifyCFG) until the step
-    budget moved onto the edges between blocks; the compile runs in a child process, as
-    such an abort kills the process that makes it."""
+    """Long random run, seed 13, program 760, reduced: LLVM aborted the process compiling
+    it (RegisterCoalescer: "Instruction is reading nonexistent value") until the step
+    budget moved onto the edges between blocks.  Compiled in a child process."""
     code = ("66850d9e240100"                    # L: test [0x1249e], cx
             "0fbe847764f8ffff"                  # movsx eax, byte [edi+esi*2-0x79c]
             "7e03" "49" "75fd"                  # jle M; K: dec ecx; jnz K
@@ -522,8 +490,7 @@ def test_region_that_aborted_llvm():
 def test_memory_shift_by_zero_in_a_region(variant):
     """``shl dword [esi], 0`` first runs in the fifth iteration, compiled: the interpreter
     reads its operand (the page walk sets the PTE's Accessed bit, or raises #PF for a page
-    not present), so the region must too, or leave it to the interpreter.  (Found by the
-    long random run, seed 13, program 246.)"""
+    not present), so the region must too (long random run, seed 13, program 246)."""
     code = ("b905000000" "be00000100"           # mov ecx, 5; mov esi, DATA
             "83f901" "7503"                     # L: cmp ecx, 1; jne M
             "c12600"                            # shl dword [esi], 0
