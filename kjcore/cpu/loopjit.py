@@ -303,8 +303,16 @@ class _Compiler:
         for fn in mod.functions:
             if not fn.is_declaration:
                 self.passes.run(fn, self.pb)
-        self.engine.add_module(mod)
-        self.engine.finalize_object()
+        # LLVM's register coalescer fails an assertion, aborting the process, on some
+        # regions' partial-register code ("Instruction is reading nonexistent value";
+        # tracking sub-register liveness instead trips another one): code generation runs
+        # without it.  The option is process-wide, so it is set around this compile only.
+        llvm.set_option("kjcore", "-join-liveintervals=false")
+        try:
+            self.engine.add_module(mod)
+            self.engine.finalize_object()
+        finally:
+            llvm.set_option("kjcore", "-join-liveintervals=true")
         return {name: self.engine.get_function_address(name) for name in names}
 
     def compile(self, region):

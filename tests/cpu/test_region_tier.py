@@ -467,16 +467,17 @@ def test_planted_missing_tlb_check_is_caught(monkeypatch):
 
 
 # ---------------------------------------------------------------- tier bugs found
-def test_region_that_aborted_llvm():
-    """Long random run, seed 13, program 760, reduced: LLVM aborted the process compiling
-    it (RegisterCoalescer: "Instruction is reading nonexistent value") until the step
-    budget moved onto the edges between blocks.  Compiled in a child process."""
-    code = ("66850d9e240100"                    # L: test [0x1249e], cx
-            "0fbe847764f8ffff"                  # movsx eax, byte [edi+esi*2-0x79c]
-            "7e03" "49" "75fd"                  # jle M; K: dec ecx; jnz K
-            "660fbe0595000100"                  # M: movsx ax, byte [0x10095]
-            "8a87f1fcffff"                      # mov al, [edi-0x30f]
-            "75dc" "f4")                        # jnz L; hlt
+@pytest.mark.parametrize("code", [
+    # seed 13, program 760, reduced: until the step budget moved onto the edges
+    "66850d9e240100" "0fbe847764f8ffff" "7e03" "49" "75fd" "660fbe0595000100"
+    "8a87f1fcffff" "75dc" "f4",
+    # seed 1, program 683 (from its loop head): until sub-register liveness was tracked
+    "ff847be1dfffffb9060000000fafb3f805000083e90177f40f47f0892d6f2501007d0a0fb6edf79c3bda"
+    "04000066f7147d57030100f7d5ffc58ae38a04fdd124010033b47b0cf2ffff66ffc20fbe84bb3bdbffff"
+    "83c3084f75a6" "f4"])
+def test_regions_that_aborted_llvm(code):
+    """Long random runs: LLVM aborted the process compiling these regions (RegisterCoalescer:
+    "Instruction is reading nonexistent value").  Compiled in a child process."""
     child = ("from kjcore.cpu import loopjit\n"
              f"r = loopjit.decode_region(bytes.fromhex('{code}') + bytes(64))\n"
              "assert r is not None and r.memory\n"
