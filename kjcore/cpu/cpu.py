@@ -61,12 +61,13 @@ class CPU(Tracing, HookMixin, MemoryViewMixin):
     Attributes
     ----------
     jit : bool
-        Compile hot register-only loops to host code (``loopjit``; default
+        Compile hot regions of code (loops with what they reach in their
+        page) to host code (the translation tier, ``loopjit``; default
         True).  Results are identical either way; False runs every
         instruction in the interpreter.
     jit_threshold : int
-        Taken branches back to a loop head before that loop is compiled
-        (default ``loopjit.THRESHOLD``).
+        Taken branches back to a loop head before the region there is
+        compiled (default ``loopjit.THRESHOLD``).
     debugcon_dropped : int
         Console bytes discarded because :attr:`debugcon` keeps only the last
         ``DEBUGCON_LIMIT`` bytes.
