@@ -4,9 +4,9 @@ An interpreter pays for every instruction's decode and dispatch; a compiler
 pays once.  When the step loop has seen a loop head (the target of a taken
 backward branch, ``hotloop.py`` counts them) often enough, it stops with
 ``ST_JIT_REQUEST``; :func:`install` decodes the *region* there
-(:func:`decode_region`: the basic blocks reachable forward from the head inside
-its code page, nested loops and forward branches included, up to the
-instructions the tier does not compile and the branches that leave), emits
+(:func:`decode_region`: the basic blocks reachable from the head inside its
+code page, nested loops, forward branches and called functions included, up to
+the instructions the tier does not compile and the branches that leave), emits
 LLVM IR for it (``regionir.py``, ``loopir.py``) with exact EFLAGS, and
 compiles it with the LLVM that Numba already loads (llvmlite).  The step loop
 then calls that code whenever a backward branch reaches the head, and again
@@ -270,10 +270,11 @@ def decode_region(code, head=0, code16=False):
     lo = min(decoded)
     hi = max(o + ins[1] for o, ins in decoded.items())
     kinds = {ins[0] for ins in decoded.values()}
-    memory = bool(kinds & STACK) or any(
+    stack, strings = bool(kinds & STACK), "movs" in kinds
+    memory = stack or strings or any(
         isinstance(x, tuple) and x[0] == "m" for ins in decoded.values() for x in ins)
-    return Region(blocks, bytes(code[lo:hi]), lo - head, code16, memory or "movs" in kinds,
-                  bool(kinds & STACK), "movs" in kinds, frozenset(r - head for r in returns))
+    return Region(blocks, bytes(code[lo:hi]), lo - head, code16, memory, stack, strings,
+                  frozenset(r - head for r in returns))
 
 
 class _Compiler:

@@ -10,16 +10,16 @@ entered at the region's head (offset 0: EIP ``eip``, linear ``lin``, physical
 if RAM at ``p`` no longer holds the region's bytes.  On return the eight
 general registers, EIP and EFLAGS in ``s`` are what the interpreter would
 have left after those steps, and the trace ring holds one linear address per
-step from slot ``tslot`` on.  (The compiled code logs one entry per block it
-enters, its first step and the block; the trace ring's last ``TRACE_N``
-addresses are written from that log on the way out.)
+step from slot ``tslot`` on.  (The compiled code logs one entry per run of a
+block, its first trace position and the block; the trace ring's last
+``TRACE_N`` addresses are written from that log on the way out.)
 
-Each block starts by checking the step budget: a block that does not fit
-whole leaves by a *side exit* at its first instruction.  A side exit writes
-back the registers and flags as they are at the start of the instruction it
-leaves at, and sets EIP to it, so the interpreter continues exactly there.
-The other exits are the branches to code outside the region (EIP the
-target) and the instructions the tier does not compile.
+Every edge into a block checks the step budget: a block that does not fit
+whole is not entered, the region leaves at its first instruction.  A *side
+exit* writes back the registers and flags as they are at the start of the
+instruction it leaves at, and sets EIP to it, so the interpreter continues
+exactly there.  The other exits are the branches to code outside the region
+(EIP the target) and the instructions the tier does not compile.
 
 Memory operands (``access``) go through the software TLB inlined: the
 page boundary, the TLB entry and its permission bits
@@ -275,10 +275,7 @@ class _Emitter:
         Anything else leaves by a side exit: the interpreter copies element by element.
         The whole string is one trace entry (``extra`` counts the other steps)."""
         b, i32 = self.b, ir.IntType(32)
-        off, here, fl = self.cur
-        fail = self.new_block("miss")
-        with b.goto_block(fail):
-            self.side_exit(off, here, fl)
+        fail = self.miss()
         count = b.zext(regs.get(1), I64)
         size = b.shl(count, _k(2))
         esi, edi = b.zext(regs.get(6), I64), b.zext(regs.get(7), I64)
@@ -296,8 +293,7 @@ class _Emitter:
             nxt = self.new_block()
             b.cbranch(bad, fail, nxt)
             b.position_at_end(nxt)
-            r = b.call(self.runtime("walk"), [self.s, lin, size, _k(write), self.code_at,
-                                              _k(len(self.region.code)), self.ramsize])
+            r = self.walk(lin, size, write)
             bad = b.icmp_signed("<", r, _k(0))
             phys.append(b.or_(b.and_(r, _k(~0xFFF)), b.and_(lin, _k(0xFFF))))
         src, dst = phys
@@ -353,6 +349,21 @@ class _Emitter:
         b.position_at_end(out)
         self.goto(rel, steps, fl)
 
+    def miss(self):
+        """A block leaving by a side exit at the current instruction (``self.cur``)."""
+        off, here, fl = self.cur
+        fail = self.new_block("miss")
+        with self.b.goto_block(fail):
+            self.side_exit(off, here, fl)
+        return fail
+
+    def walk(self, lin, size, write):
+        """``regionrt.walk`` for ``size`` bytes (an IR i64) at linear ``lin``: the page, or
+        -1 when the interpreter must make the access."""
+        return self.b.call(self.runtime("walk"), [self.s, lin, size, _k(int(write)),
+                                                  self.code_at, _k(len(self.region.code)),
+                                                  self.ramsize])
+
     def entry_alloca(self, ty, init):
         """A variable of the whole call (an alloca at the top of the entry block, where
         SROA promotes it), set to ``init`` there."""
@@ -370,12 +381,9 @@ class _Emitter:
         ``cbase``) while every check passed for the whole page: the next access in that
         page only checks the offset.  (Nothing changes the TLB while compiled code runs.)"""
         b = self.b
-        off, here, fl = self.cur
-        fail = self.new_block("miss")
-        with b.goto_block(fail):
-            self.side_exit(off, here, fl)
+        fail = self.miss()
         cvpn, cbase = self.entry_alloca(I64, -1), self.entry_alloca(I64, 0)
-        lin = b.zext(ea, I64)                          # flat segments (load_memory_context)
+        lin = b.zext(ea, I64)                          # flat segments (check_segments)
         low = b.and_(lin, _k(0xFFF))
         bad = b.icmp_unsigned(">", low, _k(4096 - n))
         vpn = b.lshr(lin, _k(12))
@@ -388,8 +396,7 @@ class _Emitter:
         walked, found = self.new_block(), self.new_block()
         b.cbranch(bad, fail, walked)
         b.position_at_end(walked)
-        r = b.call(self.runtime("walk"), [self.s, lin, _k(n), _k(int(write)), self.code_at,
-                                          _k(len(self.region.code)), self.ramsize])
+        r = self.walk(lin, _k(n), write)
         b.cbranch(b.icmp_signed("<", r, _k(0)), fail, found)
         b.position_at_end(found)
         page = b.and_(r, _k(~1))
