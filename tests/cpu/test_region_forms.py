@@ -1,5 +1,6 @@
 """Translation-tier forms beyond the random suites: REP MOVSD inside a region (the
-relocation routine's page copies) and breakpoints set outside a compiled region, each run
+relocation routine's page copies), CALL/RET to a function before the loop head, and
+breakpoints set outside a compiled region, each run
 with the tier on and off (``test_loopjit.run_both``: the same status, state, steps, trace
 ring and RAM).
 """
@@ -50,3 +51,20 @@ def test_rep_movsd_in_a_region(src, dst, std, budget):
     cpu = run_both(setup, budget, runs=3)
     if budget == 10 ** 6 and dst == 0xA000:
         assert cpu.compiled_loops
+
+
+# helper: add eax,ecx; ret | start: mov ecx,1000 | head: push ecx; call helper; pop ecx;
+# dec ecx; jnz head; hlt   (the callee lies before the loop head, in the same page)
+CALL_LOOP = bytes.fromhex("01c8c3" "b9e8030000" "51" "e8f2ffffff" "59" "49" "75f6" "f4")
+
+
+@pytest.mark.parametrize("budget", [1, 9, 1000, 10 ** 6])
+def test_call_and_ret_in_a_region(budget):
+    """PUSH, CALL to a function before the loop head, RET to the return site and POP run
+    in the region (cut anywhere by the budget) as in the interpreter."""
+    def setup(cpu):
+        cpu.ram[CODE:CODE + len(CALL_LOOP)] = np.frombuffer(CALL_LOOP, np.uint8)
+        cpu.eip, cpu.esp = CODE + 3, 0x9000
+    cpu = run_both(setup, budget, runs=2)
+    if budget == 10 ** 6:
+        assert cpu.compiled_loops and cpu.eax == sum(range(1, 1001))
